@@ -1,0 +1,82 @@
+"""The frozen configuration of a cluster, as loaded from TOML by :mod:`haos.config.loader`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from haos.model.classes import ComponentClass
+from haos.model.redundancy import RecoveryPolicy, ServiceGroup, ServiceInstance
+from haos.model.tree import Component
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A cluster node (a CPU board running haos).
+
+    ``component`` names its node-class component in the containment tree; components
+    inside that subtree run on this node. ``priority`` (higher wins) and then the lower
+    ``node_id`` choose the master and vice-master.
+    """
+
+    name: str
+    node_id: int
+    component: str
+    priority: int = 0
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CorrelationPolicy:
+    """Settings of the error correlator (CEC).
+
+    ``duplicate_window``: a second report of the same kind about the same component within
+    this many seconds is redundant. ``container_window`` and ``container_threshold``: when
+    reports about at least ``container_threshold`` distinct children of one container arrive
+    within the window, they are re-attributed to the container. ``hold_time``: how long a
+    report that may become part of such a pattern is held before being forwarded as is.
+    ``escalate_count``: this many forwarded reports about one component within
+    ``escalate_window`` raise the recommended recovery one level.
+    """
+
+    duplicate_window: float = 1.0
+    container_window: float = 0.5
+    container_threshold: int = 2
+    hold_time: float = 0.05
+    escalate_count: int = 3
+    escalate_window: float = 30.0
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    """An audit the health monitor runs for a component."""
+
+    component: str
+    name: str
+    period: float
+    timeout: float
+    kind: str = "command"  # command | http | callback
+    target: str = ""  # command line, URL, or callback name
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    classes: tuple[ComponentClass, ...]
+    components: tuple[Component, ...]
+    nodes: tuple[NodeSpec, ...]
+    groups: tuple[ServiceGroup, ...]
+    instances: tuple[ServiceInstance, ...]
+    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    correlation: CorrelationPolicy = field(default_factory=CorrelationPolicy)
+    audits: tuple[AuditSpec, ...] = ()
+    source: str = ""  # file it was loaded from
+
+    def group(self, name: str) -> ServiceGroup:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+    def component_classes(self) -> Mapping[str, str]:
+        return {c.name: c.cls for c in self.components}
