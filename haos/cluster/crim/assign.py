@@ -1,0 +1,143 @@
+"""Assignment of components to service instances under each redundancy model.
+
+``reconcile`` brings one service group to its wanted shape with as few changes as
+possible: roles are first removed from components that may no longer hold them, then each
+instance lacking a primary gets one (its own secondary first, since that one holds the
+checkpointed state), then each instance lacking a standby gets one. A primary role never
+turns directly into a secondary one (FIG 5), and an exclusive instance (2N, N+M,
+hot-restart, no-redundancy) never gets a second primary.
+
+Serving comes first: an instance is never left without a primary while any healthy spare
+(or, failing that, a secondary of another instance) could serve it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from haos.cluster.crim.state import Health
+from haos.cluster.crim.work import Work
+from haos.model.redundancy import RedundancyModel
+from haos.model.states import AvailabilityState
+
+_P = AvailabilityState.PRIMARY
+_S = AvailabilityState.SECONDARY
+_SPARE = AvailabilityState.SPARE
+_OFF = AvailabilityState.OFFLINE
+
+
+def release_ineligible(work: Work, group: str) -> None:
+    """Strip roles from members that may no longer hold them."""
+    for m in work.topo.groups[group].members:
+        rt = work.rt(m)
+        if rt.state in (_P, _S) and not work.may_hold(m):
+            healthy = rt.health is Health.HEALTHY
+            work.strip(m, _SPARE if healthy else _OFF, graceful=healthy)
+
+
+def reconcile(work: Work, group: str, avoid: frozenset[str] = frozenset()) -> None:
+    """Assign roles in ``group``; members in ``avoid`` are not made primary."""
+    release_ineligible(work, group)
+    spec = work.topo.groups[group]
+    for inst in work.topo.instances_of[group]:
+        nway = spec.model is RedundancyModel.N_WAY_ACTIVE
+        want = work.topo.instances[inst].actives if nway else 1
+        _fill_primaries(work, group, inst, want, avoid)
+    if spec.model.has_standby:
+        for inst in work.topo.instances_of[group]:
+            _fill_secondary(work, group, inst)
+    _settle_spares(work, group)
+
+
+def _members(work: Work, group: str, state: AvailabilityState) -> list[str]:
+    return [m for m in work.topo.groups[group].members if work.rt(m).state is state]
+
+
+def _load(work: Work, component: str) -> int:
+    return len(work.rt(component).instances)
+
+
+def _fill_primaries(work: Work, group: str, inst: str, want: int, avoid: frozenset[str]) -> None:
+    for _ in range(want):
+        have = [m for m in _members(work, group, _P) if inst in work.rt(m).instances]
+        if len(have) >= want:
+            return
+        pick = _pick_primary(work, group, inst, avoid, exclude=set(have))
+        if pick is None:
+            return
+        rt = work.rt(pick)
+        if rt.state is _P:
+            work.set_role(pick, _P, rt.instances | {inst})
+        else:
+            # A promoted secondary gives up its other standby duties (one state per component).
+            work.set_role(pick, _P, frozenset({inst}))
+
+
+def _pick_primary(
+    work: Work, group: str, inst: str, avoid: frozenset[str], exclude: set[str]
+) -> str | None:
+    spec = work.topo.groups[group]
+    cap = work.topo.shapes[group].primary_capacity
+
+    def ok(m: str) -> bool:
+        return m not in avoid and m not in exclude and work.eligible(m)
+
+    primaries = [m for m in _members(work, group, _P) if ok(m)]
+    spares = [m for m in _members(work, group, _SPARE) + _members(work, group, _OFF) if ok(m)]
+    secondaries = [m for m in _members(work, group, _S) if ok(m)]
+    own_standby = [m for m in secondaries if inst in work.rt(m).instances]
+    with_room = sorted(
+        (m for m in primaries if _load(work, m) < cap),
+        key=lambda m: (_load(work, m), work.topo.member_rank[m]),
+    )
+    n_primary = len(_members(work, group, _P))
+    for tier in (
+        own_standby,
+        with_room,
+        spares if n_primary < spec.active else [],
+        spares,  # degraded: more primaries than N, but the instance is served
+        _least_loaded(work, secondaries),
+        _least_loaded(work, primaries),  # overloaded, but served
+    ):
+        if tier:
+            return tier[0]
+    return None
+
+
+def _least_loaded(work: Work, members: Iterable[str]) -> list[str]:
+    return sorted(members, key=lambda m: (_load(work, m), work.topo.member_rank[m]))
+
+
+def _fill_secondary(work: Work, group: str, inst: str) -> None:
+    if any(inst in work.rt(m).instances for m in _members(work, group, _S)):
+        return
+    spec = work.topo.groups[group]
+    cap = work.topo.shapes[group].standby_capacity
+    secondaries = [m for m in _members(work, group, _S) if work.eligible(m)]
+    spares = [m for m in _members(work, group, _SPARE) + _members(work, group, _OFF)]
+    spares = [m for m in spares if work.eligible(m)]
+    with_room = _least_loaded(work, (m for m in secondaries if _load(work, m) < cap))
+    n_secondary = len(_members(work, group, _S))
+    for tier in (
+        with_room,
+        spares if n_secondary < spec.standby else [],
+        spares,
+        _least_loaded(work, secondaries),
+    ):
+        if tier:
+            pick = tier[0]
+            work.set_role(pick, _S, work.rt(pick).instances | {inst})
+            return
+
+
+def _settle_spares(work: Work, group: str) -> None:
+    """Healthy members without a role are spare; the rest are off-line."""
+    for m in work.topo.groups[group].members:
+        rt = work.rt(m)
+        if rt.state in (_P, _S):
+            continue
+        healthy = rt.health is Health.HEALTHY and rt.offline_by is None
+        node = work.topo.host_of.get(m)
+        if node is not None and not work.nodes[node].member:
+            healthy = False
+        work.set_role(m, _SPARE if healthy else _OFF)

@@ -1,0 +1,94 @@
+"""Events the CRIM decides on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from haos.model.reports import ErrorReport
+
+
+@dataclass(frozen=True)
+class ComponentAvailable:
+    """A component is instantiated and ready for work (first start, restart, or repair)."""
+
+    component: str
+
+
+@dataclass(frozen=True)
+class ErrorReported:
+    report: ErrorReport
+
+
+@dataclass(frozen=True)
+class OfflineRequested:
+    """The component itself asks to be taken off-line (e.g. to run diagnostics)."""
+
+    component: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class NodeJoined:
+    node: str
+
+
+@dataclass(frozen=True)
+class NodeLeft:
+    """A node left the membership (and, on a real cluster, has been fenced).
+
+    ``at`` is when it was last known alive, if known; outages are dated from it.
+    """
+
+    node: str
+    at: float | None = None
+
+
+@dataclass(frozen=True)
+class OperatorLock:
+    """Lock a component, node or service group: its work moves away, it stays instantiated."""
+
+    target: str
+
+
+@dataclass(frozen=True)
+class OperatorUnlock:
+    target: str
+
+
+@dataclass(frozen=True)
+class OperatorOffline:
+    """Take a component off-line (stopped) until brought on-line again."""
+
+    component: str
+
+
+@dataclass(frozen=True)
+class OperatorOnline:
+    component: str
+
+
+@dataclass(frozen=True)
+class OperatorSwitchover:
+    """Move the primary role of a service instance (or of a component) to its standby."""
+
+    target: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: recovery deadlines may have expired."""
+
+
+Event = (
+    ComponentAvailable
+    | ErrorReported
+    | OfflineRequested
+    | NodeJoined
+    | NodeLeft
+    | OperatorLock
+    | OperatorUnlock
+    | OperatorOffline
+    | OperatorOnline
+    | OperatorSwitchover
+    | Tick
+)

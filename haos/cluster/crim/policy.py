@@ -1,0 +1,281 @@
+"""The CRIM's policy core: ``decide(topology, state, event, now) -> Decision``.
+
+Pure: no I/O, no clock reads, no logging. Each handler works on a :class:`Work` copy of the
+state and ends with a reason sentence that logs, ``STATUS=`` lines and tests all read.
+An invalid or disallowed event gives a refused decision that changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from haos.cluster.crim import events as ev
+from haos.cluster.crim.actions import Decision, Repair, TakeOffline
+from haos.cluster.crim.assign import reconcile
+from haos.cluster.crim.ladder import lose_contents, recover, regroup
+from haos.cluster.crim.state import CrimState, Health, OfflineBy
+from haos.cluster.crim.topology import Topology
+from haos.cluster.crim.work import Work
+from haos.model.reports import RecoveryLevel
+from haos.model.states import AdminState, AvailabilityState
+
+_P = AvailabilityState.PRIMARY
+_S = AvailabilityState.SECONDARY
+_SPARE = AvailabilityState.SPARE
+_OFF = AvailabilityState.OFFLINE
+
+
+class Refused(Exception):
+    """Raised inside a handler to refuse the event; nothing of the work is kept."""
+
+
+def decide(topo: Topology, state: CrimState, event: ev.Event, now: float) -> Decision:
+    handler = _HANDLERS[type(event)]
+    work = Work(topo, state, now)
+    try:
+        reason = handler(work, event)
+    except Refused as e:
+        return Decision(state, (), f"refused: {e}", refused=True)
+    return work.finish(reason)
+
+
+def next_deadline(state: CrimState) -> float | None:
+    """When a Tick is next needed: the earliest recovery deadline."""
+    deadlines = [rt.recovery.deadline for rt in state.components.values() if rt.recovery]
+    return min(deadlines) if deadlines else None
+
+
+# --- components ----------------------------------------------------------------------------
+
+
+def _known(work: Work, component: str) -> None:
+    if component not in work.components:
+        raise Refused(f"unknown component {component!r}")
+
+
+def _on_available(work: Work, e: ev.ComponentAvailable) -> str:
+    c = e.component
+    _known(work, c)
+    node = work.topo.host_of.get(c)
+    if node is not None and not work.nodes[node].member:
+        raise Refused(f"{c} reported available but its node {node} is not a member")
+    rt = work.rt(c)
+    if rt.offline_by is OfflineBy.OPERATOR:
+        work.emit(TakeOffline(c, "off-line by operator"))
+        return f"{c} started but is off-line by operator; stopping it"
+    if rt.health is Health.HEALTHY:
+        return f"{c} already available"
+    was_recovering = rt.health is Health.RECOVERING
+    work.update(c, health=Health.HEALTHY, recovery=None, offline_by=None)
+    work.touch(c)
+    if was_recovering and rt.state in (_P, _S):
+        work.reassert(c)
+    _place(work, c)
+    if was_recovering:
+        return f"{c} recovered and resumed as {work.rt(c).state}"
+    return f"{c} available, now {work.rt(c).state}"
+
+
+def _place(work: Work, component: str) -> None:
+    """Let the component's group (or, without a group, the component alone) settle."""
+    group = work.topo.group_of.get(component)
+    if group is not None:
+        reconcile(work, group)
+    else:
+        rt = work.rt(component)
+        ok = rt.health is Health.HEALTHY and rt.offline_by is None
+        work.set_role(component, _SPARE if ok else _OFF)
+
+
+def _on_error(work: Work, e: ev.ErrorReported) -> str:
+    r = e.report
+    _known(work, r.component)
+    rt = work.rt(r.component)
+    if rt.health in (Health.ABSENT, Health.FAILED):
+        return f"ignored report about {r.component}: already out of service ({rt.health})"
+    if rt.recovery is not None and r.observed_at <= rt.recovery.started:
+        return f"ignored stale report about {r.component}: its recovery is under way"
+    work.since = min(r.observed_at, work.now)
+    minimum = r.minimum_level()
+    if rt.recovery is not None:
+        # The component failed again while recovering: the current rung did not work.
+        minimum = max(minimum, RecoveryLevel(min(rt.recovery.level + 1, RecoveryLevel.REBOOT_NODE)))
+    return recover(work, r.component, minimum, f"{r.kind} reported by {r.source or 'unknown'}")
+
+
+def _on_tick(work: Work, e: ev.Tick) -> str:
+    expired = sorted(
+        (rt.recovery.deadline, c)
+        for c, rt in work.components.items()
+        if rt.recovery is not None and rt.recovery.deadline <= work.now
+    )
+    done = []
+    for _, c in expired:
+        rt = work.rt(c)
+        if rt.recovery is None or rt.health is not Health.RECOVERING:
+            continue  # a previous escalation in this tick already dealt with it
+        nxt = RecoveryLevel(min(rt.recovery.level + 1, RecoveryLevel.REBOOT_NODE))
+        done.append(recover(work, c, nxt, f"{rt.recovery.level} did not complete in time"))
+    return "; ".join(done) if done else "nothing due"
+
+
+def _go_offline(work: Work, c: str, by: OfflineBy) -> None:
+    rt = work.rt(c)
+    work.update(c, offline_by=by)
+    healthy = rt.health is Health.HEALTHY
+    if rt.state in (_P, _S):
+        work.strip(c, _SPARE if healthy else _OFF, graceful=healthy)
+        group = work.topo.group_of.get(c)
+        if group is not None:
+            reconcile(work, group)
+    work.update(c, health=Health.ABSENT, recovery=None)
+    lose_contents(work, c, exclude_self=True)
+    work.set_role(c, _OFF)
+    work.touch(c)
+    work.emit(TakeOffline(c, f"off-line by {by.value}"))
+
+
+def _on_offline_requested(work: Work, e: ev.OfflineRequested) -> str:
+    _known(work, e.component)
+    if work.rt(e.component).offline_by is not None:
+        return f"{e.component} already off-line"
+    _go_offline(work, e.component, OfflineBy.SELF)
+    return f"{e.component} taken off-line at its own request ({e.reason or 'no reason given'})"
+
+
+def _on_operator_offline(work: Work, e: ev.OperatorOffline) -> str:
+    _known(work, e.component)
+    if work.rt(e.component).offline_by is OfflineBy.OPERATOR:
+        return f"{e.component} already off-line"
+    _go_offline(work, e.component, OfflineBy.OPERATOR)
+    return f"{e.component} taken off-line by operator"
+
+
+def _on_operator_online(work: Work, e: ev.OperatorOnline) -> str:
+    _known(work, e.component)
+    if work.rt(e.component).offline_by is None:
+        raise Refused(f"{e.component} is not off-line")
+    work.update(e.component, offline_by=None)
+    work.emit(Repair(e.component))
+    return f"{e.component} brought on-line; starting it"
+
+
+# --- nodes ---------------------------------------------------------------------------------
+
+
+def _on_node_joined(work: Work, e: ev.NodeJoined) -> str:
+    if e.node not in work.nodes:
+        raise Refused(f"unknown node {e.node!r}")
+    if work.nodes[e.node].member:
+        return f"node {e.node} already a member"
+    work.set_node(e.node, member=True)
+    comp = work.topo.node_component(e.node)
+    work.update(comp, health=Health.HEALTHY, recovery=None)
+    _place(work, comp)
+    return f"node {e.node} joined"
+
+
+def _on_node_left(work: Work, e: ev.NodeLeft) -> str:
+    if e.node not in work.nodes:
+        raise Refused(f"unknown node {e.node!r}")
+    if not work.nodes[e.node].member:
+        return f"node {e.node} already gone"
+    work.set_node(e.node, member=False)
+    if e.at is not None:
+        work.since = min(e.at, work.now)
+    lost = work.topo.hosted[e.node]
+    for c in lost:
+        work.update(c, health=Health.ABSENT, recovery=None)
+        if work.rt(c).state is not _OFF:
+            work.strip(c, _OFF)
+        work.touch(c)
+    regroup(work, lost)
+    return f"node {e.node} left; {len(lost)} components lost, their work moved"
+
+
+# --- administration ------------------------------------------------------------------------
+
+
+def _target(work: Work, name: str) -> tuple[str, str]:
+    t = work.topo.resolve_target(name)
+    if t is None:
+        raise Refused(f"unknown target {name!r} (not a node, group, instance or component)")
+    return t
+
+
+def _set_admin(work: Work, name: str, admin: AdminState) -> str:
+    kind, target = _target(work, name)
+    if kind == "instance":
+        raise Refused(f"{name} is a service instance; lock its group or components instead")
+    if kind == "node":
+        work.set_node(target, admin=admin)
+        affected = list(work.topo.hosted[target])
+    elif kind == "group":
+        work.set_group(target, admin=admin)
+        affected = list(work.topo.groups[target].members)
+    else:
+        affected = list(work.topo.tree.subtree(target))
+        for c in affected:
+            work.update(c, admin=admin)
+    for c in affected:
+        work.touch(c)
+    regroup(work, affected)
+    for c in affected:
+        if c not in work.topo.group_of:
+            _place(work, c)
+    return f"{kind} {target} {admin}"
+
+
+def _on_lock(work: Work, e: ev.OperatorLock) -> str:
+    return _set_admin(work, e.target, AdminState.LOCKED)
+
+
+def _on_unlock(work: Work, e: ev.OperatorUnlock) -> str:
+    return _set_admin(work, e.target, AdminState.UNLOCKED)
+
+
+def _on_switchover(work: Work, e: ev.OperatorSwitchover) -> str:
+    kind, target = _target(work, e.target)
+    if kind == "instance":
+        primaries = [
+            m
+            for m in work.topo.groups[work.topo.instances[target].group].members
+            if work.rt(m).state is _P and target in work.rt(m).instances
+        ]
+        if not primaries:
+            raise Refused(f"instance {target} has no primary to switch over")
+        old = primaries[0]
+    elif kind == "component":
+        old = target
+        if work.rt(old).state is not _P:
+            raise Refused(f"{old} is {work.rt(old).state}, not primary")
+    else:
+        raise Refused(f"switchover needs a service instance or a primary component, not a {kind}")
+    group = work.topo.group_of[old]
+    moved = sorted(work.rt(old).instances)
+    work.strip(old, _SPARE, graceful=True)
+    reconcile(work, group, avoid=frozenset({old}))
+    served = all(any(inst in work.rt(m).instances and work.rt(m).state is _P
+                     for m in work.topo.groups[group].members) for inst in moved)
+    if not served:
+        raise Refused(f"no healthy standby can take over from {old}")
+    reconcile(work, group)
+    new = sorted({m for m in work.topo.groups[group].members
+                  if work.rt(m).state is _P and set(moved) & work.rt(m).instances})
+    return f"switchover of {', '.join(moved)} from {old} to {', '.join(new)}"
+
+
+_HANDLERS: dict[type, Callable[[Work, Any], str]] = {
+    ev.ComponentAvailable: _on_available,
+    ev.ErrorReported: _on_error,
+    ev.OfflineRequested: _on_offline_requested,
+    ev.NodeJoined: _on_node_joined,
+    ev.NodeLeft: _on_node_left,
+    ev.OperatorLock: _on_lock,
+    ev.OperatorUnlock: _on_unlock,
+    ev.OperatorOffline: _on_operator_offline,
+    ev.OperatorOnline: _on_operator_online,
+    ev.OperatorSwitchover: _on_switchover,
+    ev.Tick: _on_tick,
+}

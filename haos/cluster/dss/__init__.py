@@ -1,0 +1,2 @@
+"""Distributed system services: the cluster layer haos builds on (corosync 3: CPG, votequorum,
+cmap)."""

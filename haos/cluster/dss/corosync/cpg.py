@@ -1,0 +1,353 @@
+"""Closed process groups (CPG): agreed-order multicast and group membership over corosync.
+
+Use::
+
+    async with CpgGroup.open("haos-cmm") as group:
+        await group.mcast(b"hello")
+        async for event in group.events:
+            match event:
+                case Delivered(node_id, pid, payload): ...
+                case MembershipChanged(members, left, joined): ...
+                case TotemRing(ring_id, members): ...
+
+Contract, from corosync's CPG service:
+
+* Every member of a group receives every message multicast to it, in the same (agreed)
+  order, including the sender itself; a message is delivered only to processes that were
+  members when it was ordered. Membership changes are ordered with the messages: all
+  members see the same sequence of messages and changes (virtual synchrony).
+* Events are the callbacks of the CPG model v1, turned into frozen dataclasses on the
+  event-loop thread and queued on :attr:`CpgGroup.events` in dispatch order. The first event
+  after joining is the :class:`TotemRing` of the current ring (the
+  ``CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`` flag).
+* Each method that talks to corosync does one IPC round trip to the local corosync and
+  blocks the calling thread for it (tens of microseconds). libcpg waits for the answer
+  without a timeout: a *stopped* (SIGSTOPped, hung) corosync blocks the caller until it
+  runs again. A corosync that exits gives :class:`CorosyncUnavailableError`.
+* CS_ERR_TRY_AGAIN (membership sync, flow control) is retried with a bounded asyncio
+  back-off (:class:`~haos.cluster.dss.corosync._lib.Backoff`); after the budget the call
+  raises :class:`CorosyncUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from haos.cluster.dss.corosync import _lib
+from haos.cluster.dss.corosync._events import EventStream, LoopReader
+from haos.cluster.dss.corosync._lib import DEFAULT_BACKOFF, Backoff
+from haos.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+
+class CpgReason(IntEnum):
+    """``cpg_reason_t``: why a process joined or left a group."""
+
+    UNDEFINED = 0
+    JOIN = 1
+    LEAVE = 2
+    NODEDOWN = 3
+    NODEUP = 4
+    PROCDOWN = 5
+
+
+@dataclass(frozen=True)
+class CpgMember:
+    """One process in a group: node, process id and (in left/joined lists) why."""
+
+    node_id: int
+    pid: int
+    reason: CpgReason = CpgReason.UNDEFINED
+
+
+@dataclass(frozen=True)
+class RingId:
+    """A totem ring: the representative node and a sequence number that only grows."""
+
+    node_id: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.node_id:x}.{self.seq:x}"  # as corosync logs it (CS_PRI_RING_ID)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A message multicast to the group, in agreed order; sender's node and pid."""
+
+    node_id: int
+    pid: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class MembershipChanged:
+    """The group's membership after a change, and the processes that left and joined."""
+
+    members: tuple[CpgMember, ...]
+    left: tuple[CpgMember, ...]
+    joined: tuple[CpgMember, ...]
+
+
+@dataclass(frozen=True)
+class TotemRing:
+    """A new totem ring (cluster-wide membership of nodes, not of group processes)."""
+
+    ring_id: RingId
+    members: tuple[int, ...]
+
+
+CpgEvent = Delivered | MembershipChanged | TotemRing
+
+
+def _reason(raw: int) -> CpgReason:
+    try:
+        return CpgReason(raw)
+    except ValueError:
+        return CpgReason.UNDEFINED
+
+
+def _members(array: ctypes._Pointer[_lib.CpgAddress], count: int) -> tuple[CpgMember, ...]:
+    if count == 0:
+        return ()
+    return tuple(CpgMember(a.nodeid, a.pid, _reason(a.reason)) for a in array[:count])
+
+
+class CpgGroup:
+    """One CPG handle, joined to at most one group. Open it with :meth:`open`.
+
+    Not thread-safe: use it from the thread running its event loop.
+    """
+
+    def __init__(self, *, backoff: Backoff = DEFAULT_BACKOFF) -> None:
+        """Prepare a handle; :meth:`open` connects it. Does no I/O."""
+        self._lib = _lib.cpg()
+        self._backoff = backoff
+        self.events: EventStream[CpgEvent] = EventStream("CPG handle")
+        self._handle: int | None = None
+        self._group: _lib.CpgName | None = None
+        self._reader: LoopReader | None = None
+        self._send_lock = asyncio.Lock()
+        self._callback_error: BaseException | None = None
+        # libcpg keeps these C function pointers; they must outlive the handle.
+        self._callbacks = (
+            _lib.CpgDeliverFn(self._on_deliver),
+            _lib.CpgConfchgFn(self._on_confchg),
+            _lib.CpgTotemConfchgFn(self._on_totem_confchg),
+        )
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, group: str, *, backoff: Backoff = DEFAULT_BACKOFF
+    ) -> AsyncIterator[CpgGroup]:
+        """Connect to corosync, dispatch on the running loop, join ``group``; close on exit.
+
+        Raises :class:`CorosyncUnavailableError` if corosync is not reachable.
+        """
+        self = cls(backoff=backoff)
+        try:
+            await self.initialize()
+            self.attach(asyncio.get_running_loop())
+            await self.join(group)
+            yield self
+        finally:
+            self.close()
+
+    async def initialize(self) -> None:
+        """``cpg_model_initialize`` with model v1 (deliver, confchg and totem callbacks)."""
+        if self._handle is not None:
+            raise UsageError("CPG handle is already initialized")
+        deliver, confchg, totem = self._callbacks
+        model = _lib.CpgModelV1Data(
+            _lib.CPG_MODEL_V1, deliver, confchg, totem, _lib.CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF
+        )
+        handle = ctypes.c_uint64()
+        await _lib.acall(
+            self._lib.cpg_model_initialize,
+            ctypes.byref(handle),
+            _lib.CPG_MODEL_V1,
+            ctypes.cast(ctypes.pointer(model), ctypes.c_void_p),
+            None,
+            backoff=self._backoff,
+        )
+        self._handle = handle.value
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Dispatch callbacks on ``loop`` whenever corosync has events for this handle."""
+        if self._reader is not None:
+            raise UsageError("CPG handle is already attached to a loop")
+        self._reader = LoopReader(loop, self.fd_get(), self.dispatch, self._broken)
+
+    async def join(self, group: str) -> None:
+        """``cpg_join``: become a member of ``group`` (1..128 bytes of UTF-8)."""
+        handle = self._live_handle()
+        if self._group is not None:
+            raise UsageError("this CPG handle has already joined a group")
+        name = _lib.cpg_name(group)
+        await _lib.acall(self._lib.cpg_join, handle, ctypes.byref(name), backoff=self._backoff)
+        self._group = name
+
+    async def leave(self) -> None:
+        """``cpg_leave``: members see this process leave with reason LEAVE."""
+        handle = self._live_handle()
+        name = self._joined()
+        await _lib.acall(self._lib.cpg_leave, handle, ctypes.byref(name), backoff=self._backoff)
+        self._group = None
+
+    async def mcast(self, payload: bytes) -> None:
+        """``cpg_mcast_joined`` with CPG_TYPE_AGREED: send to every member, this one included.
+
+        Returns once corosync has accepted the message, not when it is delivered. Concurrent
+        calls are serialised so messages leave in the order the calls were made.
+        """
+        handle = self._live_handle()
+        self._joined()
+        buffer = ctypes.c_char_p(payload)  # points into ``payload``; no copy
+        iov = _lib.IoVec(ctypes.cast(buffer, ctypes.c_void_p), len(payload))
+        async with self._send_lock:
+            await _lib.acall(
+                self._lib.cpg_mcast_joined,
+                handle,
+                _lib.CPG_TYPE_AGREED,
+                ctypes.byref(iov),
+                1,
+                backoff=self._backoff,
+            )
+
+    async def local_get(self) -> int:
+        """``cpg_local_get``: this node's corosync node id."""
+        handle = self._live_handle()
+        node_id = ctypes.c_uint()
+        await _lib.acall(
+            self._lib.cpg_local_get, handle, ctypes.byref(node_id), backoff=self._backoff
+        )
+        return node_id.value
+
+    async def membership_get(self) -> tuple[CpgMember, ...]:
+        """``cpg_membership_get``: the joined group's current members (reason UNDEFINED)."""
+        handle = self._live_handle()
+        name = self._joined()
+        array = (_lib.CpgAddress * _lib.CPG_MEMBERS_MAX)()
+        count = ctypes.c_int(_lib.CPG_MEMBERS_MAX)
+        await _lib.acall(
+            self._lib.cpg_membership_get,
+            handle,
+            ctypes.byref(name),
+            array,
+            ctypes.byref(count),
+            backoff=self._backoff,
+        )
+        return tuple(CpgMember(a.nodeid, a.pid) for a in array[: count.value])
+
+    def fd_get(self) -> int:
+        """``cpg_fd_get``: the descriptor that turns readable when events are waiting."""
+        fd = ctypes.c_int()
+        _lib.check("cpg_fd_get", self._lib.cpg_fd_get(self._live_handle(), ctypes.byref(fd)))
+        return fd.value
+
+    def dispatch(self) -> None:
+        """``cpg_dispatch(CS_DISPATCH_ALL)``: run the callbacks for every waiting event."""
+        rc = int(self._lib.cpg_dispatch(self._live_handle(), _lib.CS_DISPATCH_ALL))
+        error, self._callback_error = self._callback_error, None
+        if error is not None:
+            raise error
+        if rc != _lib.CS_ERR_TRY_AGAIN:  # TRY_AGAIN here only means "nothing more to read"
+            _lib.check("cpg_dispatch", rc)
+
+    def close(self) -> None:
+        """Leave the group (one attempt) and ``cpg_finalize``; idempotent, never raises.
+
+        Members see a LEAVE; if the leave cannot be sent they see PROCDOWN instead.
+        """
+        if self._reader is not None:
+            self._reader.close()
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            healthy = not self.events.ended  # a broken connection cannot carry a leave
+            if self._group is not None and healthy:
+                rc = int(self._lib.cpg_leave(handle, ctypes.byref(self._group)))
+                if rc != _lib.CS_OK:
+                    log.debug("cpg_leave on close: %s", _lib.error_for("cpg_leave", rc))
+            rc = int(self._lib.cpg_finalize(handle))  # also frees the library's side
+            if rc != _lib.CS_OK and healthy:
+                log.debug("cpg_finalize on close: %s", _lib.error_for("cpg_finalize", rc))
+        self._group = None
+        self.events.end(None)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _live_handle(self) -> int:
+        if self._handle is None:
+            raise UsageError("CPG handle is not initialized or was closed")
+        return self._handle
+
+    def _joined(self) -> _lib.CpgName:
+        if self._group is None:
+            raise UsageError("this CPG handle has not joined a group")
+        return self._group
+
+    def _broken(self, error: BaseException) -> None:
+        log.warning("CPG connection broke: %s", error)
+        self.events.end(error)
+
+    def _emit(self, make: Callable[[], CpgEvent]) -> None:
+        # Runs inside cpg_dispatch, called from C: an exception here would be printed and
+        # lost by ctypes, so keep it and let dispatch() raise it.
+        try:
+            self.events.put(make())
+        except BaseException as e:
+            if self._callback_error is None:
+                self._callback_error = e
+
+    def _on_deliver(
+        self,
+        _handle: int,
+        _group: ctypes._Pointer[_lib.CpgName],
+        node_id: int,
+        pid: int,
+        msg: int | None,
+        msg_len: int,
+    ) -> None:
+        def make() -> Delivered:
+            payload = ctypes.string_at(msg, msg_len) if msg and msg_len else b""
+            return Delivered(node_id, pid, payload)
+
+        self._emit(make)
+
+    def _on_confchg(
+        self,
+        _handle: int,
+        _group: ctypes._Pointer[_lib.CpgName],
+        members: ctypes._Pointer[_lib.CpgAddress],
+        n_members: int,
+        left: ctypes._Pointer[_lib.CpgAddress],
+        n_left: int,
+        joined: ctypes._Pointer[_lib.CpgAddress],
+        n_joined: int,
+    ) -> None:
+        self._emit(
+            lambda: MembershipChanged(
+                _members(members, n_members), _members(left, n_left), _members(joined, n_joined)
+            )
+        )
+
+    def _on_totem_confchg(
+        self,
+        _handle: int,
+        ring_id: _lib.CpgRingId,
+        n_members: int,
+        members: ctypes._Pointer[ctypes.c_uint32],
+    ) -> None:
+        def make() -> TotemRing:
+            nodes = tuple(members[:n_members]) if n_members else ()
+            return TotemRing(RingId(ring_id.nodeid, ring_id.seq), nodes)
+
+        self._emit(make)

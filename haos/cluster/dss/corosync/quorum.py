@@ -1,0 +1,348 @@
+"""votequorum: is this partition quorate, with how many votes, and quorum change events.
+
+Use::
+
+    async with VoteQuorum.open() as vq:
+        info = await vq.info()               # this node's view: quorate, votes, flags
+        nodes = await vq.nodes()             # every known node with its state and votes
+        async for event in vq.events: ...    # QuorumChanged, NodeListChanged, ...
+
+Contract, from corosync's votequorum service:
+
+* :meth:`VoteQuorum.open` starts tracking with ``CS_TRACK_CURRENT | CS_TRACK_CHANGES``:
+  corosync sends the current node list and quorum state at once, then every change. The
+  events are queued on :attr:`VoteQuorum.events` in dispatch order.
+* ``quorate`` is the partition's verdict; ``two_node`` implies ``wait_for_all``: a node
+  restarted alone stays inquorate until it has seen its peer once.
+* Calls block the event-loop thread for one IPC round trip, without a timeout if corosync is
+  stopped (see :mod:`.cpg`); a corosync that is gone gives
+  :class:`~haos.cluster.dss.corosync.errors.CorosyncUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+
+from haos.cluster.dss.corosync import _lib
+from haos.cluster.dss.corosync._events import EventStream, LoopReader
+from haos.cluster.dss.corosync._lib import DEFAULT_BACKOFF, Backoff
+from haos.cluster.dss.corosync.cpg import RingId
+from haos.cluster.dss.corosync.errors import CorosyncError, CsError
+from haos.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+LOCAL_NODE = 0  # node id 0 (VOTEQUORUM_QDEVICE_NODEID) asks votequorum_getinfo about this node
+
+
+class NodeState(IntEnum):
+    """``VOTEQUORUM_NODESTATE_*``."""
+
+    UNKNOWN = 0  # not a corosync value: stands in for a state this binding does not know
+    MEMBER = 1
+    DEAD = 2
+    LEAVING = 3
+
+
+class QuorumFlags(IntFlag):
+    """``VOTEQUORUM_INFO_*`` bits of ``votequorum_info.flags``."""
+
+    TWONODE = 1
+    QUORATE = 2
+    WAIT_FOR_ALL = 4
+    LAST_MAN_STANDING = 8
+    AUTO_TIE_BREAKER = 16
+    ALLOW_DOWNSCALE = 32
+    QDEVICE_REGISTERED = 64
+    QDEVICE_ALIVE = 128
+    QDEVICE_CAST_VOTE = 256
+    QDEVICE_MASTER_WINS = 512
+
+
+def _state(raw: int) -> NodeState:
+    try:
+        return NodeState(raw)
+    except ValueError:
+        return NodeState.UNKNOWN
+
+
+@dataclass(frozen=True)
+class VoteInfo:
+    """One ``votequorum_getinfo`` answer: a node's votes and the cluster-wide numbers.
+
+    ``quorum`` is the number of votes needed; ``total_votes`` counts the members' votes;
+    ``highest_expected`` is the largest ``expected_votes`` any member reported.
+    """
+
+    node_id: int
+    state: NodeState
+    votes: int
+    expected_votes: int
+    highest_expected: int
+    total_votes: int
+    quorum: int
+    flags: QuorumFlags
+    qdevice_votes: int
+    qdevice_name: str
+
+    @property
+    def quorate(self) -> bool:
+        return QuorumFlags.QUORATE in self.flags
+
+    @property
+    def two_node(self) -> bool:
+        return QuorumFlags.TWONODE in self.flags
+
+    @property
+    def wait_for_all(self) -> bool:
+        return QuorumFlags.WAIT_FOR_ALL in self.flags
+
+
+@dataclass(frozen=True)
+class QuorumNode:
+    """A node in a quorum notification."""
+
+    node_id: int
+    state: NodeState
+
+
+@dataclass(frozen=True)
+class NodeVotes:
+    """A known node with its state and the votes it holds."""
+
+    node_id: int
+    state: NodeState
+    votes: int
+    expected_votes: int
+
+
+@dataclass(frozen=True)
+class QuorumChanged:
+    """The partition became (or still is) quorate or not; every node votequorum knows."""
+
+    quorate: bool
+    nodes: tuple[QuorumNode, ...]
+
+
+@dataclass(frozen=True)
+class NodeListChanged:
+    """A new ring formed with these member nodes."""
+
+    ring_id: RingId
+    members: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ExpectedVotesChanged:
+    """``expected_votes`` was changed at run time (``corosync-quorumtool -e``)."""
+
+    expected_votes: int
+
+
+QuorumEvent = QuorumChanged | NodeListChanged | ExpectedVotesChanged
+
+
+class VoteQuorum:
+    """One votequorum handle. Open it with :meth:`open`.
+
+    Not thread-safe: use it from the thread running its event loop.
+    """
+
+    def __init__(self, *, backoff: Backoff = DEFAULT_BACKOFF) -> None:
+        """Prepare a handle; :meth:`open` connects it. Does no I/O."""
+        self._lib = _lib.votequorum()
+        self._backoff = backoff
+        self.events: EventStream[QuorumEvent] = EventStream("votequorum handle")
+        self._handle: int | None = None
+        self._reader: LoopReader | None = None
+        self._callback_error: BaseException | None = None
+        self._known: tuple[QuorumNode, ...] | None = None
+        self._known_changed = asyncio.Event()
+        # libvotequorum keeps these C function pointers; they must outlive the handle.
+        self._callbacks = _lib.VotequorumCallbacks(
+            _lib.VqQuorumNotifyFn(self._on_quorum),
+            _lib.VqExpectedVotesNotifyFn(self._on_expected_votes),
+            _lib.VqNodelistNotifyFn(self._on_nodelist),
+        )
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, *, backoff: Backoff = DEFAULT_BACKOFF) -> AsyncIterator[VoteQuorum]:
+        """Connect, dispatch on the running loop and track changes; close on exit.
+
+        Raises :class:`CorosyncUnavailableError` if corosync is not reachable.
+        """
+        self = cls(backoff=backoff)
+        try:
+            await self.initialize()
+            self.attach(asyncio.get_running_loop())
+            await self.trackstart()
+            yield self
+        finally:
+            self.close()
+
+    async def initialize(self) -> None:
+        """``votequorum_initialize`` with the quorum, expected-votes and nodelist callbacks."""
+        if self._handle is not None:
+            raise UsageError("votequorum handle is already initialized")
+        handle = ctypes.c_uint64()
+        await _lib.acall(
+            self._lib.votequorum_initialize,
+            ctypes.byref(handle),
+            ctypes.byref(self._callbacks),
+            backoff=self._backoff,
+        )
+        self._handle = handle.value
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Dispatch callbacks on ``loop`` whenever corosync has events for this handle."""
+        if self._reader is not None:
+            raise UsageError("votequorum handle is already attached to a loop")
+        self._reader = LoopReader(loop, self.fd_get(), self.dispatch, self._broken)
+
+    async def trackstart(self) -> None:
+        """Ask for the current state now and every change later."""
+        await _lib.acall(
+            self._lib.votequorum_trackstart,
+            self._live_handle(),
+            0,
+            _lib.CS_TRACK_CURRENT | _lib.CS_TRACK_CHANGES,
+            backoff=self._backoff,
+        )
+
+    async def info(self, node_id: int = LOCAL_NODE) -> VoteInfo:
+        """``votequorum_getinfo`` for ``node_id`` (default: this node).
+
+        A node votequorum does not know raises CorosyncError CS_ERR_NOT_EXIST.
+        """
+        raw = _lib.VotequorumInfo()
+        await _lib.acall(
+            self._lib.votequorum_getinfo,
+            self._live_handle(),
+            node_id,
+            ctypes.byref(raw),
+            backoff=self._backoff,
+        )
+        return VoteInfo(
+            node_id=raw.node_id,
+            state=_state(raw.node_state),
+            votes=raw.node_votes,
+            expected_votes=raw.node_expected_votes,
+            highest_expected=raw.highest_expected,
+            total_votes=raw.total_votes,
+            quorum=raw.quorum,
+            flags=QuorumFlags(raw.flags),
+            qdevice_votes=raw.qdevice_votes,
+            qdevice_name=raw.qdevice_name.decode(errors="replace"),
+        )
+
+    async def nodes(self, timeout: float = 5.0) -> tuple[NodeVotes, ...]:
+        """Every node votequorum knows (members and dead ones), with their votes.
+
+        The node ids come from the latest quorum notification: waits up to ``timeout``
+        seconds for the first one after :meth:`trackstart`.
+        """
+        if self._known is None:
+            async with asyncio.timeout(timeout):
+                await self._known_changed.wait()
+        assert self._known is not None
+        result = []
+        for node in self._known:
+            try:
+                info = await self.info(node.node_id)
+            except CorosyncError as e:
+                if e.cs_code != CsError.CS_ERR_NOT_EXIST:
+                    raise
+                continue  # left votequorum's list since the notification
+            result.append(NodeVotes(node.node_id, info.state, info.votes, info.expected_votes))
+        return tuple(result)
+
+    def fd_get(self) -> int:
+        """``votequorum_fd_get``: the descriptor that turns readable when events wait."""
+        fd = ctypes.c_int()
+        rc = self._lib.votequorum_fd_get(self._live_handle(), ctypes.byref(fd))
+        _lib.check("votequorum_fd_get", rc)
+        return fd.value
+
+    def dispatch(self) -> None:
+        """``votequorum_dispatch(CS_DISPATCH_ALL)``: run the callbacks for waiting events."""
+        rc = int(self._lib.votequorum_dispatch(self._live_handle(), _lib.CS_DISPATCH_ALL))
+        error, self._callback_error = self._callback_error, None
+        if error is not None:
+            raise error
+        if rc != _lib.CS_ERR_TRY_AGAIN:  # TRY_AGAIN here only means "nothing more to read"
+            _lib.check("votequorum_dispatch", rc)
+
+    def close(self) -> None:
+        """``votequorum_finalize``; idempotent, never raises."""
+        if self._reader is not None:
+            self._reader.close()
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            rc = int(self._lib.votequorum_finalize(handle))
+            if rc != _lib.CS_OK and not self.events.ended:
+                log.debug("votequorum_finalize on close: %s", _lib.error_for("finalize", rc))
+        self.events.end(None)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _live_handle(self) -> int:
+        if self._handle is None:
+            raise UsageError("votequorum handle is not initialized or was closed")
+        return self._handle
+
+    def _broken(self, error: BaseException) -> None:
+        log.warning("votequorum connection broke: %s", error)
+        self.events.end(error)
+
+    def _emit(self, make: Callable[[], QuorumEvent]) -> None:
+        # Runs inside votequorum_dispatch, called from C: keep errors for dispatch() to raise.
+        try:
+            event = make()
+            if isinstance(event, QuorumChanged):
+                self._known = event.nodes
+                self._known_changed.set()
+            self.events.put(event)
+        except BaseException as e:
+            if self._callback_error is None:
+                self._callback_error = e
+
+    def _on_quorum(
+        self,
+        _handle: int,
+        _context: int,
+        quorate: int,
+        count: int,
+        nodes: ctypes._Pointer[_lib.VotequorumNode],
+    ) -> None:
+        self._emit(
+            lambda: QuorumChanged(
+                bool(quorate),
+                tuple(QuorumNode(n.nodeid, _state(n.state)) for n in nodes[:count])
+                if count
+                else (),
+            )
+        )
+
+    def _on_nodelist(
+        self,
+        _handle: int,
+        _context: int,
+        ring_id: _lib.VotequorumRingId,
+        count: int,
+        nodes: ctypes._Pointer[ctypes.c_uint32],
+    ) -> None:
+        self._emit(
+            lambda: NodeListChanged(
+                RingId(ring_id.nodeid, ring_id.seq), tuple(nodes[:count]) if count else ()
+            )
+        )
+
+    def _on_expected_votes(self, _handle: int, _context: int, expected_votes: int) -> None:
+        self._emit(lambda: ExpectedVotesChanged(expected_votes))

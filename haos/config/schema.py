@@ -1,0 +1,399 @@
+"""The machinery under the configuration loader: setting tables, value converters, problems.
+
+A :class:`Setting` declares one key of one TOML table: its name, the converter that checks
+and converts its value, whether it is required and which dataclass field it fills. The tables
+at the end of this module declare one tuple of settings per TOML table, and
+:func:`read_table` drives checking from it, so every key is declared exactly once; the
+loader adds the rules that span entries (references, uniqueness, redundancy shapes).
+
+Converters take a raw TOML value and return the converted value or raise :class:`Invalid`.
+They never raise anything else, whatever the value: every problem ends up as a
+:class:`~haos.errors.ConfigProblem` collected in :class:`Problems`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import ipaddress
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from haos.errors import ConfigError, ConfigProblem, ModelError
+from haos.model.classes import Method
+from haos.model.names import SEPARATOR, check_name
+from haos.model.redundancy import RedundancyModel
+
+
+class Invalid(Exception):
+    """A value failed its converter; ``at`` extends the key path (e.g. ``[1]``)."""
+
+    def __init__(self, reason: str, at: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.at = at
+
+
+Converter = Callable[[object], Any]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of a TOML table; ``attr`` is the dataclass field it fills (default: ``key``)."""
+
+    key: str
+    convert: Converter
+    required: bool = False
+    attr: str = ""
+
+    @property
+    def field(self) -> str:
+        return self.attr or self.key
+
+
+class Problems:
+    """Collects every problem of one file; :meth:`raise_if_any` raises them as one error."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self._items: list[ConfigProblem] = []
+
+    def add(self, key: str, reason: str) -> None:
+        self._items.append(ConfigProblem(self.file, key, reason))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def raise_if_any(self) -> None:
+        if self._items:
+            raise ConfigError(self._items)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The checked values of one table; ``complete`` when every key was present and valid."""
+
+    path: str
+    values: Mapping[str, Any]
+    complete: bool
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def join(path: str, key: str) -> str:
+    """The key path of ``key`` inside the table at ``path`` (odd keys are quoted as in TOML)."""
+    shown = key if _BARE_KEY.match(key) else json.dumps(key)
+    return f"{path}.{shown}" if path else shown
+
+
+def suggest(word: str, options: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when one option is close to ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keys(
+    raw: Mapping[str, object], path: str, allowed: Sequence[str], problems: Problems
+) -> None:
+    """Report every key of ``raw`` that is not in ``allowed`` (typos get a suggestion)."""
+    for key in raw:
+        if key not in allowed:
+            reason = f"unknown key{suggest(key, allowed)}; expected one of: {', '.join(allowed)}"
+            if path and key in SECTIONS:
+                reason += (f"; a key written after a [table] header belongs to that table: "
+                           f"write [{key}] or [[{key}]] tables instead")
+            problems.add(join(path, key), reason)
+
+
+def read_table(
+    raw: object, path: str, settings: Sequence[Setting], problems: Problems
+) -> Entry:
+    """Check the table ``raw`` against ``settings``; report problems, return the good values."""
+    if not isinstance(raw, dict):
+        problems.add(path, f"must be a table, not {type_name(raw)}")
+        return Entry(path, {}, False)
+    check_keys(raw, path, [s.key for s in settings], problems)
+    values: dict[str, Any] = {}
+    complete = True
+    for setting in settings:
+        if setting.key not in raw:
+            if setting.required:
+                problems.add(join(path, setting.key), "missing required key")
+                complete = False
+            continue
+        try:
+            values[setting.field] = setting.convert(raw[setting.key])
+        except Invalid as e:
+            problems.add(join(path, setting.key) + e.at, e.reason)
+            complete = False
+    return Entry(path, values, complete)
+
+
+def read_array(raw: object, path: str, problems: Problems) -> list[tuple[str, object]]:
+    """The entries of an array of tables with their key paths; absent (None) is empty."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        problems.add(path, f"must be an array of tables ([[{path}]]), not {type_name(raw)}")
+        return []
+    return [(f"{path}[{i}]", item) for i, item in enumerate(raw)]
+
+
+# --- converters ---------------------------------------------------------------------------
+
+_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),  # before int: bool is a subclass of int
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "a table"),
+    (datetime.datetime, "a date-time"),
+    (datetime.date, "a date"),
+    (datetime.time, "a time"),
+)
+
+
+def type_name(value: object) -> str:
+    for cls, name in _TYPE_NAMES:
+        if isinstance(value, cls):
+            return name
+    return type(value).__name__
+
+
+def _expect(value: object, cls: type, what: str) -> None:
+    # bool is an int to Python but never to a configuration file.
+    if not isinstance(value, cls) or (cls is not bool and isinstance(value, bool)):
+        raise Invalid(f"must be {what}, not {type_name(value)}")
+
+
+def boolean(value: object) -> bool:
+    _expect(value, bool, "a boolean (true or false)")
+    assert isinstance(value, bool)
+    return value
+
+
+def text(value: object) -> str:
+    _expect(value, str, "a string")
+    assert isinstance(value, str)
+    return value
+
+
+def nonempty_text(value: object) -> str:
+    out = text(value)
+    if not out:
+        raise Invalid("must not be empty")
+    return out
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Converter:
+    """An integer (never a boolean) within ``[minimum, maximum]``."""
+
+    def convert(value: object) -> int:
+        _expect(value, int, "an integer")
+        assert isinstance(value, int)
+        if minimum is not None and value < minimum:
+            raise Invalid(f"must be at least {minimum}, not {value}")
+        if maximum is not None and value > maximum:
+            raise Invalid(f"must be at most {maximum}, not {value}")
+        return value
+
+    return convert
+
+
+def component_name(value: object) -> str:
+    """A component path name (``shelf1/slot1/node``)."""
+    name = text(value)
+    try:
+        return check_name(name)
+    except ModelError as e:
+        raise Invalid(str(e)) from None
+
+
+def simple_name(value: object) -> str:
+    """A one-segment name (node, group, class, ...): the rules of a component name segment."""
+    name = text(value)
+    try:
+        check_name(name)
+    except ModelError:
+        pass
+    else:
+        if SEPARATOR not in name:
+            return name
+    raise Invalid(f"bad name {name!r}: must match [a-z0-9][a-z0-9_.-]* (at most 63 characters)")
+
+
+def choice(options: Sequence[str]) -> Converter:
+    """One string of ``options`` (the reason lists them all)."""
+
+    def convert(value: object) -> str:
+        out = text(value)
+        if out not in options:
+            raise Invalid(f"{out!r} is not one of: {', '.join(options)}{suggest(out, options)}")
+        return out
+
+    return convert
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number of seconds or a string ``<number>ms|s|m|h`` (``"500ms"``)."""
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match is None:
+            raise Invalid(
+                f"bad duration {value!r}: use seconds as a number, or a string like "
+                '"500ms", "60s", "5m", "1h"'
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise Invalid(f"must be a duration (seconds, or a string like \"60s\"), "
+                      f"not {type_name(value)}")
+    if not math.isfinite(seconds):
+        raise Invalid(f"duration {value!r} is not finite")
+    return seconds
+
+
+def duration(allow_zero: bool = False) -> Converter:
+    """A duration in seconds: positive, or with ``allow_zero`` at least zero."""
+
+    def convert(value: object) -> float:
+        seconds = parse_duration(value)
+        if seconds < 0 or (seconds == 0 and not allow_zero):
+            bound = "must not be negative" if allow_zero else "must be longer than zero"
+            raise Invalid(f"{bound}, not {value!r}")
+        return seconds
+
+    return convert
+
+
+def array(item: Converter, nonempty: bool = False) -> Converter:
+    """An array whose items each pass ``item``; problems name the index (``[1]``)."""
+
+    def convert(value: object) -> tuple[Any, ...]:
+        _expect(value, list, "an array")
+        assert isinstance(value, list)
+        if nonempty and not value:
+            raise Invalid("must not be empty")
+        out = []
+        for i, raw in enumerate(value):
+            try:
+                out.append(item(raw))
+            except Invalid as e:
+                raise Invalid(e.reason, f"[{i}]{e.at}") from None
+        return tuple(out)
+
+    return convert
+
+
+def string_table(value: object) -> dict[str, str]:
+    """A table of string values (component attributes)."""
+    _expect(value, dict, "a table of strings")
+    assert isinstance(value, dict)
+    out: dict[str, str] = {}
+    for key, raw in value.items():
+        try:
+            out[key] = text(raw)
+        except Invalid as e:
+            raise Invalid(e.reason, "." + join("", key)) from None
+    return out
+
+
+def ip_address(value: object) -> str:
+    address = text(value)
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise Invalid(f"{address!r} is not an IPv4 or IPv6 address") from None
+
+
+def raw_value(value: object) -> object:
+    """Any value, checked later by the caller (nested tables with their own settings)."""
+    return value
+
+
+# --- the settings: one tuple per TOML table (the loader's docstring shows the format) --------
+
+SECTIONS = (
+    "cluster",
+    "recovery",
+    "correlation",
+    "classes",
+    "components",
+    "nodes",
+    "service_groups",
+    "service_instances",
+    "audits",
+)
+_MODELS = tuple(m.value for m in RedundancyModel)
+_AUDIT_KINDS = ("command", "http", "callback")
+
+CLUSTER = (Setting("name", simple_name, required=True),)
+RECOVERY = (
+    Setting("soft_reset_max", integer(0)),
+    Setting("restart_max", integer(0)),
+    Setting("component_probation", duration()),
+    Setting("failover_max", integer(0)),
+    Setting("group_probation", duration()),
+    Setting("recovery_timeout", duration()),
+    Setting("auto_repair", boolean),
+    Setting("reboot_node", boolean),
+)
+CORRELATION = (
+    Setting("duplicate_window", duration()),
+    Setting("container_window", duration()),
+    Setting("container_threshold", integer(2)),
+    Setting("hold_time", duration(allow_zero=True)),
+    Setting("escalate_count", integer(1)),
+    Setting("escalate_window", duration()),
+)
+CLASS = (
+    Setting("name", simple_name, required=True),
+    Setting("base", simple_name, required=True),
+    Setting("methods", array(choice(tuple(m.value for m in Method)))),
+)
+COMPONENT = (
+    Setting("name", component_name, required=True),
+    Setting("class", simple_name, required=True, attr="cls"),
+    Setting("attributes", string_table),
+)
+NODE = (
+    Setting("name", simple_name, required=True),
+    Setting("node_id", integer(1, 2**32 - 1), required=True),
+    Setting("component", component_name, required=True),
+    Setting("priority", integer()),
+    Setting("addresses", array(ip_address)),
+)
+GROUP = (
+    Setting("name", simple_name, required=True),
+    Setting("redundancy", choice(_MODELS), required=True, attr="model"),
+    Setting("members", array(component_name, nonempty=True), required=True),
+    Setting("active", integer(0)),
+    Setting("standby", integer(0)),
+    Setting("failback", boolean),
+    Setting("recovery", raw_value),  # checked against RECOVERY, merged over [recovery]
+)
+INSTANCE = (
+    Setting("name", simple_name, required=True),
+    Setting("group", simple_name, required=True),
+    Setting("rank", integer(0)),
+    Setting("actives", integer(1)),
+)
+AUDIT = (
+    Setting("component", component_name, required=True),
+    Setting("name", simple_name, required=True),
+    Setting("period", duration(), required=True),
+    Setting("timeout", duration(), required=True),
+    Setting("kind", choice(_AUDIT_KINDS)),
+    Setting("target", nonempty_text, required=True),
+)

@@ -1,0 +1,370 @@
+"""Deterministic simulation: the real policy cores over simulated nodes, on a fake clock.
+
+The pipeline is the one the daemons run: faults happen in the :class:`World`; the CMF
+(crash reports) and the HM (audits) turn them into error reports; the CEC correlates them;
+the CRIM decides; its actions are carried out in the world and its notifications go to the
+ASR and back to the CEC. Invariants are checked after every CRIM decision.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from haos.cluster.asr.report import AvailabilityRecorder, AvailabilityReport
+from haos.cluster.cec.policy import Correlator
+from haos.cluster.crim import events as ev
+from haos.cluster.crim.actions import (
+    Action,
+    AssignRole,
+    Decision,
+    Publish,
+    RebootNode,
+    RecoverComponent,
+    Repair,
+    TakeOffline,
+)
+from haos.cluster.crim.policy import decide, next_deadline
+from haos.cluster.crim.state import CrimState, Health, initial_state
+from haos.cluster.crim.topology import Topology
+from haos.cluster.hm.policy import AuditMonitor
+from haos.config.model import AuditSpec, ClusterConfig
+from haos.model.classes import Method
+from haos.model.reports import ErrorKind, ErrorReport, RecoveryInitiated, RecoveryLevel
+from haos.model.states import AvailabilityState
+from haos.sim import invariants as inv
+from haos.sim.world import Proc, Timings, World
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    faults: int = 100
+    seed: int = 0
+    mean_gap: float = 3.0  # mean seconds between faults
+    settle: float = 90.0  # quiet time after the last fault before the final checks
+    audit_period: float = 1.0
+    audit_timeout: float = 0.5
+    timings: Timings = field(default_factory=Timings)
+    stop_at_first_violation: bool = False
+
+
+@dataclass
+class SimResult:
+    steps: int = 0
+    sim_time: float = 0.0
+    faults: Counter[str] = field(default_factory=Counter)
+    recoveries: Counter[str] = field(default_factory=Counter)
+    refused: int = 0
+    violations: list[inv.Violation] = field(default_factory=list)
+    report: AvailabilityReport | None = None
+
+
+class Simulation:
+    def __init__(self, config: ClusterConfig, settings: SimSettings) -> None:
+        self.config = config
+        self.s = settings
+        self.topo = Topology(config)
+        self.state: CrimState = initial_state(self.topo)
+        self.rng = random.Random(settings.seed)
+        self.world = World(self.topo, self.rng, settings.timings)
+        self.cec = Correlator(config.correlation)
+        self.hm = AuditMonitor()
+        self.asr = AvailabilityRecorder(self.topo.instances, start=0.0)
+        self.result = SimResult()
+        self.now = 0.0
+        self._queue: list[tuple[float, int, str, Callable[[], None]]] = []
+        self._seq = 0
+        self._told: dict[str, AvailabilityState] = {}
+        self._wakes: dict[str, float] = {}
+        self._last_event = "start"
+        self.trace: list[str] = []
+        self._audited = {
+            c.name
+            for c in self.topo.tree
+            if self.topo.classes.is_a(c.cls, "software") and c.name in self.topo.group_of
+        }
+        self._specs = {a.component: a for a in config.audits}
+
+    # --- the clock ----------------------------------------------------------------------
+
+    def at(self, delay: float, label: str, fn: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (self.now + max(0.0, delay), self._seq, label, fn))
+
+    def run(self) -> SimResult:
+        from haos.sim.faults import FaultInjector  # the injector drives this engine
+
+        self._boot()
+        injector = FaultInjector(self)
+        end = injector.schedule(self.s.faults)
+        self.at(end + self.s.settle, "final checks", self._final_checks)
+        self._done = False
+        while self._queue and not self._done:
+            t, _, label, fn = heapq.heappop(self._queue)
+            self.now = t
+            self._last_event = label
+            fn()
+            if self.s.stop_at_first_violation and self.result.violations:
+                break
+        self.result.sim_time = self.now
+        self.result.report = self.asr.report(self.now)
+        return self.result
+
+    def _wake(self, name: str, when: float | None, fn: Callable[[], None]) -> None:
+        """Book one wake-up per named timer, keeping only the earliest pending one."""
+        if when is None:
+            return
+        pending = self._wakes.get(name)
+        if pending is not None and pending <= when and pending >= self.now:
+            return
+        self._wakes[name] = when
+
+        def fire() -> None:
+            if self._wakes.get(name) == when:
+                del self._wakes[name]
+                fn()
+
+        self.at(when - self.now, name, fire)
+
+    # --- start-up -----------------------------------------------------------------------
+
+    def _boot(self) -> None:
+        for node in self.topo.nodes:
+            self.node_up(node)
+        for comp in sorted(self.topo.tree, key=lambda c: (c.name.count("/"), c.name)):
+            if self.topo.host_of.get(comp.name) is None and self.world.managed(comp.name):
+                self.start(comp.name, 0.0)
+
+    # --- the pipeline -------------------------------------------------------------------
+
+    def deliver(self, event: ev.Event) -> Decision:
+        """One CRIM step: decide, check invariants, carry out the actions."""
+        decision = decide(self.topo, self.state, event, self.now)
+        self.state = decision.state
+        self.result.steps += 1
+        self.trace.append(f"{self.now:10.3f} {self._last_event}: {decision.reason}")
+        if decision.refused:
+            self.result.refused += 1
+        self._check(decision, f"{type(event).__name__} ({self._last_event})")
+        for action in decision.actions:
+            self._execute(action)
+        self._wake("crim-tick", next_deadline(self.state), lambda: self.deliver(ev.Tick()))
+        return decision
+
+    def report_error(self, report: ErrorReport) -> None:
+        correlation = self.cec.report(report, self.now)
+        self.trace.append(f"{self.now:10.3f} cec: {correlation.reason}")
+        for r in correlation.reports:
+            self.deliver(ev.ErrorReported(r))
+        self._wake("cec-tick", self.cec.next_deadline(), self._cec_tick)
+
+    def _cec_tick(self) -> None:
+        for correlation in self.cec.tick(self.now):
+            self.trace.append(f"{self.now:10.3f} cec: {correlation.reason}")
+            for r in correlation.reports:
+                self.deliver(ev.ErrorReported(r))
+        self._wake("cec-tick", self.cec.next_deadline(), self._cec_tick)
+
+    def _hm_cycle(self) -> None:
+        for spec in self.hm.due(self.now):
+            if self.world.proc[spec.component] is Proc.RUNNING:
+                self.hm.result(spec.component, spec.name, True, self.now)
+        for report in self.hm.tick(self.now):
+            self.report_error(report)
+        self._wake("hm", self.hm.next_deadline(), self._hm_cycle)
+
+    def _audit(self, component: str, on: bool) -> None:
+        if component not in self._audited:
+            return
+        if on:
+            spec = self._specs.get(component) or AuditSpec(
+                component, "alive", self.s.audit_period, self.s.audit_timeout
+            )
+            self.hm.unregister(component)
+            self.hm.register(spec, self.now)
+            self._wake("hm", self.hm.next_deadline(), self._hm_cycle)
+        else:
+            self.hm.unregister(component)
+
+    # --- the world's reactions ----------------------------------------------------------
+
+    def start(self, comp: str, delay: float, cure: bool = False) -> None:
+        """(Re)start a component's process; it reports available when up."""
+        w = self.world
+        w.incarnation[comp] += 1
+        inc = w.incarnation[comp]
+        w.proc[comp] = Proc.STARTING
+        self._audit(comp, False)
+
+        def up() -> None:
+            if w.incarnation[comp] != inc or not w.alive(comp):
+                return
+            if cure:
+                w.broken[comp] = False
+            w.proc[comp] = Proc.RUNNING
+            w.failed_since.pop(comp, None)
+            self._audit(comp, True)
+            if w.broken[comp]:
+                self.at(w.t.broken_recrash, f"recrash {comp}", lambda: self.crash(comp))
+            self.deliver(ev.ComponentAvailable(comp))
+
+        self.at(delay, f"start {comp}", up)
+
+    def crash(self, comp: str) -> None:
+        w = self.world
+        if w.proc[comp] not in (Proc.RUNNING, Proc.HUNG) or not w.alive(comp):
+            return
+        w.incarnation[comp] += 1
+        w.proc[comp] = Proc.DEAD
+        w.failed_since.setdefault(comp, self.now)
+        self._audit(comp, False)
+        cls = self.topo.tree.get(comp).cls
+        kind = ErrorKind.HARDWARE if self.topo.classes.is_a(cls, "hardware") else ErrorKind.CRASH
+        report = ErrorReport(comp, kind, self.now, source="cmf", detail="process died")
+        self.at(w.t.crash_report, f"crash report {comp}", lambda: self._if_alive(comp, report))
+
+    def _if_alive(self, comp: str, report: ErrorReport) -> None:
+        if self.world.alive(comp):
+            self.report_error(report)
+
+    def hang(self, comp: str) -> None:
+        w = self.world
+        if w.proc[comp] is not Proc.RUNNING:
+            return
+        w.proc[comp] = Proc.HUNG
+        w.failed_since.setdefault(comp, self.now)
+
+    def node_down(self, node: str, reboot: bool) -> None:
+        w = self.world
+        if not w.node_up[node]:
+            return
+        w.node_up[node] = False
+        w.boot_epoch[node] += 1
+        for comp in self.topo.hosted[node]:
+            w.incarnation[comp] += 1
+            w.proc[comp] = Proc.STOPPED
+            w.failed_since.pop(comp, None)
+            self._audit(comp, False)
+        at = self.now
+        self.at(
+            w.t.node_loss_detection, f"node {node} lost", lambda: self.deliver(ev.NodeLeft(node, at))
+        )
+        if reboot:
+            self.at(w.t.reboot, f"node {node} rebooted", lambda: self.node_up(node))
+
+    def node_up(self, node: str) -> None:
+        w = self.world
+        if w.node_up[node]:
+            return
+        w.node_up[node] = True
+        self.deliver(ev.NodeJoined(node))
+        for i, comp in enumerate(w.hosted_in_order(node)):
+            if w.managed(comp):
+                self.start(comp, w.t.restart + 0.01 * i, cure=True)
+
+    def _execute(self, action: Action) -> None:
+        w = self.world
+        if isinstance(action, AssignRole):
+            w.role[action.component] = action.new
+        elif isinstance(action, RecoverComponent):
+            self.result.recoveries[str(action.level)] += 1
+            self._recover(action.component, action.level)
+        elif isinstance(action, TakeOffline):
+            w.incarnation[action.component] += 1
+            w.proc[action.component] = Proc.STOPPED
+            w.failed_since.pop(action.component, None)
+            self._audit(action.component, False)
+        elif isinstance(action, Repair):
+            self.result.recoveries["repair"] += 1
+            if w.alive(action.component):
+                self.start(action.component, w.t.repair, cure=True)
+        elif isinstance(action, RebootNode):
+            self.result.recoveries["reboot-node"] += 1
+            self.node_down(action.node, reboot=True)
+        elif isinstance(action, Publish):
+            note = action.notification
+            self.asr.record(note)
+            if isinstance(note, RecoveryInitiated):
+                self.cec.recovery_started(note)
+                if note.level is RecoveryLevel.FAILOVER:
+                    self.result.recoveries["failover"] += 1
+
+    def _recover(self, comp: str, level: RecoveryLevel) -> None:
+        w = self.world
+        w.failed_since.pop(comp, None)
+        if level is RecoveryLevel.RESTART:
+            self.start(comp, w.t.restart)
+            return
+        # Soft reset: cures a hang most of the time; cannot revive a dead process.
+        self._audit(comp, False)
+        proc = w.proc[comp]
+        cured = proc is Proc.RUNNING or (
+            proc is Proc.HUNG and self.rng.random() < w.t.soft_reset_cures_hang
+        )
+        if cured:
+            self.start(comp, w.t.soft_reset)
+        elif proc is Proc.HUNG:
+            w.failed_since[comp] = self.now  # still hung: the recovery deadline must catch it
+
+    # --- invariants ---------------------------------------------------------------------
+
+    def _violate(self, name: str, details: list[str], event: str) -> None:
+        for d in details:
+            self.result.violations.append(
+                inv.Violation(self.result.steps, self.now, event, name, d)
+            )
+
+    def _check(self, decision: Decision, event: str) -> None:
+        s, topo = self.state, self.topo
+        self._violate("legal-transitions", inv.legal_transitions(decision.actions, self._told), event)
+        self._violate("one-primary", inv.single_primary(topo, s), event)
+        self._violate("no-idle-spare", inv.no_idle_spare(topo, s, self.now), event)
+        self._violate("bounded-recovery", inv.recovery_bounded(topo, s, self.now, 0.01), event)
+        self._violate("detected", self._undetected(), event)
+
+    def detection_bound(self) -> float:
+        c = self.config.correlation
+        return self.s.audit_period * 2 + self.s.audit_timeout + c.hold_time + 0.1
+
+    def _undetected(self) -> list[str]:
+        out = []
+        bound = self.detection_bound()
+        for comp, since in self.world.failed_since.items():
+            if self.state.components[comp].health is Health.HEALTHY and self.now - since > bound:
+                out.append(f"{comp} failed at {since:.3f}s and is still believed healthy")
+        for node, up in self.world.node_up.items():
+            member = self.state.nodes[node].member
+            if member and not up:
+                pass  # detection is booked on the clock and checked in _final_checks
+        return out
+
+    def _final_checks(self) -> None:
+        event = "final checks"
+        self.deliver(ev.Tick())
+        out = []
+        for comp in self._audited | set(self.topo.group_of):
+            rt = self.state.components[comp]
+            proc = self.world.proc[comp]
+            if proc is Proc.RUNNING and rt.health is not Health.HEALTHY:
+                out.append(f"{comp} runs but the CRIM holds it {rt.health}")
+            if proc is not Proc.RUNNING and rt.health is Health.HEALTHY:
+                out.append(f"{comp} is {proc.value} but the CRIM holds it healthy")
+        for node, up in self.world.node_up.items():
+            if up != self.state.nodes[node].member:
+                out.append(f"node {node} up={up} but member={self.state.nodes[node].member}")
+        for inst in self.topo.instances:
+            group = self.topo.instances[inst].group
+            if not self.state.primaries(inst, self.topo) and any(
+                self.state.components[m].health is Health.HEALTHY
+                and self.state.components[m].admin.value == "unlocked"
+                for m in self.topo.groups[group].members
+            ):
+                out.append(f"{inst} is unserved after the quiet period")
+        self._violate("converged", out, event)
+        self._done = True
+
+
+__all__ = ["Method", "SimResult", "SimSettings", "Simulation"]
