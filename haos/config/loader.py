@@ -177,8 +177,9 @@ def build_config(data: Mapping[str, object], source: str) -> ClusterConfig:
     else:
         problems.add("cluster", "missing required table [cluster]")
         cluster = Entry("cluster", {}, False)
-    recovery, _ = _policy(data.get("recovery", {}), "recovery", RECOVERY, RecoveryPolicy(),
-                          problems)
+    recovery, _ = _policy(
+        data.get("recovery", {}), "recovery", RECOVERY, RecoveryPolicy(), problems
+    )
     correlation = _correlation(data.get("correlation", {}), problems)
     classes, registry = _classes(data.get("classes"), problems)
     tree = _components(data.get("components"), classes, problems)
@@ -243,8 +244,7 @@ def _unique_field(
     entry: Entry, attr: str, seen: dict[object, str], what: str, problems: Problems
 ) -> bool:
     """:func:`_unique` for the entry's value of ``attr`` (absent or invalid: False)."""
-    return _unique(entry.values.get(attr), _key(entry.path, attr), entry.path, seen, what,
-                   problems)
+    return _unique(entry.values.get(attr), _key(entry.path, attr), entry.path, seen, what, problems)
 
 
 _Built = TypeVar("_Built")
@@ -325,8 +325,9 @@ def _report_unresolved(
         chain.append(base)
         base = pending[base][1].base
     if base == cls.name:
-        problems.add(_key(path, "base"),
-                     f"base classes form a cycle: {' -> '.join([*chain, cls.name])}")
+        problems.add(
+            _key(path, "base"), f"base classes form a cycle: {' -> '.join([*chain, cls.name])}"
+        )
     # Otherwise it derives from a broken or cyclic class, which is reported where it is.
 
 
@@ -383,9 +384,11 @@ def _nodes(
     for inner in out:
         for outer in out:
             if inner is not outer and is_within(inner.component, outer.component):
-                problems.add(_key(names[inner.name], "component"),
-                             f"lies inside {outer.component!r}, the component of node "
-                             f"{outer.name!r}; nodes cannot nest")
+                problems.add(
+                    _key(names[inner.name], "component"),
+                    f"lies inside {outer.component!r}, the component of node "
+                    f"{outer.name!r}; nodes cannot nest",
+                )
     return tuple(out)
 
 
@@ -397,9 +400,11 @@ def _node_component(
         return False
     cls = tree.built[name].cls
     if not registry.hosts_components(cls):
-        problems.add(_key(entry.path, "component"),
-                     f"component {name!r} is of class {cls!r}, which is not a node class "
-                     "(a sub-class of 'node')")
+        problems.add(
+            _key(entry.path, "component"),
+            f"component {name!r} is of class {cls!r}, which is not a node class "
+            "(a sub-class of 'node')",
+        )
         return False
     return True
 
@@ -415,8 +420,9 @@ def _groups(
         groups.note(raw, entry)
         ok = _unique_field(entry, "name", groups.paths, "service group name", problems)
         ok = _members(entry, tree, member_of, problems) and ok
-        recovery, good = _policy(entry.values.get("recovery", {}), _key(path, "recovery"),
-                                 RECOVERY, default, problems)
+        recovery, good = _policy(
+            entry.values.get("recovery", {}), _key(path, "recovery"), RECOVERY, default, problems
+        )
         if not (entry.complete and good):
             continue
         model = RedundancyModel(entry.values["model"])
@@ -425,7 +431,12 @@ def _groups(
         if ok and active is not None and standby is not None:
             name = entry.values["name"]
             groups.built[name] = ServiceGroup(
-                name, model, members, active, standby, recovery,
+                name,
+                model,
+                members,
+                active,
+                standby,
+                recovery,
                 failback=entry.values.get("failback", False),
             )
     return groups
@@ -488,8 +499,11 @@ def _shape_rules(
 ) -> list[tuple[str, str]]:
     if model is RedundancyModel.TWO_N:
         # Fewer or more than two members is legal (degraded, or spares); the shape is not.
-        return [(key, f"2N has exactly one {key} member, not {value}")
-                for key, value in (("active", active), ("standby", standby)) if value != 1]
+        return [
+            (key, f"2N has exactly one {key} member, not {value}")
+            for key, value in (("active", active), ("standby", standby))
+            if value != 1
+        ]
     found: list[tuple[str, str]] = []
     if active < 1:
         found.append(("active", f"{model} needs at least one active member, not {active}"))
@@ -498,8 +512,9 @@ def _shape_rules(
     if not model.has_standby and standby != 0:
         found.append(("standby", f"{model} has no standby members; standby must be 0"))
     if not found and active + standby > members:
-        found.append(("active", f"active + standby = {active + standby} exceeds the "
-                                f"{members} member(s)"))
+        found.append(
+            ("active", f"active + standby = {active + standby} exceeds the {members} member(s)")
+        )
     return found
 
 
@@ -525,12 +540,16 @@ def _instances(
 def _check_actives(path: str, group: ServiceGroup, actives: int, problems: Problems) -> bool:
     key = _key(path, "actives")
     if actives > 1 and group.model is not RedundancyModel.N_WAY_ACTIVE:
-        problems.add(key, f"actives > 1 needs an N-way-active group; group {group.name!r} "
-                          f"is {group.model}")
+        problems.add(
+            key, f"actives > 1 needs an N-way-active group; group {group.name!r} is {group.model}"
+        )
         return False
     if actives > group.active:
-        problems.add(key, f"wants {actives} actives but group {group.name!r} has "
-                          f"{len(group.members)} member(s), {group.active} of them active")
+        problems.add(
+            key,
+            f"wants {actives} actives but group {group.name!r} has "
+            f"{len(group.members)} member(s), {group.active} of them active",
+        )
         return False
     return True
 
@@ -542,17 +561,22 @@ def _audits(raw: object, tree: _Declared[Component], problems: Problems) -> tupl
         entry = read_table(item, path, AUDIT, problems)
         values = entry.values
         ok = "component" in values and tree.check_ref(
-            values["component"], _key(path, "component"), problems)
+            values["component"], _key(path, "component"), problems
+        )
         period, timeout = values.get("period"), values.get("timeout")
         if period is not None and timeout is not None and timeout >= period:
-            problems.add(_key(path, "timeout"),
-                         f"must be shorter than the period ({period}s), not {timeout}s")
+            problems.add(
+                _key(path, "timeout"),
+                f"must be shorter than the period ({period}s), not {timeout}s",
+            )
             ok = False
         if "component" in values and "name" in values:
             pair = (values["component"], values["name"])
             if pair in seen:
-                problems.add(_key(path, "name"), f"duplicate audit {pair[1]!r} of component "
-                                                 f"{pair[0]!r} (first at {seen[pair]})")
+                problems.add(
+                    _key(path, "name"),
+                    f"duplicate audit {pair[1]!r} of component {pair[0]!r} (first at {seen[pair]})",
+                )
                 ok = False
             seen.setdefault(pair, path)
         if ok and entry.complete:

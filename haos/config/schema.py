@@ -105,14 +105,14 @@ def check_keys(
         if key not in allowed:
             reason = f"unknown key{suggest(key, allowed)}; expected one of: {', '.join(allowed)}"
             if path and key in SECTIONS:
-                reason += (f"; a key written after a [table] header belongs to that table: "
-                           f"write [{key}] or [[{key}]] tables instead")
+                reason += (
+                    f"; a key written after a [table] header belongs to that table: "
+                    f"write [{key}] or [[{key}]] tables instead"
+                )
             problems.add(join(path, key), reason)
 
 
-def read_table(
-    raw: object, path: str, settings: Sequence[Setting], problems: Problems
-) -> Entry:
+def read_table(raw: object, path: str, settings: Sequence[Setting], problems: Problems) -> Entry:
     """Check the table ``raw`` against ``settings``; report problems, return the good values."""
     if not isinstance(raw, dict):
         problems.add(path, f"must be a table, not {type_name(raw)}")
@@ -257,8 +257,9 @@ def parse_duration(value: object) -> float:
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        raise Invalid(f"must be a duration (seconds, or a string like \"60s\"), "
-                      f"not {type_name(value)}")
+        raise Invalid(
+            f'must be a duration (seconds, or a string like "60s"), not {type_name(value)}'
+        )
     if not math.isfinite(seconds):
         raise Invalid(f"duration {value!r} is not finite")
     return seconds

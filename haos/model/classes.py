@@ -50,8 +50,11 @@ BUILTIN_CLASSES: tuple[ComponentClass, ...] = (
     ComponentClass("slot", "hardware", frozenset()),
     ComponentClass("board", "hardware", frozenset()),
     ComponentClass("node", "board", frozenset({_M.REBOOT, _M.SHUTDOWN}), hosts_components=True),
-    ComponentClass("software", "component", frozenset(
-        {_M.SOFT_RESET, _M.RESTART, _M.KILL, _M.SHUTDOWN, _M.QUIESCE})),
+    ComponentClass(
+        "software",
+        "component",
+        frozenset({_M.SOFT_RESET, _M.RESTART, _M.KILL, _M.SHUTDOWN, _M.QUIESCE}),
+    ),
     ComponentClass("application", "software", frozenset()),
 )
 

@@ -75,7 +75,7 @@ class Simulation:
         self.asr = AvailabilityRecorder(self.topo.instances, start=0.0)
         self.result = SimResult()
         self.now = 0.0
-        self._queue: list[tuple[float, int, str, Callable[[], None]]] = []
+        self._queue: list[tuple[float, int, str, Callable[[], object]]] = []
         self._seq = 0
         self._told: dict[str, AvailabilityState] = {}
         self._wakes: dict[str, float] = {}
@@ -86,11 +86,13 @@ class Simulation:
             for c in self.topo.tree
             if self.topo.classes.is_a(c.cls, "software") and c.name in self.topo.group_of
         }
-        self._specs = {a.component: a for a in config.audits}
+        self._specs: dict[str, list[AuditSpec]] = {}
+        for a in config.audits:
+            self._specs.setdefault(a.component, []).append(a)
 
     # --- the clock ----------------------------------------------------------------------
 
-    def at(self, delay: float, label: str, fn: Callable[[], None]) -> None:
+    def at(self, delay: float, label: str, fn: Callable[[], object]) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (self.now + max(0.0, delay), self._seq, label, fn))
 
@@ -113,7 +115,7 @@ class Simulation:
         self.result.report = self.asr.report(self.now)
         return self.result
 
-    def _wake(self, name: str, when: float | None, fn: Callable[[], None]) -> None:
+    def _wake(self, name: str, when: float | None, fn: Callable[[], object]) -> None:
         """Book one wake-up per named timer, keeping only the earliest pending one."""
         if when is None:
             return
@@ -180,11 +182,9 @@ class Simulation:
         if component not in self._audited:
             return
         if on:
-            spec = self._specs.get(component) or AuditSpec(
-                component, "alive", self.s.audit_period, self.s.audit_timeout
-            )
             self.hm.unregister(component)
-            self.hm.register(spec, self.now)
+            for spec in self._audits_of(component):
+                self.hm.register(spec, self.now)
             self._wake("hm", self.hm.next_deadline(), self._hm_cycle)
         else:
             self.hm.unregister(component)
@@ -250,7 +250,9 @@ class Simulation:
             self._audit(comp, False)
         at = self.now
         self.at(
-            w.t.node_loss_detection, f"node {node} lost", lambda: self.deliver(ev.NodeLeft(node, at))
+            w.t.node_loss_detection,
+            f"node {node} lost",
+            lambda: self.deliver(ev.NodeLeft(node, at)),
         )
         if reboot:
             self.at(w.t.reboot, f"node {node} rebooted", lambda: self.node_up(node))
@@ -319,20 +321,27 @@ class Simulation:
 
     def _check(self, decision: Decision, event: str) -> None:
         s, topo = self.state, self.topo
-        self._violate("legal-transitions", inv.legal_transitions(decision.actions, self._told), event)
+        self._violate(
+            "legal-transitions", inv.legal_transitions(decision.actions, self._told), event
+        )
         self._violate("one-primary", inv.single_primary(topo, s), event)
         self._violate("no-idle-spare", inv.no_idle_spare(topo, s, self.now), event)
         self._violate("bounded-recovery", inv.recovery_bounded(topo, s, self.now, 0.01), event)
         self._violate("detected", self._undetected(), event)
 
-    def detection_bound(self) -> float:
-        c = self.config.correlation
-        return self.s.audit_period * 2 + self.s.audit_timeout + c.hold_time + 0.1
+    def _audits_of(self, component: str) -> list[AuditSpec]:
+        default = AuditSpec(component, "alive", self.s.audit_period, self.s.audit_timeout)
+        return self._specs.get(component) or [default]
+
+    def detection_bound(self, component: str) -> float:
+        """Latest a hang of ``component`` may be detected: its quickest audit's worst case."""
+        hold = self.config.correlation.hold_time
+        return min(2 * a.period + a.timeout for a in self._audits_of(component)) + hold + 0.1
 
     def _undetected(self) -> list[str]:
         out = []
-        bound = self.detection_bound()
         for comp, since in self.world.failed_since.items():
+            bound = self.detection_bound(comp)
             if self.state.components[comp].health is Health.HEALTHY and self.now - since > bound:
                 out.append(f"{comp} failed at {since:.3f}s and is still believed healthy")
         for node, up in self.world.node_up.items():

@@ -55,8 +55,9 @@ class FaultInjector:
         return self.rng.choice(sorted(items)) if items else None
 
     def _crash(self) -> bool:
-        target = self._pick([c for c in self.sim.world.runnable() if c in self.sim.topo.group_of]
-                            + self._unhosted())
+        target = self._pick(
+            [c for c in self.sim.world.runnable() if c in self.sim.topo.group_of] + self._unhosted()
+        )
         if target is None:
             return False
         self.sim.world.broken[target] = self.rng.random() < self.sim.world.t.broken_probability
@@ -66,7 +67,8 @@ class FaultInjector:
     def _unhosted(self) -> list[str]:
         w = self.sim.world
         return [
-            c for c, node in self.sim.topo.host_of.items()
+            c
+            for c, node in self.sim.topo.host_of.items()
             if node is None and c in self.sim.topo.group_of and w.proc[c].value == "running"
         ]
 
@@ -107,26 +109,32 @@ class FaultInjector:
         if target is None:
             return False
         self.sim.deliver(ev.OperatorLock(target))
-        self.sim.at(self.rng.uniform(3.0, 20.0), f"unlock {target}",
-                    lambda: self.sim.deliver(ev.OperatorUnlock(target)))
+        self.sim.at(
+            self.rng.uniform(3.0, 20.0),
+            f"unlock {target}",
+            lambda: self.sim.deliver(ev.OperatorUnlock(target)),
+        )
         return True
 
     def _offline(self) -> bool:
         candidates = [
-            c for c in self.sim.topo.group_of
-            if self.sim.state.components[c].offline_by is None
+            c for c in self.sim.topo.group_of if self.sim.state.components[c].offline_by is None
         ]
         target = self._pick(candidates)
         if target is None:
             return False
         self.sim.deliver(ev.OperatorOffline(target))
-        self.sim.at(self.rng.uniform(3.0, 20.0), f"online {target}",
-                    lambda: self.sim.deliver(ev.OperatorOnline(target)))
+        self.sim.at(
+            self.rng.uniform(3.0, 20.0),
+            f"online {target}",
+            lambda: self.sim.deliver(ev.OperatorOnline(target)),
+        )
         return True
 
     def _self_offline(self) -> bool:
         running = [
-            c for c in self.sim.world.runnable()
+            c
+            for c in self.sim.world.runnable()
             if c in self.sim.topo.group_of
             and self.sim.state.components[c].state is not AvailabilityState.OFFLINE
         ]

@@ -32,9 +32,7 @@ class Violation:
         )
 
 
-def legal_transitions(
-    actions: tuple[Action, ...], told: dict[str, AvailabilityState]
-) -> list[str]:
+def legal_transitions(actions: tuple[Action, ...], told: dict[str, AvailabilityState]) -> list[str]:
     """Every AssignRole follows FIG 5 and starts from the state the component was last told."""
     out = []
     for a in actions:
@@ -83,10 +81,9 @@ def recovery_bounded(topo: Topology, state: CrimState, now: float, slack: float)
     """No recovery in place outlives its deadline (plus the tick slack)."""
     out = []
     for comp, rt in state.components.items():
-        if rt.health is Health.RECOVERING and rt.recovery is not None:
-            if now > rt.recovery.deadline + slack:
-                out.append(
-                    f"{comp} still recovering ({rt.recovery.level}) "
-                    f"{now - rt.recovery.deadline:.3f}s past its deadline"
-                )
+        rec = rt.recovery
+        if rt.health is Health.RECOVERING and rec is not None and now > rec.deadline + slack:
+            out.append(
+                f"{comp} still recovering ({rec.level}) {now - rec.deadline:.3f}s past its deadline"
+            )
     return out

@@ -73,6 +73,8 @@ class World:
         return [
             c
             for c, p in self.proc.items()
-            if p is Proc.RUNNING and self.managed(c) and self.alive(c)
+            if p is Proc.RUNNING
+            and self.managed(c)
+            and self.alive(c)
             and self.topo.host_of.get(c) is not None
         ]

@@ -73,8 +73,11 @@ def _is_table_array(value: Any) -> bool:
 
 def to_toml(data: dict[str, Any]) -> str:
     """TOML text for ``data``: top-level tables as [headers], nested tables inline."""
-    lines = [f"{_key(k)} = {_value(v)}" for k, v in data.items()
-             if not isinstance(v, dict) and not _is_table_array(v)]
+    lines = [
+        f"{_key(k)} = {_value(v)}"
+        for k, v in data.items()
+        if not isinstance(v, dict) and not _is_table_array(v)
+    ]
     for k, v in data.items():
         if isinstance(v, dict):
             lines.append(f"[{_key(k)}]")
@@ -109,8 +112,12 @@ def skeleton() -> dict[str, Any]:
         "classes": [{"name": "app-node", "base": "node", "methods": ["reset"]}],
         "components": components,
         "nodes": [
-            {"name": f"n{i}", "node_id": i, "component": f"shelf/s{i}/node",
-             "addresses": [f"10.10.0.{i}"]}
+            {
+                "name": f"n{i}",
+                "node_id": i,
+                "component": f"shelf/s{i}/node",
+                "addresses": [f"10.10.0.{i}"],
+            }
             for i in (1, 2, 3)
         ],
         "service_groups": [
@@ -122,8 +129,13 @@ def skeleton() -> dict[str, Any]:
             {"name": "web-si", "group": "web", "actives": 2},
         ],
         "audits": [
-            {"component": A1, "name": "alive", "period": "1s", "timeout": "500ms",
-             "target": "/bin/true"},
+            {
+                "component": A1,
+                "name": "alive",
+                "period": "1s",
+                "timeout": "500ms",
+                "target": "/bin/true",
+            },
         ],
     }
 
@@ -151,7 +163,7 @@ def set_at(data: dict[str, Any], path: str, value: Any) -> None:
     last = tokens[-1]
     if isinstance(last, int) and isinstance(node, list) and last <= len(node):
         if value is DELETE:
-            del node[last:last + 1]
+            del node[last : last + 1]
         elif last == len(node):
             node.append(value)
         else:
@@ -214,7 +226,8 @@ def test_every_builtin_example_loads(name: str) -> None:
 def test_every_builtin_example_loads_from_its_file(name: str) -> None:
     path = Path(loader.__file__).parent.parent / "examples" / f"{name}.toml"
     assert dataclasses.replace(load_config(path), source="") == dataclasses.replace(
-        load_builtin_example(name), source="")
+        load_builtin_example(name), source=""
+    )
 
 
 def test_cpci_example_follows_fig_1() -> None:
@@ -236,8 +249,10 @@ def test_cpci_example_follows_fig_1() -> None:
     classes = config.component_classes()
     line_cards = [c for c, cls in classes.items() if cls == "line-card"]
     assert len(line_cards) == 4
-    assert all(registry.is_a("line-card", "board") and not registry.hosts_components("line-card")
-               for _ in line_cards)
+    assert all(
+        registry.is_a("line-card", "board") and not registry.hosts_components("line-card")
+        for _ in line_cards
+    )
     assert not any(is_within(lc, n.component) for lc in line_cards for n in config.nodes)
     hsps = [n for n in config.nodes if classes[n.component] == "hsp-node"]
     assert [n.name for n in hsps] == ["n1", "n5"]
@@ -247,7 +262,11 @@ def test_small_2n_example_has_a_spare() -> None:
     config = load_builtin_example("small-2n")
     (group,) = config.groups
     assert (group.model, group.active, group.standby, len(group.members)) == (
-        RedundancyModel.TWO_N, 1, 1, 3)
+        RedundancyModel.TWO_N,
+        1,
+        1,
+        3,
+    )
     assert [i.name for i in config.instances] == ["demo-si"]
 
 
@@ -366,16 +385,21 @@ def test_round_trip_of_every_field() -> None:
         ),
         nodes=(NodeSpec("n7", 7, "r/s1/node", -2, ("10.10.0.7", "fd00::7")),),
         groups=(
-            ServiceGroup("g", RedundancyModel.TWO_N, ("r/s1/node/app",), 1, 1,
-                         dataclasses.replace(recovery, restart_max=0, group_probation=30.0),
-                         failback=True),
+            ServiceGroup(
+                "g",
+                RedundancyModel.TWO_N,
+                ("r/s1/node/app",),
+                1,
+                1,
+                dataclasses.replace(recovery, restart_max=0, group_probation=30.0),
+                failback=True,
+            ),
             ServiceGroup("fan", RedundancyModel.NO_REDUNDANCY, ("r/fan",), 1, 0, recovery),
         ),
         instances=(ServiceInstance("g-si", "g", 3, 1),),
         recovery=recovery,
         correlation=CorrelationPolicy(0.25, 1.0, 3, 0.0, 5, 120.0),
-        audits=(AuditSpec("r/s1/node/app", "alive", 2.0, 0.5, "http",
-                          "http://127.0.0.1/healthz"),),
+        audits=(AuditSpec("r/s1/node/app", "alive", 2.0, 0.5, "http", "http://127.0.0.1/healthz"),),
         source="rt.toml",
     )
 
@@ -400,9 +424,19 @@ def test_components_come_out_parents_first_in_file_order() -> None:
     data["components"].reverse()
     names = [c.name for c in load(data).components]
     assert names == [
-        "shelf", "shelf/s3", "shelf/s2", "shelf/s1",
-        "shelf/s3/node", "shelf/s2/node", "shelf/s1/node",
-        W3, W2, W1, A3, A2, A1,
+        "shelf",
+        "shelf/s3",
+        "shelf/s2",
+        "shelf/s1",
+        "shelf/s3/node",
+        "shelf/s2/node",
+        "shelf/s1/node",
+        W3,
+        W2,
+        W1,
+        A3,
+        A2,
+        A1,
     ]
 
 
@@ -472,46 +506,117 @@ NP, NS = "service_groups[0].redundancy", "service_groups[0].standby"
 
 CASES = [
     # unknown keys and typos
-    ("typo_in_recovery_key_is_named", {"recovery.restart_mx": 1},
-     "recovery.restart_mx", "did you mean 'restart_max'"),
-    ("typo_in_top_level_section_is_named", {"service_group": []},
-     "service_group", "did you mean 'service_groups'"),
-    ("typo_in_group_key_is_named", {"service_groups[0].fallback": True},
-     "service_groups[0].fallback", "did you mean 'failback'"),
-    ("typo_in_group_recovery_override_is_named", {"service_groups[0].recovery.restart_mx": 0},
-     "service_groups[0].recovery.restart_mx", "did you mean 'restart_max'"),
-    ("section_key_inside_a_table_gets_a_hint", {"classes[0].components": []},
-     "classes[0].components", "belongs to that table"),
+    (
+        "typo_in_recovery_key_is_named",
+        {"recovery.restart_mx": 1},
+        "recovery.restart_mx",
+        "did you mean 'restart_max'",
+    ),
+    (
+        "typo_in_top_level_section_is_named",
+        {"service_group": []},
+        "service_group",
+        "did you mean 'service_groups'",
+    ),
+    (
+        "typo_in_group_key_is_named",
+        {"service_groups[0].fallback": True},
+        "service_groups[0].fallback",
+        "did you mean 'failback'",
+    ),
+    (
+        "typo_in_group_recovery_override_is_named",
+        {"service_groups[0].recovery.restart_mx": 0},
+        "service_groups[0].recovery.restart_mx",
+        "did you mean 'restart_max'",
+    ),
+    (
+        "section_key_inside_a_table_gets_a_hint",
+        {"classes[0].components": []},
+        "classes[0].components",
+        "belongs to that table",
+    ),
     ("typo_in_audit_key_is_named", {"audits[0].perod": "1s"}, "audits[0].perod", "period"),
     # wrong types and bad values
-    ("bool_is_not_an_integer", {"recovery.restart_max": True},
-     "recovery.restart_max", "must be an integer, not a boolean"),
-    ("float_is_not_an_integer", {"recovery.failover_max": 1.5},
-     "recovery.failover_max", "must be an integer, not a float"),
-    ("negative_count", {"recovery.soft_reset_max": -1},
-     "recovery.soft_reset_max", "at least 0"),
-    ("zero_probation_window", {"recovery.component_probation": 0},
-     "recovery.component_probation", "longer than zero"),
-    ("negative_duration_string", {"recovery.group_probation": "-5s"},
-     "recovery.group_probation", "bad duration"),
-    ("unknown_duration_unit", {"recovery.recovery_timeout": "5d"},
-     "recovery.recovery_timeout", "bad duration"),
-    ("zero_recovery_timeout", {"recovery.recovery_timeout": "0ms"},
-     "recovery.recovery_timeout", "longer than zero"),
-    ("bool_is_not_a_duration", {"correlation.duplicate_window": True},
-     "correlation.duplicate_window", "not a boolean"),
-    ("string_is_not_a_bool", {"recovery.auto_repair": "yes"},
-     "recovery.auto_repair", "must be a boolean"),
-    ("container_threshold_below_two", {"correlation.container_threshold": 1},
-     "correlation.container_threshold", "at least 2"),
-    ("negative_hold_time", {"correlation.hold_time": -0.1},
-     "correlation.hold_time", "must not be negative"),
-    ("hold_time_longer_than_container_window", {"correlation.hold_time": "2s"},
-     "correlation.hold_time", "container_window"),
-    ("group_recovery_override_is_checked", {"service_groups[0].recovery.restart_max": -1},
-     "service_groups[0].recovery.restart_max", "at least 0"),
-    ("group_recovery_override_not_a_table", {"service_groups[0].recovery": 3},
-     "service_groups[0].recovery", "must be a table"),
+    (
+        "bool_is_not_an_integer",
+        {"recovery.restart_max": True},
+        "recovery.restart_max",
+        "must be an integer, not a boolean",
+    ),
+    (
+        "float_is_not_an_integer",
+        {"recovery.failover_max": 1.5},
+        "recovery.failover_max",
+        "must be an integer, not a float",
+    ),
+    ("negative_count", {"recovery.soft_reset_max": -1}, "recovery.soft_reset_max", "at least 0"),
+    (
+        "zero_probation_window",
+        {"recovery.component_probation": 0},
+        "recovery.component_probation",
+        "longer than zero",
+    ),
+    (
+        "negative_duration_string",
+        {"recovery.group_probation": "-5s"},
+        "recovery.group_probation",
+        "bad duration",
+    ),
+    (
+        "unknown_duration_unit",
+        {"recovery.recovery_timeout": "5d"},
+        "recovery.recovery_timeout",
+        "bad duration",
+    ),
+    (
+        "zero_recovery_timeout",
+        {"recovery.recovery_timeout": "0ms"},
+        "recovery.recovery_timeout",
+        "longer than zero",
+    ),
+    (
+        "bool_is_not_a_duration",
+        {"correlation.duplicate_window": True},
+        "correlation.duplicate_window",
+        "not a boolean",
+    ),
+    (
+        "string_is_not_a_bool",
+        {"recovery.auto_repair": "yes"},
+        "recovery.auto_repair",
+        "must be a boolean",
+    ),
+    (
+        "container_threshold_below_two",
+        {"correlation.container_threshold": 1},
+        "correlation.container_threshold",
+        "at least 2",
+    ),
+    (
+        "negative_hold_time",
+        {"correlation.hold_time": -0.1},
+        "correlation.hold_time",
+        "must not be negative",
+    ),
+    (
+        "hold_time_longer_than_container_window",
+        {"correlation.hold_time": "2s"},
+        "correlation.hold_time",
+        "container_window",
+    ),
+    (
+        "group_recovery_override_is_checked",
+        {"service_groups[0].recovery.restart_max": -1},
+        "service_groups[0].recovery.restart_max",
+        "at least 0",
+    ),
+    (
+        "group_recovery_override_not_a_table",
+        {"service_groups[0].recovery": 3},
+        "service_groups[0].recovery",
+        "must be a table",
+    ),
     # sections
     ("missing_cluster_table", {"cluster": DELETE}, "cluster", "missing required table"),
     ("missing_cluster_name", {"cluster.name": DELETE}, "cluster.name", "missing required key"),
@@ -520,125 +625,290 @@ CASES = [
     ("array_entry_not_a_table", {"nodes[0]": 1}, "nodes[0]", "must be a table, not an integer"),
     ("recovery_not_a_table", {"recovery": 3}, "recovery", "must be a table"),
     # classes
-    ("class_base_unknown", {"classes[1]": {"name": "x", "base": "nod"}},
-     "classes[1].base", "unknown class 'nod' (did you mean 'node'?)"),
-    ("class_base_cycle", {"classes[1]": {"name": "a", "base": "b"},
-                          "classes[2]": {"name": "b", "base": "a"}},
-     "classes[1].base", "cycle: a -> b -> a"),
-    ("class_is_its_own_base", {"classes[1]": {"name": "a", "base": "a"}},
-     "classes[1].base", "cycle: a -> a"),
-    ("class_redefines_a_builtin", {"classes[1]": {"name": "node", "base": "board"}},
-     "classes[1].name", "duplicate class name 'node'"),
-    ("class_defined_twice", {"classes[1]": {"name": "app-node", "base": "node"}},
-     "classes[1].name", "first at classes[0]"),
-    ("unknown_method", {"classes[0].methods": ["reset", "explode"]},
-     "classes[0].methods[1]", "'explode' is not one of"),
+    (
+        "class_base_unknown",
+        {"classes[1]": {"name": "x", "base": "nod"}},
+        "classes[1].base",
+        "unknown class 'nod' (did you mean 'node'?)",
+    ),
+    (
+        "class_base_cycle",
+        {"classes[1]": {"name": "a", "base": "b"}, "classes[2]": {"name": "b", "base": "a"}},
+        "classes[1].base",
+        "cycle: a -> b -> a",
+    ),
+    (
+        "class_is_its_own_base",
+        {"classes[1]": {"name": "a", "base": "a"}},
+        "classes[1].base",
+        "cycle: a -> a",
+    ),
+    (
+        "class_redefines_a_builtin",
+        {"classes[1]": {"name": "node", "base": "board"}},
+        "classes[1].name",
+        "duplicate class name 'node'",
+    ),
+    (
+        "class_defined_twice",
+        {"classes[1]": {"name": "app-node", "base": "node"}},
+        "classes[1].name",
+        "first at classes[0]",
+    ),
+    (
+        "unknown_method",
+        {"classes[0].methods": ["reset", "explode"]},
+        "classes[0].methods[1]",
+        "'explode' is not one of",
+    ),
     ("class_missing_base", {"classes[0].base": DELETE}, "classes[0].base", "missing"),
     # components
-    ("bad_component_name", {NEW_COMPONENT: {"name": "shelf/S4", "class": "slot"}},
-     "components[13].name", "bad component name"),
-    ("component_name_with_empty_segment", {NEW_COMPONENT: {"name": "shelf//x", "class": "slot"}},
-     "components[13].name", "bad component name"),
-    ("duplicate_component_name", {NEW_COMPONENT: {"name": "shelf/s1", "class": "slot"}},
-     "components[13].name", "duplicate component name 'shelf/s1' (first at components[1])"),
-    ("unknown_class", {NEW_COMPONENT: {"name": "shelf/s4", "class": "slto"}},
-     "components[13].class", "unknown class 'slto' (did you mean 'slot'?)"),
-    ("missing_parent", {NEW_COMPONENT: {"name": "rack/s1", "class": "slot"}},
-     "components[13].name", "parent component 'rack' is not declared"),
-    ("attribute_value_not_a_string", {"components[0].attributes": {"slots": 6}},
-     "components[0].attributes.slots", "must be a string"),
-    ("component_missing_class", {"components[0].class": DELETE},
-     "components[0].class", "missing required key"),
+    (
+        "bad_component_name",
+        {NEW_COMPONENT: {"name": "shelf/S4", "class": "slot"}},
+        "components[13].name",
+        "bad component name",
+    ),
+    (
+        "component_name_with_empty_segment",
+        {NEW_COMPONENT: {"name": "shelf//x", "class": "slot"}},
+        "components[13].name",
+        "bad component name",
+    ),
+    (
+        "duplicate_component_name",
+        {NEW_COMPONENT: {"name": "shelf/s1", "class": "slot"}},
+        "components[13].name",
+        "duplicate component name 'shelf/s1' (first at components[1])",
+    ),
+    (
+        "unknown_class",
+        {NEW_COMPONENT: {"name": "shelf/s4", "class": "slto"}},
+        "components[13].class",
+        "unknown class 'slto' (did you mean 'slot'?)",
+    ),
+    (
+        "missing_parent",
+        {NEW_COMPONENT: {"name": "rack/s1", "class": "slot"}},
+        "components[13].name",
+        "parent component 'rack' is not declared",
+    ),
+    (
+        "attribute_value_not_a_string",
+        {"components[0].attributes": {"slots": 6}},
+        "components[0].attributes.slots",
+        "must be a string",
+    ),
+    (
+        "component_missing_class",
+        {"components[0].class": DELETE},
+        "components[0].class",
+        "missing required key",
+    ),
     # nodes
     ("duplicate_node_name", {"nodes[2].name": "n1"}, "nodes[2].name", "duplicate node name"),
     ("duplicate_node_id", {"nodes[2].node_id": 1}, "nodes[2].node_id", "duplicate node_id 1"),
     ("node_id_zero", {"nodes[0].node_id": 0}, "nodes[0].node_id", "at least 1"),
     ("node_id_missing", {"nodes[0].node_id": DELETE}, "nodes[0].node_id", "missing required"),
-    ("node_component_unknown", {"nodes[2].component": "shelf/s9/node"},
-     "nodes[2].component", "unknown component 'shelf/s9/node'"),
-    ("node_component_not_a_node_class", {"nodes[2].component": "shelf/s3"},
-     "nodes[2].component", "is of class 'slot', which is not a node class"),
-    ("node_component_used_by_two_nodes", {"nodes[2].component": "shelf/s1/node"},
-     "nodes[2].component", "duplicate node component"),
-    ("node_inside_another_node",
-     {NEW_COMPONENT: {"name": "shelf/s3/node/vm", "class": "node"},
-      "nodes[3]": {"name": "n4", "node_id": 4, "component": "shelf/s3/node/vm"}},
-     "nodes[3].component", "nodes cannot nest"),
-    ("bad_address", {"nodes[0].addresses": ["10.10.0.1", "10.10.0.300"]},
-     "nodes[0].addresses[1]", "not an IPv4 or IPv6 address"),
-    ("address_used_by_two_nodes", {"nodes[1].addresses": ["10.10.0.1"]},
-     "nodes[1].addresses[0]", "duplicate address '10.10.0.1' (first at nodes[0])"),
+    (
+        "node_component_unknown",
+        {"nodes[2].component": "shelf/s9/node"},
+        "nodes[2].component",
+        "unknown component 'shelf/s9/node'",
+    ),
+    (
+        "node_component_not_a_node_class",
+        {"nodes[2].component": "shelf/s3"},
+        "nodes[2].component",
+        "is of class 'slot', which is not a node class",
+    ),
+    (
+        "node_component_used_by_two_nodes",
+        {"nodes[2].component": "shelf/s1/node"},
+        "nodes[2].component",
+        "duplicate node component",
+    ),
+    (
+        "node_inside_another_node",
+        {
+            NEW_COMPONENT: {"name": "shelf/s3/node/vm", "class": "node"},
+            "nodes[3]": {"name": "n4", "node_id": 4, "component": "shelf/s3/node/vm"},
+        },
+        "nodes[3].component",
+        "nodes cannot nest",
+    ),
+    (
+        "bad_address",
+        {"nodes[0].addresses": ["10.10.0.1", "10.10.0.300"]},
+        "nodes[0].addresses[1]",
+        "not an IPv4 or IPv6 address",
+    ),
+    (
+        "address_used_by_two_nodes",
+        {"nodes[1].addresses": ["10.10.0.1"]},
+        "nodes[1].addresses[0]",
+        "duplicate address '10.10.0.1' (first at nodes[0])",
+    ),
     ("no_nodes", {"nodes": DELETE}, "nodes", "at least one"),
     # service groups
-    ("group_member_unknown", {"service_groups[0].members[1]": "shelf/s2/node/ap"},
-     "service_groups[0].members[1]", "unknown component 'shelf/s2/node/ap' (did you mean"),
-    ("component_member_of_two_groups", {"service_groups[1].members[0]": A1},
-     "service_groups[1].members[0]", "already a member of group 'app'"),
-    ("member_listed_twice", {"service_groups[0].members[1]": A1},
-     "service_groups[0].members[1]", "already a member of this group"),
-    ("bad_member_name", {"service_groups[0].members[1]": "App"},
-     "service_groups[0].members[1]", "bad component name"),
-    ("duplicate_group_name", {"service_groups[1].name": "app"},
-     "service_groups[1].name", "duplicate service group name"),
-    ("unknown_redundancy_model", {NP: "3N"}, NP,
-     "'3N' is not one of: 2N, N+M, N-way-active, hot-restart, no-redundancy"),
-    ("empty_members", {"service_groups[0].members": []},
-     "service_groups[0].members", "must not be empty"),
-    ("2n_with_two_actives", {"service_groups[0].active": 2},
-     "service_groups[0].active", "2N has exactly one active member, not 2"),
+    (
+        "group_member_unknown",
+        {"service_groups[0].members[1]": "shelf/s2/node/ap"},
+        "service_groups[0].members[1]",
+        "unknown component 'shelf/s2/node/ap' (did you mean",
+    ),
+    (
+        "component_member_of_two_groups",
+        {"service_groups[1].members[0]": A1},
+        "service_groups[1].members[0]",
+        "already a member of group 'app'",
+    ),
+    (
+        "member_listed_twice",
+        {"service_groups[0].members[1]": A1},
+        "service_groups[0].members[1]",
+        "already a member of this group",
+    ),
+    (
+        "bad_member_name",
+        {"service_groups[0].members[1]": "App"},
+        "service_groups[0].members[1]",
+        "bad component name",
+    ),
+    (
+        "duplicate_group_name",
+        {"service_groups[1].name": "app"},
+        "service_groups[1].name",
+        "duplicate service group name",
+    ),
+    (
+        "unknown_redundancy_model",
+        {NP: "3N"},
+        NP,
+        "'3N' is not one of: 2N, N+M, N-way-active, hot-restart, no-redundancy",
+    ),
+    (
+        "empty_members",
+        {"service_groups[0].members": []},
+        "service_groups[0].members",
+        "must not be empty",
+    ),
+    (
+        "2n_with_two_actives",
+        {"service_groups[0].active": 2},
+        "service_groups[0].active",
+        "2N has exactly one active member, not 2",
+    ),
     ("2n_with_no_standby", {NS: 0}, NS, "2N has exactly one standby member, not 0"),
     ("n_plus_m_without_active", {NP: "N+M", NS: 1}, "service_groups[0].active", "needs active"),
-    ("n_plus_m_without_standby", {NP: "N+M", "service_groups[0].active": 1}, NS,
-     "needs standby"),
-    ("n_plus_m_with_zero_standby", {NP: "N+M", "service_groups[0].active": 1, NS: 0}, NS,
-     "at least one standby"),
-    ("n_plus_m_larger_than_members", {NP: "N+M", "service_groups[0].active": 2, NS: 1},
-     "service_groups[0].active", "active + standby = 3 exceeds the 2 member"),
-    ("n_way_active_with_standby", {"service_groups[1].standby": 1},
-     "service_groups[1].standby", "N-way-active has no standby members"),
-    ("n_way_active_more_actives_than_members", {"service_groups[1].active": 4},
-     "service_groups[1].active", "exceeds the 3 member"),
+    ("n_plus_m_without_standby", {NP: "N+M", "service_groups[0].active": 1}, NS, "needs standby"),
+    (
+        "n_plus_m_with_zero_standby",
+        {NP: "N+M", "service_groups[0].active": 1, NS: 0},
+        NS,
+        "at least one standby",
+    ),
+    (
+        "n_plus_m_larger_than_members",
+        {NP: "N+M", "service_groups[0].active": 2, NS: 1},
+        "service_groups[0].active",
+        "active + standby = 3 exceeds the 2 member",
+    ),
+    (
+        "n_way_active_with_standby",
+        {"service_groups[1].standby": 1},
+        "service_groups[1].standby",
+        "N-way-active has no standby members",
+    ),
+    (
+        "n_way_active_more_actives_than_members",
+        {"service_groups[1].active": 4},
+        "service_groups[1].active",
+        "exceeds the 3 member",
+    ),
     ("hot_restart_with_standby", {NP: "hot-restart", NS: 1}, NS, "hot-restart has no standby"),
-    ("no_redundancy_with_zero_active", {NP: "no-redundancy", "service_groups[0].active": 0},
-     "service_groups[0].active", "at least one active"),
+    (
+        "no_redundancy_with_zero_active",
+        {NP: "no-redundancy", "service_groups[0].active": 0},
+        "service_groups[0].active",
+        "at least one active",
+    ),
     ("negative_standby", {NS: -1}, NS, "at least 0"),
     # service instances
-    ("instance_group_unknown", {"service_instances[0].group": "ap"},
-     "service_instances[0].group", "unknown service group 'ap' (did you mean 'app'?)"),
-    ("duplicate_instance_name", {"service_instances[1].name": "app-si"},
-     "service_instances[1].name", "duplicate service instance name"),
-    ("actives_above_one_outside_n_way", {"service_instances[0].actives": 2},
-     "service_instances[0].actives", "needs an N-way-active group; group 'app' is 2N"),
-    ("n_way_actives_more_than_members", {"service_instances[1].actives": 4},
-     "service_instances[1].actives", "wants 4 actives but group 'web' has 3 member(s)"),
-    ("zero_actives", {"service_instances[1].actives": 0},
-     "service_instances[1].actives", "at least 1"),
-    ("negative_rank", {"service_instances[0].rank": -1}, "service_instances[0].rank",
-     "at least 0"),
+    (
+        "instance_group_unknown",
+        {"service_instances[0].group": "ap"},
+        "service_instances[0].group",
+        "unknown service group 'ap' (did you mean 'app'?)",
+    ),
+    (
+        "duplicate_instance_name",
+        {"service_instances[1].name": "app-si"},
+        "service_instances[1].name",
+        "duplicate service instance name",
+    ),
+    (
+        "actives_above_one_outside_n_way",
+        {"service_instances[0].actives": 2},
+        "service_instances[0].actives",
+        "needs an N-way-active group; group 'app' is 2N",
+    ),
+    (
+        "n_way_actives_more_than_members",
+        {"service_instances[1].actives": 4},
+        "service_instances[1].actives",
+        "wants 4 actives but group 'web' has 3 member(s)",
+    ),
+    (
+        "zero_actives",
+        {"service_instances[1].actives": 0},
+        "service_instances[1].actives",
+        "at least 1",
+    ),
+    ("negative_rank", {"service_instances[0].rank": -1}, "service_instances[0].rank", "at least 0"),
     # audits
-    ("audit_component_unknown", {"audits[0].component": "shelf/s1/node/ap"},
-     "audits[0].component", "unknown component"),
-    ("audit_timeout_equal_to_period", {"audits[0].timeout": "1s"},
-     "audits[0].timeout", "must be shorter than the period (1.0s)"),
-    ("audit_timeout_longer_than_period", {"audits[0].timeout": "1m"},
-     "audits[0].timeout", "shorter than the period"),
+    (
+        "audit_component_unknown",
+        {"audits[0].component": "shelf/s1/node/ap"},
+        "audits[0].component",
+        "unknown component",
+    ),
+    (
+        "audit_timeout_equal_to_period",
+        {"audits[0].timeout": "1s"},
+        "audits[0].timeout",
+        "must be shorter than the period (1.0s)",
+    ),
+    (
+        "audit_timeout_longer_than_period",
+        {"audits[0].timeout": "1m"},
+        "audits[0].timeout",
+        "shorter than the period",
+    ),
     ("audit_zero_period", {"audits[0].period": 0}, "audits[0].period", "longer than zero"),
-    ("audit_kind_unknown", {"audits[0].kind": "snmp"},
-     "audits[0].kind", "'snmp' is not one of: command, http, callback"),
+    (
+        "audit_kind_unknown",
+        {"audits[0].kind": "snmp"},
+        "audits[0].kind",
+        "'snmp' is not one of: command, http, callback",
+    ),
     ("audit_target_missing", {"audits[0].target": DELETE}, "audits[0].target", "missing"),
     ("audit_target_empty", {"audits[0].target": ""}, "audits[0].target", "must not be empty"),
-    ("audit_defined_twice",
-     {"audits[1]": {"component": A1, "name": "alive", "period": 2, "timeout": 1, "target": "x"}},
-     "audits[1].name", "duplicate audit"),
+    (
+        "audit_defined_twice",
+        {"audits[1]": {"component": A1, "name": "alive", "period": 2, "timeout": 1, "target": "x"}},
+        "audits[1].name",
+        "duplicate audit",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("edits", "key", "reason"),
-                         [pytest.param(e, k, r, id=i) for i, e, k, r in CASES])
+@pytest.mark.parametrize(
+    ("edits", "key", "reason"), [pytest.param(e, k, r, id=i) for i, e, k, r in CASES]
+)
 def test_validation_rule_names_the_key(edits: dict[str, Any], key: str, reason: str) -> None:
     problems = problems_of(edited(edits))
-    assert any(p.key == key and reason in p.reason for p in problems), "\n".join(
-        map(str, problems))
+    assert any(p.key == key and reason in p.reason for p in problems), "\n".join(map(str, problems))
     assert all(p.file == "test.toml" for p in problems)
 
 
@@ -646,18 +916,30 @@ def test_validation_rule_names_the_key(edits: dict[str, Any], key: str, reason: 
     "edits",
     [
         pytest.param({"service_groups[0].members": [A1]}, id="2n_with_one_member"),
-        pytest.param({NEW_COMPONENT: {"name": "shelf/fan", "class": "hardware"},
-                      "service_groups[2]": {"name": "fan", "redundancy": "no-redundancy",
-                                            "members": ["shelf/fan"]}},
-                     id="member_outside_every_node"),
+        pytest.param(
+            {
+                NEW_COMPONENT: {"name": "shelf/fan", "class": "hardware"},
+                "service_groups[2]": {
+                    "name": "fan",
+                    "redundancy": "no-redundancy",
+                    "members": ["shelf/fan"],
+                },
+            },
+            id="member_outside_every_node",
+        ),
         pytest.param({"service_instances": DELETE}, id="groups_without_instances"),
-        pytest.param({"classes[0].base": "my-node",
-                      "classes[1]": {"name": "my-node", "base": "node"}},
-                     id="class_declared_after_its_subclass"),
+        pytest.param(
+            {"classes[0].base": "my-node", "classes[1]": {"name": "my-node", "base": "node"}},
+            id="class_declared_after_its_subclass",
+        ),
         pytest.param({"service_groups[0].recovery": {}}, id="empty_recovery_override"),
-        pytest.param({NEW_COMPONENT: {"name": "shelf/s4/node", "class": "node"},
-                      "components[14]": {"name": "shelf/s4", "class": "slot"}},
-                     id="node_board_without_a_node_entry_and_child_first"),
+        pytest.param(
+            {
+                NEW_COMPONENT: {"name": "shelf/s4/node", "class": "node"},
+                "components[14]": {"name": "shelf/s4", "class": "slot"},
+            },
+            id="node_board_without_a_node_entry_and_child_first",
+        ),
     ],
 )
 def test_legal_corner_cases_load(edits: dict[str, Any]) -> None:
@@ -667,18 +949,36 @@ def test_legal_corner_cases_load(edits: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("edits", "keys"),
     [
-        pytest.param({"classes[0].methods": ["explode"]}, ["classes[0].methods[0]"],
-                     id="broken_class_is_not_reported_again_by_its_users"),
-        pytest.param({"components": "shelf"}, ["components"],
-                     id="malformed_components_section_is_not_reported_again_by_references"),
-        pytest.param({"components[1]": 5}, ["components[1]"],
-                     id="unreadable_component_is_not_reported_again_as_a_missing_parent"),
-        pytest.param({"components[4].name": "Shelf/s1/node"}, ["components[4].name"],
-                     id="badly_named_component_is_not_reported_again_by_references"),
-        pytest.param({"service_groups": 1}, ["service_groups"],
-                     id="malformed_groups_section_is_not_reported_again_by_instances"),
-        pytest.param({"service_groups[1].standby": 1}, ["service_groups[1].standby"],
-                     id="n_way_standby_is_not_reported_again_as_too_many_members"),
+        pytest.param(
+            {"classes[0].methods": ["explode"]},
+            ["classes[0].methods[0]"],
+            id="broken_class_is_not_reported_again_by_its_users",
+        ),
+        pytest.param(
+            {"components": "shelf"},
+            ["components"],
+            id="malformed_components_section_is_not_reported_again_by_references",
+        ),
+        pytest.param(
+            {"components[1]": 5},
+            ["components[1]"],
+            id="unreadable_component_is_not_reported_again_as_a_missing_parent",
+        ),
+        pytest.param(
+            {"components[4].name": "Shelf/s1/node"},
+            ["components[4].name"],
+            id="badly_named_component_is_not_reported_again_by_references",
+        ),
+        pytest.param(
+            {"service_groups": 1},
+            ["service_groups"],
+            id="malformed_groups_section_is_not_reported_again_by_instances",
+        ),
+        pytest.param(
+            {"service_groups[1].standby": 1},
+            ["service_groups[1].standby"],
+            id="n_way_standby_is_not_reported_again_as_too_many_members",
+        ),
     ],
 )
 def test_one_mistake_is_reported_once(edits: dict[str, Any], keys: list[str]) -> None:
@@ -686,13 +986,15 @@ def test_one_mistake_is_reported_once(edits: dict[str, Any], keys: list[str]) ->
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    data = edited({
-        "recovery.restart_mx": 1,
-        "components[4].class": "no-such-class",
-        "nodes[2].node_id": 1,
-        "service_groups[0].members[1]": "shelf/nowhere",
-        "audits[0].timeout": "5s",
-    })
+    data = edited(
+        {
+            "recovery.restart_mx": 1,
+            "components[4].class": "no-such-class",
+            "nodes[2].node_id": 1,
+            "service_groups[0].members[1]": "shelf/nowhere",
+            "audits[0].timeout": "5s",
+        }
+    )
     keys = {p.key for p in problems_of(data)}
     assert keys >= {
         "recovery.restart_mx",
@@ -732,10 +1034,16 @@ def test_good_file_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        pytest.param(b"[cluster]\nname = \n", "TOML syntax error: Invalid value (at line 2",
-                     id="syntax_error_names_the_line"),
-        pytest.param(b"[cluster]\nname = 'a'\n[cluster]\n", "line 3",
-                     id="table_declared_twice_names_the_line"),
+        pytest.param(
+            b"[cluster]\nname = \n",
+            "TOML syntax error: Invalid value (at line 2",
+            id="syntax_error_names_the_line",
+        ),
+        pytest.param(
+            b"[cluster]\nname = 'a'\n[cluster]\n",
+            "line 3",
+            id="table_declared_twice_names_the_line",
+        ),
         pytest.param(b"\xff\xfe[cluster]\n", "not UTF-8", id="not_utf8"),
     ],
 )
@@ -773,8 +1081,17 @@ def test_setting_table_covers_every_field(settings: tuple[schema.Setting, ...], 
 
 def test_docstring_documents_every_key() -> None:
     doc = loader.__doc__ or ""
-    tables = [schema.CLUSTER, schema.RECOVERY, schema.CORRELATION, schema.CLASS,
-              schema.COMPONENT, schema.NODE, schema.GROUP, schema.INSTANCE, schema.AUDIT]
+    tables = [
+        schema.CLUSTER,
+        schema.RECOVERY,
+        schema.CORRELATION,
+        schema.CLASS,
+        schema.COMPONENT,
+        schema.NODE,
+        schema.GROUP,
+        schema.INSTANCE,
+        schema.AUDIT,
+    ]
     keys = {s.key for table in tables for s in table} | set(schema.SECTIONS)
     assert {k for k in keys if not re.search(rf"\b{re.escape(k)}\b", doc)} == set()
 
@@ -794,9 +1111,17 @@ def _paths(value: Any, prefix: str = "") -> list[str]:
 
 
 EXTRA_PATHS = [
-    "recovery.extra", "service_groups[0].recovery.restart_max", "components[13]", "nodes[3]",
-    "service_groups[2]", "audits[1]", "classes[1]", "classes[1].base", "extra",
-    "components[0].attributes.k", "service_instances[2]",
+    "recovery.extra",
+    "service_groups[0].recovery.restart_max",
+    "components[13]",
+    "nodes[3]",
+    "service_groups[2]",
+    "audits[1]",
+    "classes[1]",
+    "classes[1].base",
+    "extra",
+    "components[0].attributes.k",
+    "service_instances[2]",
 ]
 scalars = st.one_of(
     st.booleans(),
@@ -819,8 +1144,11 @@ values = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(_paths(skeleton()) + EXTRA_PATHS), values),
-                min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_paths(skeleton()) + EXTRA_PATHS), values), min_size=1, max_size=4
+    )
+)
 def test_garbage_in_a_valid_skeleton_raises_only_config_error(
     edits: list[tuple[str, Any]],
 ) -> None:

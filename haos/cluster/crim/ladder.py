@@ -25,9 +25,7 @@ def choose_level(work: Work, component: str, minimum: RecoveryLevel) -> Recovery
     policy = topo.recovery_policy(component)
     rt = prune(work.rt(component), policy, work.now)
     work.components[component] = rt
-    can_soft = topo.supports(component, Method.SOFT_RESET) or topo.supports(
-        component, Method.RESET
-    )
+    can_soft = topo.supports(component, Method.SOFT_RESET) or topo.supports(component, Method.RESET)
     if topo.is_node_component(component):
         return _L.REBOOT_NODE if policy.reboot_node else _L.FAILOVER
     if minimum <= _L.SOFT_RESET and can_soft and len(rt.soft_resets) < policy.soft_reset_max:

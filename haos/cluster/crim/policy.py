@@ -256,13 +256,23 @@ def _on_switchover(work: Work, e: ev.OperatorSwitchover) -> str:
     moved = sorted(work.rt(old).instances)
     work.strip(old, _SPARE, graceful=True)
     reconcile(work, group, avoid=frozenset({old}))
-    served = all(any(inst in work.rt(m).instances and work.rt(m).state is _P
-                     for m in work.topo.groups[group].members) for inst in moved)
+    served = all(
+        any(
+            inst in work.rt(m).instances and work.rt(m).state is _P
+            for m in work.topo.groups[group].members
+        )
+        for inst in moved
+    )
     if not served:
         raise Refused(f"no healthy standby can take over from {old}")
     reconcile(work, group)
-    new = sorted({m for m in work.topo.groups[group].members
-                  if work.rt(m).state is _P and set(moved) & work.rt(m).instances})
+    new = sorted(
+        {
+            m
+            for m in work.topo.groups[group].members
+            if work.rt(m).state is _P and set(moved) & work.rt(m).instances
+        }
+    )
     return f"switchover of {', '.join(moved)} from {old} to {', '.join(new)}"
 
 

@@ -89,11 +89,9 @@ class Work:
         if rt.state is _PRIMARY and not graceful:
             lost = rt.instances - (instances if new is _PRIMARY else frozenset())
             for inst in lost:
-                self.interrupted.setdefault(inst, self.since)
+                self._interrupted(inst, component)
         self.update(component, state=new, instances=instances)
-        self.emit(
-            AssignRole(component, rt.state, new, tuple(sorted(instances)), graceful=graceful)
-        )
+        self.emit(AssignRole(component, rt.state, new, tuple(sorted(instances)), graceful=graceful))
         if rt.state is not new:
             self.emit(Publish(StateChanged(component, str(rt.state), str(new), self.now)))
         group = self.topo.group_of.get(component)
@@ -120,8 +118,22 @@ class Work:
         rt = self.components[component]
         if rt.state is _PRIMARY:
             for inst in rt.instances:
-                self.interrupted.setdefault(inst, self.since)
+                self._interrupted(inst, component)
         self.touch(component)
+
+    def _interrupted(self, inst: str, component: str) -> None:
+        """``component`` stopped serving ``inst``: an interruption unless others serve it."""
+        group = self.topo.groups[self.topo.instances[inst].group]
+        for m in group.members:
+            rt = self.components[m]
+            if (
+                m != component
+                and rt.state is _PRIMARY
+                and inst in rt.instances
+                and rt.health is Health.HEALTHY
+            ):
+                return
+        self.interrupted.setdefault(inst, self.since)
 
     def touch(self, component: str) -> None:
         """Mark the component's group for service accounting at the end of the decision."""
