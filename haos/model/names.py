@@ -10,7 +10,7 @@ import re
 
 from haos.errors import ModelError
 
-_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_SEGMENT = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 SEPARATOR = "/"
 
 
@@ -19,7 +19,8 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not name:
         raise ModelError("component name must be a non-empty string")
     for segment in name.split(SEPARATOR):
-        if not _SEGMENT.match(segment):
+        # fullmatch: `$` would also match before a trailing newline, accepting "a\n".
+        if not _SEGMENT.fullmatch(segment):
             raise ModelError(
                 f"bad component name {name!r}: segment {segment!r} must match "
                 "[a-z0-9][a-z0-9_.-]* (at most 63 characters)"

@@ -119,6 +119,9 @@ class Simulation:
         """Book one wake-up per named timer, keeping only the earliest pending one."""
         if when is None:
             return
+        # A timer never fires twice at one instant: a policy that leaves a deadline in the
+        # past then shows up as a bounded-recovery violation instead of a livelock.
+        when = max(when, self.now + 0.001) if when <= self.now else when
         pending = self._wakes.get(name)
         if pending is not None and pending <= when and pending >= self.now:
             return

@@ -35,8 +35,20 @@ def release_ineligible(work: Work, group: str) -> None:
             work.strip(m, _SPARE if healthy else _OFF, graceful=healthy)
 
 
-def reconcile(work: Work, group: str, avoid: frozenset[str] = frozenset()) -> None:
-    """Assign roles in ``group``; members in ``avoid`` are not made primary."""
+def reconcile(
+    work: Work, group: str, avoid: frozenset[str] = frozenset(), failback: bool = True
+) -> None:
+    """Assign roles in ``group``; members in ``avoid`` are not made primary.
+
+    With the group's ``failback`` set (and ``failback`` here), one instance per call moves
+    back to a better-ranked healthy member, gracefully, then the group is settled again.
+    """
+    _settle(work, group, avoid)
+    if failback and work.topo.groups[group].failback and not avoid and _fail_back(work, group):
+        _settle(work, group, avoid)
+
+
+def _settle(work: Work, group: str, avoid: frozenset[str]) -> None:
     release_ineligible(work, group)
     spec = work.topo.groups[group]
     for inst in work.topo.instances_of[group]:
@@ -141,3 +153,28 @@ def _settle_spares(work: Work, group: str) -> None:
         if node is not None and not work.nodes[node].member:
             healthy = False
         work.set_role(m, _SPARE if healthy else _OFF)
+
+
+def _fail_back(work: Work, group: str) -> bool:
+    """Move one instance to a better-ranked idle member; True if something moved."""
+    spec = work.topo.groups[group]
+    if not spec.model.exclusive_primary:
+        return False
+    rank = work.topo.member_rank
+    for inst in work.topo.instances_of[group]:
+        holders = [m for m in _members(work, group, _P) if inst in work.rt(m).instances]
+        if len(holders) != 1:
+            continue
+        current = holders[0]
+        better = [
+            m
+            for m in spec.members
+            if rank[m] < rank[current] and work.rt(m).state in (_S, _SPARE) and work.eligible(m)
+        ]
+        if not better:
+            continue
+        moved = work.rt(current).instances
+        work.strip(current, _SPARE, graceful=True)
+        work.set_role(better[0], _P, moved)
+        return True
+    return False

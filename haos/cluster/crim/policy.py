@@ -255,7 +255,7 @@ def _on_switchover(work: Work, e: ev.OperatorSwitchover) -> str:
     group = work.topo.group_of[old]
     moved = sorted(work.rt(old).instances)
     work.strip(old, _SPARE, graceful=True)
-    reconcile(work, group, avoid=frozenset({old}))
+    reconcile(work, group, avoid=frozenset({old}), failback=False)
     served = all(
         any(
             inst in work.rt(m).instances and work.rt(m).state is _P
@@ -265,7 +265,7 @@ def _on_switchover(work: Work, e: ev.OperatorSwitchover) -> str:
     )
     if not served:
         raise Refused(f"no healthy standby can take over from {old}")
-    reconcile(work, group)
+    reconcile(work, group, failback=False)
     new = sorted(
         {
             m
