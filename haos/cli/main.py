@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from haos.cli import simulate
+from haos.cli import harness, simulate
 from haos.errors import HaosError
 
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="haosctl", description="Operate and exercise a haos cluster.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     simulate.add_parser(sub)
+    harness.add_parser(sub)
     return parser
 
 
