@@ -1,0 +1,225 @@
+"""CRC bodies (inside the shared envelope, service CRC).
+
+    OPEN    (kind 1): role u8 | checkpoint Text
+    CLOSE   (kind 2): checkpoint Text
+    WRITE   (kind 3): write id u64 | flags u8 (bit 0: synchronous, bit 1: delete) | checkpoint
+                      Text | section Text | data Blob (empty for a delete)
+    ACK     (kind 4): writer node u32 | write id u64 | checkpoint Text
+    CONTENT (kind 5): checkpoint Text | offer | version u64
+                      | sections: count u32, then (section Text, version u64, data Blob)
+    SYNC    (kind 6): offer | members | checkpoints: count u32, then
+                      (checkpoint Text, holders: count u32, then (node u32, role u8))
+
+ACKs go to one writer (others drop them silently); CONTENT is state transfer of one checkpoint
+to the holders that just opened it; SYNC is state transfer of the directory to group joiners.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from construct import Int8ub, Int32ub, Int64ub, PrefixedArray, Struct
+
+from haos.cluster.dss.checkpoint.replica import Content, DirSnapshot, Role, Section
+from haos.cluster.dss.messaging.codec import Blob, NodeList, Text, body, build, parse, text_fits
+from haos.cluster.dss.messaging.statesync import Offer
+from haos.cluster.dss.messaging.syncwire import OfferStruct, offer_from, offer_value
+from haos.cluster.dss.wire import WireError
+from haos.errors import UsageError
+
+MAX_NAME = 1024
+
+
+class Kind(enum.IntEnum):
+    OPEN = 1
+    CLOSE = 2
+    WRITE = 3
+    ACK = 4
+    CONTENT = 5
+    SYNC = 6
+
+
+_SYNC_WRITE = 0x01
+_DELETE = 0x02
+
+
+@dataclass(frozen=True)
+class OpenMsg:
+    name: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class CloseMsg:
+    name: str
+
+
+@dataclass(frozen=True)
+class WriteMsg:
+    write_id: int
+    name: str
+    section: str
+    data: bytes | None  # None: delete
+    sync: bool
+
+
+@dataclass(frozen=True)
+class AckMsg:
+    writer: int
+    write_id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class ContentMsg:
+    name: str
+    offer: Offer
+    content: Content
+
+
+@dataclass(frozen=True)
+class SyncMsg:
+    offer: Offer
+    directory: DirSnapshot
+
+
+Msg = OpenMsg | CloseMsg | WriteMsg | AckMsg | ContentMsg | SyncMsg
+
+_OPEN = body("role" / Int8ub, "name" / Text)
+_CLOSE = body("name" / Text)
+_WRITE = body(
+    "write_id" / Int64ub,
+    "flags" / Int8ub,
+    "name" / Text,
+    "section" / Text,
+    "data" / Blob,
+)
+_ACK = body("writer" / Int32ub, "write_id" / Int64ub, "name" / Text)
+_SECTION = Struct("section" / Text, "version" / Int64ub, "data" / Blob)
+_CONTENT = body(
+    "name" / Text,
+    "offer" / OfferStruct,
+    "version" / Int64ub,
+    "sections" / PrefixedArray(Int32ub, _SECTION),
+)
+_HOLDER = Struct("node" / Int32ub, "role" / Int8ub)
+_CHECKPOINT = Struct("name" / Text, "holders" / PrefixedArray(Int32ub, _HOLDER))
+_SYNC = body(
+    "offer" / OfferStruct,
+    "members" / NodeList,
+    "checkpoints" / PrefixedArray(Int32ub, _CHECKPOINT),
+)
+
+
+def validate_name(name: str, what: str = "checkpoint") -> None:
+    """Raise UsageError unless ``name`` is 1..1024 bytes of printable UTF-8."""
+    if not name or not text_fits(name) or len(name.encode()) > MAX_NAME:
+        raise UsageError(f"{what} name {name!r} is not 1..{MAX_NAME} bytes of printable UTF-8")
+
+
+def encode(msg: Msg) -> tuple[Kind, bytes]:
+    match msg:
+        case OpenMsg(name, role):
+            return Kind.OPEN, build(_OPEN, {"role": int(role), "name": name})
+        case CloseMsg(name):
+            return Kind.CLOSE, build(_CLOSE, {"name": name})
+        case WriteMsg(write_id, name, section, data, sync):
+            flags = (_SYNC_WRITE if sync else 0) | (_DELETE if data is None else 0)
+            value = {
+                "write_id": write_id,
+                "flags": flags,
+                "name": name,
+                "section": section,
+                "data": data or b"",
+            }
+            return Kind.WRITE, build(_WRITE, value)
+        case AckMsg(writer, write_id, name):
+            return Kind.ACK, build(_ACK, {"writer": writer, "write_id": write_id, "name": name})
+        case ContentMsg(name, offer, content):
+            sections = [
+                {"section": s, "version": sec.version, "data": sec.data}
+                for s, sec in content.sections
+            ]
+            value = {
+                "name": name,
+                "offer": offer_value(offer),
+                "version": content.version,
+                "sections": sections,
+            }
+            return Kind.CONTENT, build(_CONTENT, value)
+        case SyncMsg(offer, directory):
+            checkpoints = [
+                {"name": n, "holders": [{"node": h, "role": int(r)} for h, r in holders]}
+                for n, holders in directory.checkpoints
+            ]
+            value = {
+                "offer": offer_value(offer),
+                "members": list(directory.members),
+                "checkpoints": checkpoints,
+            }
+            return Kind.SYNC, build(_SYNC, value)
+    raise AssertionError(f"not a CRC message: {msg!r}")
+
+
+def _name(name: str, what: str = "checkpoint") -> str:
+    try:
+        validate_name(name, what)
+    except UsageError as e:
+        raise WireError(f"CRC: {e}") from None
+    return name
+
+
+def _role(raw: int) -> Role:
+    try:
+        return Role(raw)
+    except ValueError:
+        raise WireError(f"CRC: unknown role {raw}") from None
+
+
+def _unique(names: list[str], what: str) -> None:
+    if len(set(names)) != len(names):
+        raise WireError(f"CRC: a {what} appears twice")
+
+
+def decode(kind: int, data: bytes) -> Msg:
+    if kind == Kind.OPEN:
+        raw = parse(_OPEN, data, "CRC open")
+        return OpenMsg(_name(raw.name), _role(raw.role))
+    if kind == Kind.CLOSE:
+        return CloseMsg(_name(parse(_CLOSE, data, "CRC close").name))
+    if kind == Kind.WRITE:
+        raw = parse(_WRITE, data, "CRC write")
+        if raw.flags & ~(_SYNC_WRITE | _DELETE):
+            raise WireError(f"CRC write: unknown flags {raw.flags:#x}")
+        delete = bool(raw.flags & _DELETE)
+        if delete and raw.data:
+            raise WireError("CRC write: a delete carries no data")
+        payload = None if delete else bytes(raw.data)
+        section = _name(raw.section, "section")
+        return WriteMsg(raw.write_id, _name(raw.name), section, payload, bool(raw.flags & 1))
+    if kind == Kind.ACK:
+        raw = parse(_ACK, data, "CRC ack")
+        return AckMsg(int(raw.writer), int(raw.write_id), _name(raw.name))
+    if kind == Kind.CONTENT:
+        raw = parse(_CONTENT, data, "CRC content")
+        sections = tuple(
+            (_name(s.section, "section"), Section(bytes(s.data), int(s.version)))
+            for s in raw.sections
+        )
+        _unique([s for s, _ in sections], "section")
+        content = Content(int(raw.version), sections)
+        return ContentMsg(_name(raw.name), offer_from(raw.offer), content)
+    if kind == Kind.SYNC:
+        raw = parse(_SYNC, data, "CRC sync")
+        checkpoints = tuple(
+            (_name(c.name), tuple((int(h.node), _role(h.role)) for h in c.holders))
+            for c in raw.checkpoints
+        )
+        _unique([n for n, _ in checkpoints], "checkpoint")
+        for _, holders in checkpoints:
+            if len({n for n, _ in holders}) != len(holders):
+                raise WireError("CRC sync: a holder appears twice")
+        directory = DirSnapshot(tuple(int(n) for n in raw.members), checkpoints)
+        return SyncMsg(offer_from(raw.offer), directory)
+    raise WireError(f"unknown CRC kind {kind}")

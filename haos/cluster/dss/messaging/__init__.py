@@ -1,0 +1,27 @@
+"""Group messaging for the distributed services.
+
+* :mod:`.group` — :class:`GroupLink`, one service's end of its group (envelope, ordered
+  sending, the receive loop that drops and counts malformed messages), and :func:`running`.
+* :mod:`.statesync` — pure state-transfer bookkeeping, shared by CNS and CRC.
+* :mod:`.rrpc` — RRPC, request/response with timeout, retries and prompt failure.
+* :mod:`.am` — AM, one-way messages to one member or to all.
+* :mod:`.localnet`, :mod:`.pidtransport` — test support (in-memory members; members by pid on
+  one real corosync).
+"""
+
+from haos.cluster.dss.messaging.am import ALL, AmMessage, MessageService
+from haos.cluster.dss.messaging.group import GroupLink, GroupService, running
+from haos.cluster.dss.messaging.rrpc import Call, CallTimeout, RemoteError, RpcService
+
+__all__ = [
+    "ALL",
+    "AmMessage",
+    "Call",
+    "CallTimeout",
+    "GroupLink",
+    "GroupService",
+    "MessageService",
+    "RemoteError",
+    "RpcService",
+    "running",
+]
