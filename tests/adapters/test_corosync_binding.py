@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import itertools
 import os
 import shutil
 import signal
@@ -313,6 +314,100 @@ def test_an_open_group_reports_unavailable_when_corosync_is_killed(
                 await group.mcast(b"after the crash")
         with pytest.raises(CorosyncUnavailableError):  # the end stays visible after close
             await group.events.get()
+
+    run(scenario())
+
+
+STOPPED_DEADLINE = 0.5  # call_timeout for the handles of the SIGSTOP test
+
+
+async def ticking(ticks: list[float], period: float = 0.01) -> None:
+    """Appends the loop time every ``period`` s: gaps show when the loop was blocked."""
+    loop = asyncio.get_running_loop()
+    while True:
+        ticks.append(loop.time())
+        await asyncio.sleep(period)
+
+
+def longest_gap(ticks: list[float]) -> float:
+    return max((b - a for a, b in itertools.pairwise(ticks)), default=0.0)
+
+
+def test_calls_to_a_stopped_corosync_fail_in_time_while_the_loop_keeps_running(
+    doomed: CorosyncTestNode,
+) -> None:
+    """SIGSTOP corosync: mcast and votequorum_getinfo raise UnavailableError within the
+    deadline of the call that blocks, another task keeps ticking meanwhile, and the broken
+    handles fail fast after. After SIGCONT a new handle works."""
+
+    async def scenario() -> None:
+        ticks: list[float] = []
+        async with asyncio.TaskGroup() as tasks:
+            ticker = tasks.create_task(ticking(ticks))
+            timeout = STOPPED_DEADLINE
+            async with (
+                CpgGroup.open(fresh_group(), call_timeout=timeout) as group,
+                VoteQuorum.open(call_timeout=timeout) as quorum,
+            ):
+                await next_of(group.events, MembershipChanged)
+                assert (await quorum.info()).quorate
+                os.kill(doomed.pid, signal.SIGSTOP)
+                try:
+                    ticks.clear()
+                    started = time.monotonic()
+                    # libcpg queues a multicast in libqb's request ring without waiting
+                    # for corosync; once the ring is full the call blocks in the library.
+                    with pytest.raises(UnavailableError, match="cpg_mcast_joined: CS_ERR_TIMEOUT"):
+                        for _ in range(100_000):
+                            await group.mcast(b"m" * 1024)
+                    assert timeout <= time.monotonic() - started < timeout + 1.0
+                    started = time.monotonic()
+                    with pytest.raises(CorosyncUnavailableError, match="votequorum_getinfo"):
+                        await quorum.info()  # a round trip: blocks in the library at once
+                    assert timeout <= time.monotonic() - started < timeout + 0.5
+                    assert len(ticks) >= 40 and longest_gap(ticks) < 0.2  # never blocked
+
+                    started = time.monotonic()  # broken now: later calls fail at once
+                    with pytest.raises(UnavailableError, match="broke earlier"):
+                        await group.mcast(b"again")
+                    with pytest.raises(UnavailableError, match="broke earlier"):
+                        await group.local_get()
+                    assert time.monotonic() - started < 0.1
+                    with pytest.raises(CorosyncUnavailableError, match="CS_ERR_TIMEOUT"):
+                        async with asyncio.timeout(1):
+                            while True:  # the stream ends with the break, after queued events
+                                await group.events.get()
+                finally:
+                    os.kill(doomed.pid, signal.SIGCONT)
+            # Closing the broken handles did not wait for the stuck calls either.
+            assert longest_gap(ticks) < 0.2
+
+            async with CpgGroup.open(fresh_group()) as fresh, VoteQuorum.open() as quorum:
+                await fresh.mcast(b"back")
+                assert (await next_of(fresh.events, Delivered)).payload == b"back"
+                assert (await quorum.info()).quorate
+            ticker.cancel()
+
+    run(scenario())
+
+
+def test_opening_a_handle_on_a_stopped_corosync_fails_in_time(doomed: CorosyncTestNode) -> None:
+    os.kill(doomed.pid, signal.SIGSTOP)
+
+    async def scenario() -> None:
+        started = time.monotonic()
+        try:
+            with pytest.raises(UnavailableError, match="CS_ERR_TIMEOUT"):
+                async with CpgGroup.open(fresh_group(), call_timeout=STOPPED_DEADLINE):
+                    pass
+            with pytest.raises(UnavailableError, match="CS_ERR_TIMEOUT"):
+                async with VoteQuorum.open(call_timeout=STOPPED_DEADLINE):
+                    pass
+        finally:
+            os.kill(doomed.pid, signal.SIGCONT)
+        assert time.monotonic() - started < 4 * STOPPED_DEADLINE
+        async with CpgGroup.open(fresh_group()) as group:
+            assert await group.local_get() == 1
 
     run(scenario())
 

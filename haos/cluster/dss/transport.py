@@ -15,7 +15,6 @@ tests of the protocols above it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -104,5 +103,4 @@ class CpgTransport:
                 continue  # ring changes without a group change do not matter here
 
     async def close(self) -> None:
-        self._group.close()
-        await asyncio.sleep(0)
+        await self._group.aclose()

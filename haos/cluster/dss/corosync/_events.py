@@ -1,17 +1,22 @@
 """Plumbing shared by the handles that corosync calls back: the event stream and the loop reader.
 
 Corosync libraries deliver callbacks only from inside ``*_dispatch()``, on the thread that
-calls it. We call dispatch from an ``add_reader`` callback on the event loop's thread, so the
-callbacks run on that thread too and may put events on an ``asyncio.Queue`` directly.
+calls it. The loop watches the handle's descriptor; when it turns readable, dispatch runs on
+the handle's worker thread (:mod:`._worker`), where the callbacks collect their events, and
+the loop queues them on the :class:`EventStream` when dispatch returns. So a stopped
+corosync never blocks the loop, and the events keep corosync's order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from haos.cluster.dss.corosync._worker import HandleWorker
 from haos.errors import UsageError
 
 E = TypeVar("E")
@@ -83,40 +88,99 @@ class EventStream(Generic[E]):
         return item
 
 
-class LoopReader:
-    """Calls ``dispatch`` on the loop each time ``fd`` is readable, until the first error.
+@dataclass(frozen=True)
+class Dispatched(Generic[E]):
+    """What one ``*_dispatch`` call produced: the callbacks' events in order, then the error
+    that ended it (a failed dispatch, or an exception raised inside a callback), if any."""
 
-    An exception from ``dispatch`` removes the reader and is passed to ``on_error``: a broken
-    corosync connection stays readable (EOF) and would otherwise spin the loop.
+    events: tuple[E, ...]
+    error: BaseException | None = None
+
+
+class LoopReader(Generic[E]):
+    """Runs ``dispatch`` on the handle's worker thread each time ``fd`` turns readable.
+
+    The loop only watches the descriptor: while a dispatch runs on the worker the reader is
+    paused, and its events are handed to ``deliver`` on the loop, in order, when it returns.
+    The first error -- a failed dispatch, or one that misses the worker's deadline (which
+    breaks the worker) -- removes the reader and goes to ``on_error``: a broken corosync
+    connection stays readable (EOF) and would otherwise spin the loop.
     """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         fd: int,
-        dispatch: Callable[[], None],
+        worker: HandleWorker,
+        dispatch: Callable[[], Dispatched[E]],
+        deliver: Callable[[tuple[E, ...]], None],
         on_error: Callable[[BaseException], None],
     ) -> None:
         self._loop = loop
         self._fd = fd
+        self._worker = worker
         self._dispatch = dispatch
+        self._deliver = deliver
         self._on_error = on_error
         self._active = True
+        self._running: concurrent.futures.Future[Dispatched[E]] | None = None
+        self._overdue: asyncio.TimerHandle | None = None
         loop.add_reader(fd, self._readable)
         # Drain anything corosync queued before the reader existed.
         loop.call_soon(self._readable)
 
     def _readable(self) -> None:
+        if not self._active or self._running is not None:
+            return
+        self._loop.remove_reader(self._fd)
+        try:
+            running = self._worker.submit(self._dispatch)
+        except Exception as e:
+            self._fail(e)
+            return
+        self._running = running
+        self._overdue = self._loop.call_later(self._worker.timeout, self._too_slow, running)
+        running.add_done_callback(self._from_worker)
+
+    def _from_worker(self, done: concurrent.futures.Future[Dispatched[E]]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads any more
+            self._loop.call_soon_threadsafe(self._dispatched, done)
+
+    def _dispatched(self, done: concurrent.futures.Future[Dispatched[E]]) -> None:
+        if done is not self._running:
+            return  # given up on as too slow
+        self._running = None
+        if self._overdue is not None:
+            self._overdue.cancel()
+            self._overdue = None
         if not self._active:
             return
-        try:
-            self._dispatch()
-        except Exception as e:
+        error = done.exception()
+        if error is None:
+            result = done.result()
+            self._deliver(result.events)
+            error = result.error
+        if error is not None:
+            self._fail(error)
+        elif self._active:
+            self._loop.add_reader(self._fd, self._readable)
+
+    def _too_slow(self, running: concurrent.futures.Future[Dispatched[E]]) -> None:
+        if running is self._running and not running.done():
+            self._running = None
+            self._fail(self._worker.break_now("dispatch"))
+
+    def _fail(self, error: BaseException) -> None:
+        if self._active:
             self.close()
-            self._on_error(e)
+            self._on_error(error)
 
     def close(self) -> None:
-        """Stop reading; idempotent."""
+        """Stop reading; idempotent. A dispatch still running on the worker is ignored."""
         if self._active:
             self._active = False
-            self._loop.remove_reader(self._fd)
+            if self._running is None:
+                self._loop.remove_reader(self._fd)
+            if self._overdue is not None:
+                self._overdue.cancel()
+                self._overdue = None

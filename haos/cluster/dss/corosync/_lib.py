@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from ctypes import POINTER, c_char, c_int, c_size_t, c_uint, c_uint32, c_uint64, c_void_p
 from dataclasses import dataclass
 
+from haos.cluster.dss.corosync._worker import HandleWorker
 from haos.cluster.dss.corosync.errors import CorosyncError, CorosyncUnavailableError, CsError
 from haos.errors import UsageError
 
@@ -300,20 +301,42 @@ def call(fn: Callable[..., int], *args: object, backoff: Backoff = DEFAULT_BACKO
         time.sleep(delay)
 
 
-async def acall(fn: Callable[..., int], *args: object, backoff: Backoff = DEFAULT_BACKOFF) -> None:
+async def acall(
+    fn: Callable[..., int],
+    *args: object,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    worker: HandleWorker | None = None,
+    abandoned: Callable[[int], None] | None = None,
+    keep: tuple[object, ...] = (),
+) -> None:
     """Like :func:`call`, but backs off with ``asyncio.sleep`` so the loop keeps running.
 
+    With a ``worker``, each attempt runs on the handle's worker thread with its deadline
+    (see :class:`~haos.cluster.dss.corosync._worker.HandleWorker`): a corosync that does not
+    answer raises :class:`CorosyncUnavailableError` instead of blocking the loop.
+    ``abandoned`` gets the return code of an attempt that answered after its deadline;
+    ``keep`` holds objects the C side reads through ``args`` (a payload), so that they outlive
+    an attempt the caller stopped waiting for. Without a worker the call is made on the
+    loop's thread (only for calls that cannot block).
     ``args`` must stay valid across the awaits (ctypes objects owned by the caller).
     """
     delays = backoff.delays()
+    name = _name(fn)
+
+    def attempt(_keep: tuple[object, ...] = keep) -> int:  # the default holds ``keep``
+        return int(fn(*args))
+
     while True:
-        rc = int(fn(*args))
+        if worker is None:
+            rc = attempt()
+        else:
+            rc = await worker.run(name, attempt, abandoned=abandoned)
         if rc != CS_ERR_TRY_AGAIN:
-            check(_name(fn), rc)
+            check(name, rc)
             return
         delay = next(delays, None)
         if delay is None:
-            raise error_for(_name(fn), rc, f"still busy after {backoff.attempts} attempts")
+            raise error_for(name, rc, f"still busy after {backoff.attempts} attempts")
         await asyncio.sleep(delay)
 
 

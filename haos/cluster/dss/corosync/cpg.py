@@ -16,14 +16,18 @@ Contract, from corosync's CPG service:
   order, including the sender itself; a message is delivered only to processes that were
   members when it was ordered. Membership changes are ordered with the messages: all
   members see the same sequence of messages and changes (virtual synchrony).
-* Events are the callbacks of the CPG model v1, turned into frozen dataclasses on the
-  event-loop thread and queued on :attr:`CpgGroup.events` in dispatch order. The first event
-  after joining is the :class:`TotemRing` of the current ring (the
-  ``CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`` flag).
-* Each method that talks to corosync does one IPC round trip to the local corosync and
-  blocks the calling thread for it (tens of microseconds). libcpg waits for the answer
-  without a timeout: a *stopped* (SIGSTOPped, hung) corosync blocks the caller until it
-  runs again. A corosync that exits gives :class:`CorosyncUnavailableError`.
+* Events are the callbacks of the CPG model v1, turned into frozen dataclasses and queued on
+  :attr:`CpgGroup.events` in dispatch order. The first event after joining is the
+  :class:`TotemRing` of the current ring (the ``CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF``
+  flag).
+* Each method that talks to corosync does one IPC round trip to the local corosync (tens of
+  microseconds). libcpg waits for the answer without a timeout, so every call -- and every
+  dispatch -- runs on the handle's own worker thread (:mod:`._worker`) and the loop waits
+  for it with a deadline (``call_timeout``, default 2 s): a *stopped* (SIGSTOPped, hung)
+  corosync makes the call raise :class:`CorosyncUnavailableError` (CS_ERR_TIMEOUT) in time
+  and leaves the loop running. The handle is then *broken*: its stream ends with that error
+  and later calls fail at once; open a new handle once corosync is back. A corosync that
+  exits gives :class:`CorosyncUnavailableError` (CS_ERR_LIBRARY).
 * CS_ERR_TRY_AGAIN (membership sync, flow control) is retried with a bounded asyncio
   back-off (:class:`~haos.cluster.dss.corosync._lib.Backoff`); after the budget the call
   raises :class:`CorosyncUnavailableError`.
@@ -32,6 +36,7 @@ Contract, from corosync's CPG service:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import logging
@@ -40,8 +45,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from haos.cluster.dss.corosync import _lib
-from haos.cluster.dss.corosync._events import EventStream, LoopReader
+from haos.cluster.dss.corosync._events import Dispatched, EventStream, LoopReader
 from haos.cluster.dss.corosync._lib import DEFAULT_BACKOFF, Backoff
+from haos.cluster.dss.corosync._worker import DEFAULT_CALL_TIMEOUT, HandleWorker, wait_for
 from haos.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -123,18 +129,28 @@ def _members(array: ctypes._Pointer[_lib.CpgAddress], count: int) -> tuple[CpgMe
 class CpgGroup:
     """One CPG handle, joined to at most one group. Open it with :meth:`open`.
 
-    Not thread-safe: use it from the thread running its event loop.
+    Use it from the thread running its event loop; its library calls run on its own worker
+    thread (see the module docstring).
     """
 
-    def __init__(self, *, backoff: Backoff = DEFAULT_BACKOFF) -> None:
-        """Prepare a handle; :meth:`open` connects it. Does no I/O."""
+    def __init__(
+        self, *, backoff: Backoff = DEFAULT_BACKOFF, call_timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> None:
+        """Prepare a handle; :meth:`open` connects it. Does no I/O.
+
+        ``call_timeout``: seconds each library call may take before the handle is declared
+        broken (:class:`CorosyncUnavailableError`, CS_ERR_TIMEOUT).
+        """
         self._lib = _lib.cpg()
         self._backoff = backoff
         self.events: EventStream[CpgEvent] = EventStream("CPG handle")
+        self._worker = HandleWorker("CPG", call_timeout, self._broken)
         self._handle: int | None = None
         self._group: _lib.CpgName | None = None
-        self._reader: LoopReader | None = None
+        self._reader: LoopReader[CpgEvent] | None = None
         self._send_lock = asyncio.Lock()
+        # Touched only by the thread inside cpg_dispatch (the worker).
+        self._collected: list[CpgEvent] = []
         self._callback_error: BaseException | None = None
         # libcpg keeps these C function pointers; they must outlive the handle.
         self._callbacks = (
@@ -146,23 +162,31 @@ class CpgGroup:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, group: str, *, backoff: Backoff = DEFAULT_BACKOFF
+        cls,
+        group: str,
+        *,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> AsyncIterator[CpgGroup]:
         """Connect to corosync, dispatch on the running loop, join ``group``; close on exit.
 
-        Raises :class:`CorosyncUnavailableError` if corosync is not reachable.
+        Raises :class:`CorosyncUnavailableError` if corosync is not reachable or does not
+        answer within ``call_timeout``. On exit waits (up to ``call_timeout``) for the leave.
         """
-        self = cls(backoff=backoff)
+        self = cls(backoff=backoff, call_timeout=call_timeout)
         try:
             await self.initialize()
             self.attach(asyncio.get_running_loop())
             await self.join(group)
             yield self
         finally:
-            self.close()
+            await self.aclose()
 
     async def initialize(self) -> None:
-        """``cpg_model_initialize`` with model v1 (deliver, confchg and totem callbacks)."""
+        """``cpg_model_initialize`` with model v1 (deliver, confchg and totem callbacks).
+
+        Starts the worker thread, which inherits the calling thread's network namespace.
+        """
         if self._handle is not None:
             raise UsageError("CPG handle is already initialized")
         deliver, confchg, totem = self._callbacks
@@ -170,6 +194,11 @@ class CpgGroup:
             _lib.CPG_MODEL_V1, deliver, confchg, totem, _lib.CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF
         )
         handle = ctypes.c_uint64()
+
+        def release(rc: int) -> None:  # connected after we gave up: hang up again
+            if rc == _lib.CS_OK:
+                self._lib.cpg_finalize(handle.value)
+
         await _lib.acall(
             self._lib.cpg_model_initialize,
             ctypes.byref(handle),
@@ -177,14 +206,26 @@ class CpgGroup:
             ctypes.cast(ctypes.pointer(model), ctypes.c_void_p),
             None,
             backoff=self._backoff,
+            worker=self._worker,
+            abandoned=release,
+            keep=(model,),
         )
         self._handle = handle.value
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Dispatch callbacks on ``loop`` whenever corosync has events for this handle."""
+        """Dispatch callbacks (on the worker) whenever corosync has events for this handle,
+        and queue them on :attr:`events` on ``loop``."""
         if self._reader is not None:
             raise UsageError("CPG handle is already attached to a loop")
-        self._reader = LoopReader(loop, self.fd_get(), self.dispatch, self._broken)
+        handle = self._live_handle()
+        self._reader = LoopReader(
+            loop,
+            self.fd_get(),
+            self._worker,
+            lambda: self._dispatch_here(handle),
+            self._deliver,
+            self._broken,
+        )
 
     async def join(self, group: str) -> None:
         """``cpg_join``: become a member of ``group`` (1..128 bytes of UTF-8)."""
@@ -192,43 +233,42 @@ class CpgGroup:
         if self._group is not None:
             raise UsageError("this CPG handle has already joined a group")
         name = _lib.cpg_name(group)
-        await _lib.acall(self._lib.cpg_join, handle, ctypes.byref(name), backoff=self._backoff)
+        await self._call(self._lib.cpg_join, handle, ctypes.byref(name))
         self._group = name
 
     async def leave(self) -> None:
         """``cpg_leave``: members see this process leave with reason LEAVE."""
         handle = self._live_handle()
         name = self._joined()
-        await _lib.acall(self._lib.cpg_leave, handle, ctypes.byref(name), backoff=self._backoff)
+        await self._call(self._lib.cpg_leave, handle, ctypes.byref(name))
         self._group = None
 
     async def mcast(self, payload: bytes) -> None:
         """``cpg_mcast_joined`` with CPG_TYPE_AGREED: send to every member, this one included.
 
         Returns once corosync has accepted the message, not when it is delivered. Concurrent
-        calls are serialised so messages leave in the order the calls were made.
+        calls are serialised so messages leave in the order the calls were made. A call that
+        timed out (or was cancelled) may still be sent once corosync runs again.
         """
         handle = self._live_handle()
         self._joined()
         buffer = ctypes.c_char_p(payload)  # points into ``payload``; no copy
         iov = _lib.IoVec(ctypes.cast(buffer, ctypes.c_void_p), len(payload))
         async with self._send_lock:
-            await _lib.acall(
+            await self._call(
                 self._lib.cpg_mcast_joined,
                 handle,
                 _lib.CPG_TYPE_AGREED,
                 ctypes.byref(iov),
                 1,
-                backoff=self._backoff,
+                keep=(payload, buffer, iov),
             )
 
     async def local_get(self) -> int:
         """``cpg_local_get``: this node's corosync node id."""
         handle = self._live_handle()
         node_id = ctypes.c_uint()
-        await _lib.acall(
-            self._lib.cpg_local_get, handle, ctypes.byref(node_id), backoff=self._backoff
-        )
+        await self._call(self._lib.cpg_local_get, handle, ctypes.byref(node_id))
         return node_id.value
 
     async def membership_get(self) -> tuple[CpgMember, ...]:
@@ -237,52 +277,80 @@ class CpgGroup:
         name = self._joined()
         array = (_lib.CpgAddress * _lib.CPG_MEMBERS_MAX)()
         count = ctypes.c_int(_lib.CPG_MEMBERS_MAX)
-        await _lib.acall(
-            self._lib.cpg_membership_get,
-            handle,
-            ctypes.byref(name),
-            array,
-            ctypes.byref(count),
-            backoff=self._backoff,
+        await self._call(
+            self._lib.cpg_membership_get, handle, ctypes.byref(name), array, ctypes.byref(count)
         )
         return tuple(CpgMember(a.nodeid, a.pid) for a in array[: count.value])
 
     def fd_get(self) -> int:
-        """``cpg_fd_get``: the descriptor that turns readable when events are waiting."""
+        """``cpg_fd_get``: the descriptor that turns readable when events are waiting.
+
+        Local to the library (no round trip to corosync), so it runs on the calling thread.
+        """
         fd = ctypes.c_int()
         _lib.check("cpg_fd_get", self._lib.cpg_fd_get(self._live_handle(), ctypes.byref(fd)))
         return fd.value
 
     def dispatch(self) -> None:
-        """``cpg_dispatch(CS_DISPATCH_ALL)``: run the callbacks for every waiting event."""
-        rc = int(self._lib.cpg_dispatch(self._live_handle(), _lib.CS_DISPATCH_ALL))
-        error, self._callback_error = self._callback_error, None
-        if error is not None:
-            raise error
-        if rc != _lib.CS_ERR_TRY_AGAIN:  # TRY_AGAIN here only means "nothing more to read"
-            _lib.check("cpg_dispatch", rc)
+        """``cpg_dispatch(CS_DISPATCH_ALL)`` on the calling thread: queue every waiting event.
+
+        The attached reader does this on the worker thread; calling it directly blocks the
+        caller while corosync is stopped, and must not overlap the reader.
+        """
+        result = self._dispatch_here(self._live_handle())
+        self._deliver(result.events)
+        if result.error is not None:
+            raise result.error
 
     def close(self) -> None:
         """Leave the group (one attempt) and ``cpg_finalize``; idempotent, never raises.
 
+        Never blocks: both calls are queued on the worker thread, which exits after them
+        (once corosync answers, if it is stopped). :meth:`aclose` also waits for them.
         Members see a LEAVE; if the leave cannot be sent they see PROCDOWN instead.
         """
+        self._close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then wait up to the call timeout until corosync took the leave."""
+        closing = self._close()
+        if closing is None:
+            return
+        try:
+            await wait_for(closing, self._worker.timeout)
+        except TimeoutError:
+            log.warning("CPG close: corosync did not answer within %g s", self._worker.timeout)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _call(
+        self, fn: Callable[..., int], *args: object, keep: tuple[object, ...] = ()
+    ) -> None:
+        await _lib.acall(fn, *args, backoff=self._backoff, worker=self._worker, keep=keep)
+
+    def _close(self) -> concurrent.futures.Future[None] | None:
+        """Start closing; the future of the leave and finalize if worth waiting for."""
         if self._reader is not None:
             self._reader.close()
         handle, self._handle = self._handle, None
-        if handle is not None:
-            healthy = not self.events.ended  # a broken connection cannot carry a leave
-            if self._group is not None and healthy:
-                rc = int(self._lib.cpg_leave(handle, ctypes.byref(self._group)))
-                if rc != _lib.CS_OK:
-                    log.debug("cpg_leave on close: %s", _lib.error_for("cpg_leave", rc))
-            rc = int(self._lib.cpg_finalize(handle))  # also frees the library's side
-            if rc != _lib.CS_OK and healthy:
-                log.debug("cpg_finalize on close: %s", _lib.error_for("cpg_finalize", rc))
-        self._group = None
+        group, self._group = self._group, None
+        healthy = not self.events.ended and self._worker.broken is None
         self.events.end(None)
+        closing = None
+        if handle is not None:
+            closing = self._worker.submit(lambda: self._finalize(handle, group, healthy))
+        self._worker.stop()
+        return closing if healthy else None
 
-    # -- internals ---------------------------------------------------------------------------
+    def _finalize(self, handle: int, group: _lib.CpgName | None, healthy: bool) -> None:
+        # On the worker thread. A broken connection cannot carry a leave.
+        if group is not None and healthy:
+            rc = int(self._lib.cpg_leave(handle, ctypes.byref(group)))
+            if rc != _lib.CS_OK:
+                log.debug("cpg_leave on close: %s", _lib.error_for("cpg_leave", rc))
+        rc = int(self._lib.cpg_finalize(handle))  # also frees the library's side
+        if rc != _lib.CS_OK and healthy:
+            log.debug("cpg_finalize on close: %s", _lib.error_for("cpg_finalize", rc))
 
     def _live_handle(self) -> int:
         if self._handle is None:
@@ -295,14 +363,32 @@ class CpgGroup:
         return self._group
 
     def _broken(self, error: BaseException) -> None:
-        log.warning("CPG connection broke: %s", error)
+        if not self.events.ended:
+            log.warning("CPG connection broke: %s", error)
+        if self._reader is not None:
+            self._reader.close()
         self.events.end(error)
+
+    def _deliver(self, events: tuple[CpgEvent, ...]) -> None:
+        for event in events:
+            self.events.put(event)
+
+    def _dispatch_here(self, handle: int) -> Dispatched[CpgEvent]:
+        """``cpg_dispatch`` on the calling thread; the callbacks' events and the error."""
+        self._collected = []
+        rc = int(self._lib.cpg_dispatch(handle, _lib.CS_DISPATCH_ALL))
+        events, self._collected = tuple(self._collected), []
+        error, self._callback_error = self._callback_error, None
+        # TRY_AGAIN here only means "nothing more to read"
+        if error is None and rc not in (_lib.CS_OK, _lib.CS_ERR_TRY_AGAIN):
+            error = _lib.error_for("cpg_dispatch", rc)
+        return Dispatched(events, error)
 
     def _emit(self, make: Callable[[], CpgEvent]) -> None:
         # Runs inside cpg_dispatch, called from C: an exception here would be printed and
-        # lost by ctypes, so keep it and let dispatch() raise it.
+        # lost by ctypes, so keep it for the dispatch's result.
         try:
-            self.events.put(make())
+            self._collected.append(make())
         except BaseException as e:
             if self._callback_error is None:
                 self._callback_error = e

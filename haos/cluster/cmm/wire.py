@@ -1,0 +1,53 @@
+"""The CMM's messages on its CPG group: fence results, so every member sees them in order.
+
+Body of kind FENCE_RESULT: ``node`` (UTF-8, u8 length) | ``action`` (u8: 0 off, 1 reboot)
+| ``ok`` (u8) | ``detail`` (UTF-8, u16 length, cut to 1 KiB).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from construct import ConstructError, Flag, Int8ub, Int16ub, PascalString, Struct
+
+from haos.cluster.dss.wire import Envelope, Service, WireError, decode, encode
+from haos.cluster.fencing.types import FenceAction, FenceResult
+
+_ACTIONS = ("off", "reboot")
+_FENCE_RESULT = Struct(
+    "node" / PascalString(Int8ub, "utf8"),
+    "action" / Int8ub,
+    "ok" / Flag,
+    "detail" / PascalString(Int16ub, "utf8"),
+)
+
+
+class Kind(enum.IntEnum):
+    FENCE_RESULT = 1
+
+
+def encode_fence_result(result: FenceResult) -> bytes:
+    body = _FENCE_RESULT.build(
+        {
+            "node": result.node,
+            "action": _ACTIONS.index(result.action),
+            "ok": result.ok,
+            "detail": result.detail[:1024],
+        }
+    )
+    return encode(Envelope(Service.CMM, Kind.FENCE_RESULT, bytes(body)))
+
+
+def decode_message(data: bytes) -> FenceResult:
+    """The FenceResult in a CMM message; WireError if it is anything else or malformed."""
+    env = decode(data, Service.CMM)
+    if env.kind != Kind.FENCE_RESULT:
+        raise WireError(f"unknown CMM message kind {env.kind}")
+    try:
+        raw = _FENCE_RESULT.parse(env.body)
+    except ConstructError as e:
+        raise WireError(f"malformed CMM fence result: {e}") from e
+    if raw.action >= len(_ACTIONS):
+        raise WireError(f"unknown fence action {raw.action}")
+    action: FenceAction = "off" if raw.action == 0 else "reboot"
+    return FenceResult(str(raw.node), action, bool(raw.ok), str(raw.detail))
