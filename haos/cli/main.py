@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from haos.cli import harness, simulate
+from haos.cli import boot, harness, simulate
 from haos.errors import HaosError
 
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     simulate.add_parser(sub)
     harness.add_parser(sub)
+    boot.add_parser(sub)
     return parser
 
 
