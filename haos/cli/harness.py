@@ -58,6 +58,16 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--loss", type=int, default=0, help="loss of what every node sends, %%")
     p.set_defaults(run=_soak)
+    p = sub.add_parser(
+        "fence",
+        help="power a node of a running cluster off (SIGKILL everything in its namespace)",
+        description="The harness's fencing device: 'off' and 'reboot' kill every process of "
+        "the node (a reboot's power-on is the owner's business); 'status' prints on or off.",
+    )
+    p.add_argument("--cluster", required=True, help="the cluster id (six hex digits)")
+    p.add_argument("--node", required=True, type=int, help="node id")
+    p.add_argument("--action", choices=("off", "reboot", "status"), default="off")
+    p.set_defaults(run=_fence)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,3 +141,20 @@ def _soak(args: argparse.Namespace) -> int:
         offset = change.at - report.changes[0].at
         print(f"  +{offset:7.3f} s n{change.node} {change.ring_id} {sorted(change.members)}")
     return 1 if report.total else 0
+
+
+def _fence(args: argparse.Namespace) -> int:
+    from haos.cluster.harness import netns
+
+    name = netns.Names(args.cluster).node(args.node)
+    if not netns.exists(name):
+        print(f"harness: no namespace {name}", file=sys.stderr)
+        return 1
+    ident = netns.ident(name)
+    if args.action == "status":
+        alive = netns.pids_in([ident])
+        print("on" if alive else "off")
+        return 0 if alive else 2
+    killed = netns.kill_processes([ident])
+    print(f"node {args.node} of cluster {args.cluster}: {len(killed)} processes killed")
+    return 0

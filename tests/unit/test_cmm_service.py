@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import pytest
@@ -128,9 +129,11 @@ def test_losing_votequorum_demotes_and_fires_the_watchdog() -> None:
         bus, fencer = LocalBus(), ScriptedFencer()
         quorum, watchdog = FakeQuorum(), MemoryWatchdog()
         config = CmmConfig(NODES, 1)
+        endpoint = bus.join(1)
+        bus.join(2)  # a majority of the three configured nodes is present
         service = CmmService(
             config,
-            bus.join(1),
+            endpoint,
             quorum,
             fencer,
             self_fencer=SelfFencer(watchdog, self_fence_after=10),
@@ -179,3 +182,23 @@ def test_fence_results_travel_in_the_cmm_envelope() -> None:
         decode_message(b"HA\x01\x01\x09\x00\x00\x00\x00\x00")  # unknown kind
     with pytest.raises(WireError):
         decode_message(b"garbage")
+
+
+def test_a_lone_node_is_not_quorate_while_votequorum_still_says_so() -> None:
+    """The CPG view can arrive before votequorum's new verdict: never fence on a stale one."""
+
+    async def scenario() -> None:
+        bus, fencer = LocalBus(), ScriptedFencer()
+        quorum = FakeQuorum()
+        service = CmmService(CmmConfig(NODES, 1), bus.join(1), quorum, fencer, tick=0.01)
+        task = asyncio.create_task(service.run())
+        try:
+            await until(lambda: service.state.members == frozenset({1}), "view of node 1 alone")
+            assert not service.state.quorate and service.master is None
+            assert fencer.calls == []
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())

@@ -188,7 +188,22 @@ class CmmService:
 
     def _feed_view(self) -> None:
         if self._members is not None:
-            self.feed(ViewChanged(self._members, self._quorate))
+            quorate = self._quorate and self._majority(self._members)
+            self.feed(ViewChanged(self._members, quorate))
+
+    def _majority(self, members: frozenset[int]) -> bool:
+        """Whether ``members`` hold a majority of the configured nodes (one vote each).
+
+        votequorum's verdict can arrive after the CPG view that changed it: a node cut off
+        from the rest must not act on its old "quorate" for even one view (it would fence
+        the majority). Two-node clusters follow votequorum's two_node rule: one node is
+        enough, and fencing decides.
+        """
+        configured = {n.node_id for n in self.config.nodes}
+        present = len(members & configured)
+        if len(configured) == 2:
+            return present >= 1
+        return present * 2 > len(configured)
 
     def _lost(self, why: str) -> None:
         log.error("cmm: %s: acting as an empty, inquorate partition", why)

@@ -1,0 +1,161 @@
+"""Run the haos cluster daemon on every node of a harness cluster.
+
+Each node's daemon runs in the node's network namespace (``nsenter --net``), keeps its CCR in
+the node's work directory and is reached through its control socket. Killing a node with the
+harness kills its daemon too (every process in the namespace dies); :meth:`Daemons.start`
+brings it back. The fencing device given to the daemons is the harness itself
+(``python -m haos.cluster.harness fence``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from haos.cluster.harness.cluster import Cluster
+from haos.cluster.harness.errors import HarnessTimeout
+from haos.errors import HaosError
+from haos.services.control import ControlClient
+
+
+def cluster_toml(cluster: Cluster, priorities: dict[int, int] | None = None) -> str:
+    """A configuration for the harness's nodes: one chassis, a node board per slot."""
+    prio = priorities or {}
+    lines = [
+        "[cluster]",
+        f'name = "harness-{cluster.cluster_id}"',
+        "",
+        "[[components]]",
+        'name = "shelf1"',
+        'class = "chassis"',
+    ]
+    for n in cluster.node_ids:
+        lines += [
+            "",
+            "[[components]]",
+            f'name = "shelf1/slot{n}"',
+            'class = "slot"',
+            "",
+            "[[components]]",
+            f'name = "shelf1/slot{n}/node"',
+            'class = "node"',
+        ]
+    for n in cluster.node_ids:
+        lines += [
+            "",
+            "[[nodes]]",
+            f'name = "n{n}"',
+            f"node_id = {n}",
+            f'component = "shelf1/slot{n}/node"',
+            f"priority = {prio.get(n, 0)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class Daemons:
+    def __init__(
+        self,
+        cluster: Cluster,
+        priorities: dict[int, int] | None = None,
+        fence_delay: float = 1.0,
+        fence_base_delay: float = 0.0,
+    ) -> None:
+        self.cluster = cluster
+        self.dir = cluster.workdir / "daemons"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = self.dir / "cluster.toml"
+        self.config.write_text(cluster_toml(cluster, priorities))
+        self.fence_delay = fence_delay
+        self.fence_base_delay = fence_base_delay
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def __enter__(self) -> Daemons:
+        for n in self.cluster.node_ids:
+            self.start(n)
+        self.wait_ready(self.cluster.node_ids)
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+
+    def control(self, node: int) -> ControlClient:
+        return ControlClient(self.dir / f"n{node}.sock")
+
+    def log(self, node: int) -> Path:
+        return self.dir / f"n{node}.log"
+
+    def start(self, node: int) -> None:
+        old = self.procs.get(node)
+        if old is not None and old.poll() is None:
+            old.kill()
+            old.wait(10)
+        fence = (
+            f"{sys.executable} -m haos.cluster.harness fence --cluster {self.cluster.cluster_id}"
+            " --node {node_id} --action {action}"
+        )
+        argv = [
+            "nsenter",
+            f"--net=/run/netns/{self.cluster.names.node(node)}",
+            "--",
+            sys.executable,
+            "-m",
+            "haos.services.clusterd",
+            "--config",
+            str(self.config),
+            "--node",
+            f"n{node}",
+            "--state-dir",
+            str(self.dir / f"n{node}-state"),
+            "--control",
+            str(self.dir / f"n{node}.sock"),
+            "--fence-command",
+            fence,
+            "--fence-delay",
+            str(self.fence_delay),
+            "--fence-base-delay",
+            str(self.fence_base_delay),
+        ]
+        with open(self.log(node), "ab") as log:
+            self.procs[node] = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def status(self, node: int) -> dict[str, Any] | None:
+        try:
+            return self.control(node).request("status")
+        except HaosError:
+            return None
+
+    def wait_ready(self, nodes: tuple[int, ...] | list[int], timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            for n in nodes:
+                st = self.status(n)
+                if st is None or not st["ccr"]["synced"] or sorted(st["members"]) != sorted(nodes):
+                    return False
+            return True
+
+        self.wait(ready, timeout, f"daemons of {sorted(nodes)} ready")
+
+    def wait(self, predicate: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        tails = "\n".join(
+            f"--- n{n}: {self.status(n)}\n" + self.log(n).read_text()[-1500:]
+            for n in self.cluster.node_ids
+            if self.log(n).exists()
+        )
+        raise HarnessTimeout(f"timed out after {timeout:g} s waiting for {what}\n{tails}")

@@ -1,0 +1,308 @@
+"""The cluster daemon of one node: CMM (membership, master, fencing) and CCR over corosync.
+
+Run inside the node's network namespace (corosync's IPC is per namespace)::
+
+    python -m haos.services.clusterd --config cluster.toml --node n1 \\
+        --state-dir /var/lib/haos --control /run/haos/control.sock \\
+        [--fence-command 'haosctl harness fence --cluster ID --node {node_id} --action {action}']
+
+Serves the control channel of :mod:`haos.services.control`:
+
+* ``status`` — node id, members, quorate, master, vice-master, whether this node must have
+  demoted (quorum lost), the CCR's phase, revision and content hash;
+* ``put`` / ``get`` / ``delete`` / ``range`` — the CCR (``expect`` = compare-on-revision);
+* ``watch`` (stream) — committed CCR changes under a prefix, in revision order;
+* ``events`` (stream) — the CMM's notices (joins, leaves, master changes, quorum, demote).
+
+READY=1 is sent to systemd (when run by it) once the CCR has received the cluster's state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import shlex
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from haos.cluster.cmm.model import CmmConfig, Demote, Publish, QuorumLost, QuorumRegained
+from haos.cluster.cmm.service import CmmService, Notice
+from haos.cluster.cmm.service import VoteQuorumSource as CmmQuorum
+from haos.cluster.dss.ccr.actions import CcrConfig
+from haos.cluster.dss.ccr.quorum import VoteQuorumSource as CcrQuorum
+from haos.cluster.dss.ccr.service import CcrService
+from haos.cluster.dss.ccr.store import SqliteStore
+from haos.cluster.dss.corosync.quorum import VoteQuorum
+from haos.cluster.dss.transport import CpgTransport
+from haos.cluster.fencing.callback import CallbackFencer
+from haos.config.loader import load_config
+from haos.config.model import ClusterConfig, NodeSpec
+from haos.errors import HaosError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    config: Path
+    node: str
+    state_dir: Path
+    control: Path
+    fence_command: tuple[str, ...] = ()
+    demote_within: float = 1.0
+    fence_delay: float = 1.0
+    fence_base_delay: float = 0.0
+
+
+def _jsonable(obj: object) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        fields = {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {"type": type(obj).__name__, **fields}
+    if isinstance(obj, tuple | list | set | frozenset):
+        return [_jsonable(x) for x in obj]
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    return obj
+
+
+class NodeDaemon:
+    def __init__(self, settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
+        self.s = settings
+        self.config = config
+        self.me = me
+        self.cmm: CmmService | None = None
+        self.ccr: CcrService | None = None
+        self.demoted = False
+        self.notices: deque[dict[str, Any]] = deque(maxlen=1000)
+        self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
+
+    async def run(self) -> None:
+        cmm_config = CmmConfig(
+            nodes=self.config.nodes, local=self.me.node_id, demote_within=self.s.demote_within
+        )
+        self.s.state_dir.mkdir(parents=True, exist_ok=True)
+        store = SqliteStore(self.s.state_dir / "ccr.sqlite")
+        async with (
+            CpgTransport.open("haos-cmm") as cmm_group,
+            CpgTransport.open("haos-ccr") as ccr_group,
+            VoteQuorum.open() as votes,
+            CcrQuorum.open() as ccr_quorum,
+        ):
+            self.cmm = CmmService(
+                cmm_config, cmm_group, CmmQuorum(votes), CallbackFencer(self._fence)
+            )
+            ccr_config = CcrConfig(nodes=len(self.config.nodes))
+            async with CcrService.open(ccr_group, store, ccr_quorum, ccr_config) as ccr:
+                self.ccr = ccr
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self.cmm.run())
+                    tasks.create_task(self._record_notices())
+                    server = await asyncio.start_unix_server(self._client, path=str(self.s.control))
+                    tasks.create_task(self._ready(ccr))
+                    async with server:
+                        await server.serve_forever()
+
+    async def _ready(self, ccr: CcrService) -> None:
+        await ccr.wait_ready(timeout=60.0)
+        with contextlib.suppress(Exception):
+            import sdnotify
+
+            sdnotify.SystemdNotifier().notify("READY=1\nSTATUS=joined, repository in sync")
+        log.info("node %s ready", self.me.name)
+
+    async def _fence(self, node: NodeSpec, action: str) -> None:
+        if not self.s.fence_command:
+            raise UsageError("no fence command configured")
+        await asyncio.sleep(self.s.fence_base_delay)  # like pcmk_delay_base
+        if (node.priority, -node.node_id) > (self.me.priority, -self.me.node_id):
+            # Priority fencing delay: in a split where both sides fence each other, the
+            # preferred node (higher priority, then lower id) shoots first and survives.
+            await asyncio.sleep(self.s.fence_delay)
+        argv = [
+            a.format(node=node.name, node_id=node.node_id, action=action)
+            for a in self.s.fence_command
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise HaosError(f"fence command exited {proc.returncode}: {out.decode()[-300:]}")
+
+    async def _record_notices(self) -> None:
+        assert self.cmm is not None
+        async with self.cmm.listen() as queue:
+            while True:
+                notice: Notice = await queue.get()
+                if isinstance(notice, Demote):
+                    self.demoted = True
+                elif isinstance(notice, Publish) and isinstance(notice.event, QuorumRegained):
+                    self.demoted = False
+                elif isinstance(notice, Publish) and isinstance(notice.event, QuorumLost):
+                    self.demoted = True
+                item = {"at": time.time(), "notice": _jsonable(notice)}
+                self.notices.append(item)
+                for sub in self._subscribers:
+                    sub.put_nowait(item)
+
+    # -- the control channel ---------------------------------------------------------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            try:
+                request = json.loads(line)
+                op = request.pop("op")
+            except (ValueError, KeyError, AttributeError):
+                await self._send(writer, {"ok": False, "error": "usage", "message": "bad request"})
+                return
+            if op == "watch":
+                await self._watch(writer, request)
+            elif op == "events":
+                await self._events(writer)
+            else:
+                await self._send(writer, await self._answer(op, request))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
+        writer.write(json.dumps(obj).encode() + b"\n")
+        await writer.drain()
+
+    async def _answer(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return {"ok": True, **await self._do(op, req)}
+        except HaosError as e:
+            return {"ok": False, "error": e.code, "message": str(e)}
+        except (KeyError, TypeError, ValueError) as e:
+            return {"ok": False, "error": "usage", "message": f"bad {op} request: {e!r}"}
+
+    async def _do(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
+        ccr, cmm = self.ccr, self.cmm
+        assert ccr is not None and cmm is not None
+        if op == "status":
+            st = ccr.status()
+            return {
+                "node_id": self.me.node_id,
+                "node": self.me.name,
+                "members": sorted(cmm.state.members),
+                "quorate": cmm.state.quorate,
+                "master": cmm.master,
+                "vice_master": cmm.vice_master,
+                "demoted": self.demoted,
+                "ccr": {
+                    "phase": str(st.phase),
+                    "synced": st.synced,
+                    "writable": st.writable,
+                    "revision": st.revision,
+                    "members": list(st.members),
+                },
+                "hash": ccr.content_hash().hex(),
+            }
+        if op == "put":
+            rev = await ccr.put(req["key"], req["value"], expect_revision=req.get("expect"))
+            return {"revision": rev}
+        if op == "delete":
+            return {"revision": await ccr.delete(req["key"], expect_revision=req.get("expect"))}
+        if op == "get":
+            item = await ccr.get(req["key"])
+            if item is None:
+                return {"value": None, "revision": None}
+            return {"value": item.value.decode("utf-8", "replace"), "revision": item.mod_revision}
+        if op == "range":
+            rev, items = await ccr.range(req.get("prefix", "/"))
+            return {
+                "revision": rev,
+                "items": {i.key: i.value.decode("utf-8", "replace") for i in items},
+            }
+        if op == "notices":
+            return {"notices": list(self.notices)}
+        raise UsageError(f"unknown op {op!r}")
+
+    async def _watch(self, writer: asyncio.StreamWriter, req: dict[str, Any]) -> None:
+        assert self.ccr is not None
+        try:
+            watch = self.ccr.watch(req.get("prefix", "/"), after=req.get("after"))
+        except HaosError as e:
+            await self._send(writer, {"ok": False, "error": e.code, "message": str(e)})
+            return
+        await self._send(writer, {"ok": True, "start": watch.start_revision})
+        try:
+            while True:
+                for ev in await watch.next_batch():
+                    value = None if ev.value is None else ev.value.decode("utf-8", "replace")
+                    await self._send(
+                        writer, {"revision": ev.revision, "key": ev.key, "value": value}
+                    )
+        except HaosError as e:
+            await self._send(writer, {"ok": False, "error": e.code, "message": str(e)})
+        finally:
+            watch.close()
+
+    async def _events(self, writer: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._subscribers.append(queue)
+        try:
+            await self._send(writer, {"ok": True})
+            while True:
+                await self._send(writer, await queue.get())
+        finally:
+            self._subscribers.remove(queue)
+
+
+def parse(argv: Sequence[str] | None) -> Settings:
+    p = argparse.ArgumentParser(
+        prog="haos-clusterd", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--node", required=True, help="this node's name in the configuration")
+    p.add_argument("--state-dir", type=Path, required=True)
+    p.add_argument("--control", type=Path, required=True, help="control socket path")
+    p.add_argument("--fence-command", default="", help="argv template: {node} {node_id} {action}")
+    p.add_argument("--demote-within", type=float, default=1.0)
+    p.add_argument(
+        "--fence-delay", type=float, default=1.0, help="s to wait before fencing a preferred node"
+    )
+    p.add_argument(
+        "--fence-base-delay", type=float, default=0.0, help="s to wait before any fencing"
+    )
+    a = p.parse_args(argv)
+    fence = tuple(shlex.split(a.fence_command))
+    return Settings(a.config, a.node, a.state_dir, a.control, fence, a.demote_within, a.fence_delay)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    settings = parse(argv)
+    try:
+        config = load_config(settings.config)
+        me = next((n for n in config.nodes if n.name == settings.node), None)
+        if me is None:
+            raise UsageError(f"node {settings.node!r} is not in {settings.config}")
+        with contextlib.suppress(FileNotFoundError):
+            settings.control.unlink()
+        asyncio.run(NodeDaemon(settings, config, me).run())
+    except HaosError as e:
+        print(f"haos-clusterd: {e.code} error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
