@@ -200,6 +200,7 @@ class NodeDaemon:
                 "node_id": self.me.node_id,
                 "node": self.me.name,
                 "members": sorted(cmm.state.members),
+                "fence_pending": sorted(p.node_id for p in cmm.state.peers if p.must_fence),
                 "quorate": cmm.state.quorate,
                 "master": cmm.master,
                 "vice_master": cmm.vice_master,

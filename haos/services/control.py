@@ -46,10 +46,16 @@ class ControlClient:
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """One request, one answer; ControlError if the daemon says it failed."""
-        with self._connect() as sock:
-            sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
-            line = _read_line(sock)
-        answer: dict[str, Any] = json.loads(line)
+        try:
+            with self._connect() as sock:
+                sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
+                line = _read_line(sock)
+        except OSError as e:  # the daemon died or went away mid-request
+            raise UnavailableError(f"node daemon at {self.path}: {e}") from e
+        try:
+            answer: dict[str, Any] = json.loads(line)
+        except ValueError as e:
+            raise UnavailableError(f"node daemon at {self.path} sent garbage: {e}") from e
         if not answer.get("ok"):
             raise ControlError(str(answer.get("error")), str(answer.get("message")))
         return answer
