@@ -41,6 +41,8 @@ from haos.cluster.dss.ccr.actions import CcrConfig
 from haos.cluster.dss.ccr.quorum import VoteQuorumSource as CcrQuorum
 from haos.cluster.dss.ccr.service import CcrService
 from haos.cluster.dss.ccr.store import SqliteStore
+from haos.cluster.dss.checkpoint.replica import Role
+from haos.cluster.dss.checkpoint.service import Checkpoint, CheckpointService
 from haos.cluster.dss.corosync.quorum import VoteQuorum
 from haos.cluster.dss.transport import CpgTransport
 from haos.cluster.fencing.callback import CallbackFencer
@@ -81,6 +83,8 @@ class NodeDaemon:
         self.me = me
         self.cmm: CmmService | None = None
         self.ccr: CcrService | None = None
+        self.crc: CheckpointService | None = None
+        self.checkpoints: dict[str, Checkpoint] = {}
         self.demoted = False
         self.notices: deque[dict[str, Any]] = deque(maxlen=1000)
         self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
@@ -94,6 +98,7 @@ class NodeDaemon:
         async with (
             CpgTransport.open("haos-cmm") as cmm_group,
             CpgTransport.open("haos-ccr") as ccr_group,
+            CpgTransport.open("haos-crc") as crc_group,
             VoteQuorum.open() as votes,
             CcrQuorum.open() as ccr_quorum,
         ):
@@ -103,7 +108,9 @@ class NodeDaemon:
             ccr_config = CcrConfig(nodes=len(self.config.nodes))
             async with CcrService.open(ccr_group, store, ccr_quorum, ccr_config) as ccr:
                 self.ccr = ccr
+                self.crc = CheckpointService(crc_group)
                 async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self.crc.run())
                     tasks.create_task(self.cmm.run())
                     tasks.create_task(self._record_notices())
                     server = await asyncio.start_unix_server(self._client, path=str(self.s.control))
@@ -230,8 +237,35 @@ class NodeDaemon:
                 "revision": rev,
                 "items": {i.key: i.value.decode("utf-8", "replace") for i in items},
             }
+        if op.startswith("ckpt_"):
+            return await self._checkpoint(op, req)
         if op == "notices":
             return {"notices": list(self.notices)}
+        raise UsageError(f"unknown op {op!r}")
+
+    async def _checkpoint(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
+        """ckpt_open (name, role), ckpt_write (name, section, data, sync), ckpt_read."""
+        assert self.crc is not None
+        name = str(req["name"])
+        if op == "ckpt_open":
+            role = Role.ACTIVE if req.get("role") == "active" else Role.STANDBY
+            if name in self.checkpoints:
+                await self.checkpoints[name].set_role(role)
+            else:
+                self.checkpoints[name] = await self.crc.open(name, role)
+            return {"replicas": list(self.checkpoints[name].replicas)}
+        ckpt = self.checkpoints.get(name)
+        if ckpt is None:
+            raise UsageError(f"checkpoint {name!r} is not open on this node")
+        if op == "ckpt_write":
+            started = time.perf_counter()
+            await ckpt.write(
+                str(req["section"]), str(req["data"]).encode(), sync=bool(req.get("sync", True))
+            )
+            return {"elapsed_ms": (time.perf_counter() - started) * 1000.0}
+        if op == "ckpt_read":
+            data = ckpt.read(str(req["section"]))
+            return {"data": None if data is None else data.decode("utf-8", "replace")}
         raise UsageError(f"unknown op {op!r}")
 
     async def _watch(self, writer: asyncio.StreamWriter, req: dict[str, Any]) -> None:
