@@ -43,6 +43,7 @@ from haos.cluster.dss.ccr.service import CcrService
 from haos.cluster.dss.ccr.store import SqliteStore
 from haos.cluster.dss.checkpoint.replica import Role
 from haos.cluster.dss.checkpoint.service import Checkpoint, CheckpointService
+from haos.cluster.dss.corosync._lib import TRY_AGAIN_RETRIES
 from haos.cluster.dss.corosync.quorum import VoteQuorum
 from haos.cluster.dss.transport import CpgTransport
 from haos.cluster.fencing.callback import CallbackFencer
@@ -220,6 +221,7 @@ class NodeDaemon:
                     "members": list(st.members),
                 },
                 "hash": ccr.content_hash().hex(),
+                "try_again": dict(TRY_AGAIN_RETRIES),
             }
         if op == "put":
             rev = await ccr.put(req["key"], req["value"], expect_revision=req.get("expect"))

@@ -12,6 +12,7 @@ loader keeps one copy per process anyway, so this is not a singleton of ours.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import functools
 import time
@@ -265,6 +266,9 @@ class Backoff:
 
 DEFAULT_BACKOFF = Backoff()
 
+# Retries after CS_ERR_TRY_AGAIN, per library call, in this process (for status output).
+TRY_AGAIN_RETRIES: collections.Counter[str] = collections.Counter()
+
 
 def error_for(operation: str, rc: int, detail: str = "") -> CorosyncError:
     """The exception for a failed call: unavailable (retryable) or a plain CorosyncError."""
@@ -337,6 +341,7 @@ async def acall(
         delay = next(delays, None)
         if delay is None:
             raise error_for(name, rc, f"still busy after {backoff.attempts} attempts")
+        TRY_AGAIN_RETRIES[name] += 1
         await asyncio.sleep(delay)
 
 
