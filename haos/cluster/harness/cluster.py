@@ -224,6 +224,12 @@ class Cluster:
         """What of this cluster still exists (for tests to assert it is nothing after close)."""
         found = [f"namespace {n}" for n in self._netns if netns.exists(n)]
         tasks = netns.tasks_in(self._idents.values())
+        # A worker thread of the corosync binding, started by a watcher inside a node's
+        # namespace, exits once its last call to the killed corosync returns: give it a moment.
+        deadline = time.monotonic() + 5.0
+        while any(pid == os.getpid() for pid, _ in tasks) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            tasks = netns.tasks_in(self._idents.values())
         found += [f"task {pid}/{tid} in a cluster namespace" for pid, tid in tasks]
         found += [f"watcher thread of node {n}" for n, w in self._watchers.items() if w.alive]
         if self._workdir is not None and self._workdir.exists():

@@ -481,7 +481,10 @@ class Replica:
             )
         if not entries:
             return rejects
-        return [*self._applied(entries), *[Send(Order(b)) for b in batches(entries)], *rejects]
+        # ORDER leaves before the sequencer's own append: both proceed at once. The append
+        # still completes before any commit is counted, because the service carries out a
+        # message's actions (this Persist included) before it reads the next message.
+        return [*[Send(Order(b)) for b in batches(entries)], *self._applied(entries), *rejects]
 
     def _on_order(self, sender: int, msg: Order) -> list[Action]:
         if sender == self.node_id:
