@@ -35,7 +35,7 @@ from haos.cluster.dss.checkpoint.replica import (
     Role,
     Write,
 )
-from haos.cluster.dss.messaging.group import GroupLink
+from haos.cluster.dss.messaging.group import GroupLink, LinkedService
 from haos.cluster.dss.messaging.statesync import Outcome, Step, SyncTracker
 from haos.cluster.dss.transport import GroupTransport, View
 from haos.cluster.dss.wire import DropCounter, Service
@@ -94,7 +94,7 @@ class Checkpoint:
         return self._service._replica(self.name)
 
 
-class CheckpointService:
+class CheckpointService(LinkedService):
     """See the module docstring."""
 
     def __init__(self, transport: GroupTransport, *, drops: DropCounter | None = None) -> None:
@@ -110,25 +110,11 @@ class CheckpointService:
         self._next_write = secrets.randbits(62)
         self.late_acks = 0  # acks for writes no longer waited for (benign)
 
-    @property
-    def node_id(self) -> int:
-        return self._link.node_id
-
-    @property
-    def drops(self) -> DropCounter:
-        return self._link.drops
-
-    async def run(self) -> None:
-        await self._link.run()
-
     async def wait_ready(self) -> None:
         """Return once this member holds the directory (founded or transferred)."""
         await self._link.wait_ready()
         await self._in_sync.wait()
         self._link.check_running()
-
-    async def close(self) -> None:
-        await self._link.close()
 
     async def open(self, name: str, role: Role = Role.STANDBY) -> Checkpoint:
         """Open (creating if new) checkpoint ``name``; return once this member holds its

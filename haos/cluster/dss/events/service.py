@@ -12,7 +12,7 @@ import logging
 from haos.cluster.dss.events import wire
 from haos.cluster.dss.events.topics import Event, Topics
 from haos.cluster.dss.messaging.feed import Feed
-from haos.cluster.dss.messaging.group import GroupLink
+from haos.cluster.dss.messaging.group import GroupLink, LinkedService
 from haos.cluster.dss.transport import GroupTransport, View
 from haos.cluster.dss.wire import DropCounter, Service
 from haos.errors import HaosError, UnavailableError
@@ -20,7 +20,7 @@ from haos.errors import HaosError, UnavailableError
 log = logging.getLogger(__name__)
 
 
-class EventService:
+class EventService(LinkedService):
     """Publish/subscribe by event type over one group (see the module docstring)."""
 
     def __init__(
@@ -35,23 +35,6 @@ class EventService:
         self._feed_limit = feed_limit
         self._seq = 0
         self.delivered = 0
-
-    @property
-    def node_id(self) -> int:
-        return self._link.node_id
-
-    @property
-    def drops(self) -> DropCounter:
-        return self._link.drops
-
-    async def run(self) -> None:
-        await self._link.run()
-
-    async def wait_ready(self) -> None:
-        await self._link.wait_ready()
-
-    async def close(self) -> None:
-        await self._link.close()
 
     async def publish(self, event_type: str, payload: bytes = b"") -> None:
         """Multicast an event; returns once sent (subscribers get it in agreed order)."""

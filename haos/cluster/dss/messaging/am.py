@@ -19,7 +19,7 @@ from construct import Int8ub, Int32ub
 
 from haos.cluster.dss.messaging.codec import MAX_BLOB, Blob, body, build, parse
 from haos.cluster.dss.messaging.feed import Feed
-from haos.cluster.dss.messaging.group import GroupLink
+from haos.cluster.dss.messaging.group import GroupLink, LinkedService
 from haos.cluster.dss.transport import GroupTransport, View
 from haos.cluster.dss.wire import DropCounter, Service, WireError
 from haos.errors import HaosError, UnavailableError, UsageError
@@ -68,7 +68,7 @@ def decode(kind: int, data: bytes) -> Data:
     return Data(None if to_all else int(raw.dest), bytes(raw.payload))
 
 
-class MessageService:
+class MessageService(LinkedService):
     """One-way messages (see the module docstring). Read the inbox with :meth:`receive`."""
 
     def __init__(
@@ -79,25 +79,8 @@ class MessageService:
         self.not_for_us = 0  # unicasts to other members, dropped silently
 
     @property
-    def node_id(self) -> int:
-        return self._link.node_id
-
-    @property
-    def drops(self) -> DropCounter:
-        return self._link.drops
-
-    @property
     def members(self) -> tuple[int, ...]:
         return self._link.members
-
-    async def run(self) -> None:
-        await self._link.run()
-
-    async def wait_ready(self) -> None:
-        await self._link.wait_ready()
-
-    async def close(self) -> None:
-        await self._link.close()
 
     async def send(self, dest: int | None, payload: bytes) -> None:
         """Send ``payload`` to member ``dest`` (or to all with ``ALL``); returns once sent.

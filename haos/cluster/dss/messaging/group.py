@@ -257,3 +257,31 @@ async def running(*services: GroupService) -> AsyncIterator[None]:
         finally:
             for service in services:
                 await service.close()
+
+
+class LinkedService:
+    """The lifecycle every group service shares, delegated to its :class:`GroupLink`.
+
+    A service sets ``self._link`` in its constructor and inherits ``node_id``, ``drops``,
+    ``run``, ``wait_ready`` and ``close``; it overrides ``wait_ready`` when being ready means
+    more than having joined (e.g. holding transferred state).
+    """
+
+    _link: GroupLink
+
+    @property
+    def node_id(self) -> int:
+        return self._link.node_id
+
+    @property
+    def drops(self) -> DropCounter:
+        return self._link.drops
+
+    async def run(self) -> None:
+        await self._link.run()
+
+    async def wait_ready(self) -> None:
+        await self._link.wait_ready()
+
+    async def close(self) -> None:
+        await self._link.close()

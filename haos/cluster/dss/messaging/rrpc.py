@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from haos.cluster.dss.messaging import rrpc_wire as wire
-from haos.cluster.dss.messaging.group import GroupLink
+from haos.cluster.dss.messaging.group import GroupLink, LinkedService
 from haos.cluster.dss.messaging.rrpc_core import CallKey, CallTable, ReplyCache, Seen
 from haos.cluster.dss.transport import GroupTransport, View
 from haos.cluster.dss.wire import DropCounter, Service
@@ -82,7 +82,7 @@ class RpcStats:
     not_for_us: int = 0  # requests and replies for other members, dropped silently
 
 
-class RpcService:
+class RpcService(LinkedService):
     """See the module docstring."""
 
     def __init__(
@@ -105,26 +105,9 @@ class RpcService:
         self.stats = RpcStats()
 
     @property
-    def node_id(self) -> int:
-        return self._link.node_id
-
-    @property
-    def drops(self) -> DropCounter:
-        return self._link.drops
-
-    @property
     def outstanding(self) -> int:
         """Calls this member is waiting on."""
         return len(self._calls)
-
-    async def run(self) -> None:
-        await self._link.run()
-
-    async def wait_ready(self) -> None:
-        await self._link.wait_ready()
-
-    async def close(self) -> None:
-        await self._link.close()
 
     def register(self, method: str, handler: Handler) -> None:
         if not wire.valid_method(method):

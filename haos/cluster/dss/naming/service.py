@@ -14,7 +14,7 @@ import asyncio
 import logging
 
 from haos.cluster.dss.messaging.feed import Feed
-from haos.cluster.dss.messaging.group import GroupLink
+from haos.cluster.dss.messaging.group import GroupLink, LinkedService
 from haos.cluster.dss.messaging.statesync import Outcome, Step, SyncTracker
 from haos.cluster.dss.naming import wire
 from haos.cluster.dss.naming.table import (
@@ -37,7 +37,7 @@ from haos.errors import HaosError, UnavailableError
 log = logging.getLogger(__name__)
 
 
-class NamingService:
+class NamingService(LinkedService):
     """Names → handles, cluster-wide (see the module docstring and ``naming.table``)."""
 
     def __init__(
@@ -57,28 +57,14 @@ class NamingService:
         self._feed_limit = feed_limit
 
     @property
-    def node_id(self) -> int:
-        return self._link.node_id
-
-    @property
-    def drops(self) -> DropCounter:
-        return self._link.drops
-
-    @property
     def in_sync(self) -> bool:
         return self._sync.in_sync
-
-    async def run(self) -> None:
-        await self._link.run()
 
     async def wait_ready(self) -> None:
         """Return once this member holds the table (founded or transferred)."""
         await self._link.wait_ready()
         await self._in_sync.wait()
         self._link.check_running()
-
-    async def close(self) -> None:
-        await self._link.close()
 
     async def bind(self, name: str, handle: bytes, owner: int | None = None) -> Binding:
         """Bind a free name; ConflictError if it is bound to something else."""
