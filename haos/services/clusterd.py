@@ -37,6 +37,7 @@ from typing import Any
 from haos.cluster.cmm.model import CmmConfig, Demote, Publish, QuorumLost, QuorumRegained
 from haos.cluster.cmm.service import CmmService, Notice
 from haos.cluster.cmm.service import VoteQuorumSource as CmmQuorum
+from haos.cluster.crim.events import NodeLeft
 from haos.cluster.dss.ccr.actions import CcrConfig
 from haos.cluster.dss.ccr.quorum import VoteQuorumSource as CcrQuorum
 from haos.cluster.dss.ccr.service import CcrService
@@ -160,10 +161,25 @@ class NodeDaemon:
                     self.demoted = False
                 elif isinstance(notice, Publish) and isinstance(notice.event, QuorumLost):
                     self.demoted = True
+                elif isinstance(notice, Publish) and isinstance(notice.event, NodeLeft):
+                    await self._peer_fenced(notice.event.node)
                 item = {"at": time.time(), "notice": _jsonable(notice)}
                 self.notices.append(item)
                 for sub in self._subscribers:
                     sub.put_nowait(item)
+
+    async def _peer_fenced(self, name: str) -> None:
+        """NodeLeft comes only after a successful fencing: in a two-node cluster, the CCR
+        may then write alone (its two-node rule) until the peer is back."""
+        peer = next((n for n in self.config.nodes if n.name == name), None)
+        if len(self.config.nodes) != 2 or peer is None or self.ccr is None:
+            return
+        try:
+            await self.ccr.peer_fenced(peer.node_id)
+        except HaosError as e:
+            log.warning("ccr not told that %s was fenced: %s", name, e)
+        else:
+            log.info("%s fenced: the repository may be written on this node alone", name)
 
     # -- the control channel ---------------------------------------------------------------
 

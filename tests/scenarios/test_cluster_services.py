@@ -134,8 +134,22 @@ def test_two_node_split_leaves_exactly_one_survivor_decided_by_fencing() -> None
         assert dead(cluster, 2) and not dead(cluster, 1)
         status = d.status(1) or {}
         assert status["master"] == 1 and status["demoted"] is False
-        # the survivor keeps serving the repository's reads (writes need both disks: see README)
+        # the survivor keeps serving the repository's reads ...
         assert d.control(1).request("get", key="/nothing")["value"] is None
+        # ... and, its peer confirmed fenced (NodeLeft), writes on its own disk alone
+        assert ("NodeLeft", "n2") in notice_types(d, 1)
+        written: list[int] = []
+
+        def put() -> bool:
+            try:
+                written.append(d.control(1).request("put", key="/split", value="n1")["revision"])
+            except ControlError:
+                return False
+            return True
+
+        d.wait(put, 10, "the survivor writable alone")
+        assert written[0] > 0 and (d.status(1) or {})["ccr"]["writable"] is True
+        assert d.control(1).request("get", key="/split")["value"] == "n1"
 
 
 def test_watch_sees_every_change_in_order_on_every_node(three: tuple[Cluster, Daemons]) -> None:

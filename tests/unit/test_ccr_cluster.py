@@ -23,6 +23,7 @@ from haos.cluster.dss.ccr import (
     CcrService,
     Compare,
     Delete,
+    Item,
     ManualQuorum,
     MemoryStore,
     OutcomeUnknownError,
@@ -415,6 +416,36 @@ def test_a_write_without_an_outcome_in_time_is_reported_as_unknown(tmp_path: Pat
             c.nodes[1].task.cancel()  # the sequencer stops answering, still in the group
             with pytest.raises(OutcomeUnknownError, match=r"no outcome within 0\.05 s"):
                 await c[2].put("/k", "v", timeout=0.05)
+
+    run(scenario)
+
+
+def test_two_node_survivor_writes_alone_once_its_peer_is_fenced_and_resyncs_it(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with cluster(sqlite(tmp_path), CcrConfig(nodes=2), start=False) as c:
+            await c.start(1, 2)
+            await c.until(lambda: all(c[n].status().writable for n in (1, 2)))
+            before = await c[2].put("/two/before", "on both disks")
+            watch = c[1].watch("/two", after=before)
+            await c.crash(2)  # the split: node 2 is off (fenced)
+            c.nodes[1].quorum.set(True)  # votequorum's two_node: the survivor stays quorate
+            await c.until(lambda: c.settled([1]))
+            with pytest.raises(UnavailableError, match="not quorate"):
+                await c[1].put("/two/alone", "x")  # no fencing confirmed yet
+            await c[1].peer_fenced(2)
+            await c.until(lambda: c[1].status().writable)
+            alone = await c[1].put("/two/alone", "x")
+            assert [(e.revision, e.key) for e in await collect(watch, alone)] == [
+                (alone, "/two/alone")
+            ]
+            await c.start(2)  # rebooted from its disk: it syncs from the survivor
+            await c.until(lambda: all(c[n].status().writable for n in (1, 2)))
+            await c.converged((1, 2))
+            assert (await c[2].get("/two/alone")) == Item("/two/alone", b"x", alone)
+            assert (await c[2].get("/two/before")) == Item("/two/before", b"on both disks", before)
+            watch.close()
 
     run(scenario)
 

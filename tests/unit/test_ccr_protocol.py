@@ -480,3 +480,108 @@ def test_malformed_and_forged_messages_are_dropped_and_counted() -> None:
         assert dropped == Counter({"malformed": 1, "forged origin": 1, "stale": 1})
         assert replica.get("/x") is None and replica.writable
     sim.assert_converged()
+
+
+# -- the two-node rule -----------------------------------------------------------------------
+
+
+def fence(sim: Sim, n: int, peer: int) -> None:
+    """Node ``n`` learns that ``peer`` was confirmed fenced (the CMM's NodeLeft)."""
+    sim.execute(n, sim.replicas[n].peer_fenced(peer))
+
+
+def test_two_node_survivor_writes_alone_once_its_peer_is_confirmed_fenced() -> None:
+    sim = running(nodes=2)
+    before = [sim.write(n, [Put(f"/before/{n}", b"both")]) for n in (1, 2)]
+    sim.settle()
+    assert [sim.outcomes[r].revision for r in before] == [1, 2]
+    sim.crash(2)  # the split; node 2 is about to be fenced
+    sim.settle()
+    survivor = sim.replicas[1]
+    assert survivor.synced and survivor.quorate and not survivor.writable
+    with pytest.raises(UnavailableError, match="cannot reach a majority of the 2 nodes"):
+        sim.write(1, [Put("/alone", b"x")])
+    fence(sim, 1, 2)
+    sim.settle()
+    assert survivor.writable and survivor.epoch == 3  # after a read-only round in epoch 2
+    alone = sim.write(1, [Put("/alone", b"x")])
+    sim.settle()
+    assert sim.outcomes[alone] == Resolve(alone, revision=3)  # committed on its disk alone
+    assert [e.revision for e in sim.released[1]] == [1, 2, 3]
+    sim.start(2)  # the fenced peer reboots from its disk and rejoins
+    sim.settle()
+    peer = sim.replicas[2]
+    assert peer.writable and survivor.writable and survivor.epoch == 4
+    assert peer.get("/alone") == Item("/alone", b"x", 3)  # synced from the newer version
+    assert [i.key for i in peer.range("/before")[1]] == ["/before/1", "/before/2"]
+    assert not sim.of(2, Install)  # node 2's copy lay on the survivor's history: a delta
+    sim.assert_converged()
+    sim.crash(2)  # the peer is back, so the rule ended: a new split needs a new fencing
+    sim.settle()
+    assert not survivor.writable
+    with pytest.raises(UnavailableError, match="not quorate"):
+        sim.write(1, [Put("/again", b"x")])
+
+
+def test_two_node_fenced_sequencers_unacknowledged_write_loses_to_the_survivors() -> None:
+    sim = running(nodes=2)
+    acked = sim.write(2, [Put("/k", b"acked")])
+    sim.settle()
+    assert sim.outcomes[acked].revision == 1
+    lost = sim.write(1, [Put("/k", b"only on node 1")])
+    while sim.step(1):  # node 1, the sequencer, orders and persists it ...
+        pass
+    sim.lose(2, 1)  # ... but node 2 never receives it: split, and node 1 is fenced
+    sim.crash(1)
+    sim.settle()
+    assert lost not in sim.outcomes and sim.stores[1].load().log[-1].revision == 2
+    fence(sim, 2, 1)
+    sim.settle()
+    assert sim.replicas[2].writable
+    alone = sim.write(2, [Put("/k", b"survivor")], [Compare("/k", 1)])
+    sim.settle()
+    assert sim.outcomes[alone].revision == 2  # the same revision, in a newer epoch
+    sim.start(1)
+    sim.settle()
+    assert sim.replicas[1].get("/k") == Item("/k", b"survivor", 2)
+    assert sim.of(1, Install)  # node 1's revision 2 was on a dead branch: a snapshot
+    sim.assert_converged()
+
+
+def test_two_node_fence_confirmed_before_the_view_change_counts_for_it() -> None:
+    sim = running(nodes=2)
+    sim.crash(2)  # node 1 has not delivered the view change yet
+    sent = len(sim.of(1, Send))
+    fence(sim, 1, 2)
+    assert len(sim.of(1, Send)) == sent  # no round in the old view: the view change starts one
+    sim.settle()
+    assert sim.replicas[1].writable
+    request = sim.write(1, [Put("/k", b"v")])
+    sim.settle()
+    assert sim.outcomes[request].revision == 1
+
+
+def test_two_node_rule_needs_a_node_synced_with_its_peer_since_it_started() -> None:
+    sim = Sim(nodes=2)
+    preload(sim.stores[1], 1, ("/k", b"maybe stale"))
+    sim.start(1)  # a restarted node that never saw its peer: its copy may be the old side
+    sim.settle()
+    fence(sim, 1, 2)
+    sim.settle()
+    replica = sim.replicas[1]
+    assert not replica.synced and not replica.writable
+    with pytest.raises(UnavailableError, match="not synced"):
+        replica.get("/k")
+    with pytest.raises(UnavailableError, match="not quorate"):
+        sim.write(1, [Put("/k", b"x")])
+
+
+def test_three_nodes_a_fenced_node_never_lowers_the_majority() -> None:
+    sim = running(nodes=3)
+    sim.crash(2, 3)
+    sim.settle()
+    assert sim.replicas[1].peer_fenced(2) == [] and sim.replicas[1].peer_fenced(3) == []
+    sim.settle()
+    assert sim.replicas[1].synced and not sim.replicas[1].writable
+    with pytest.raises(UnavailableError, match="cannot reach a majority of the 3 nodes"):
+        sim.write(1, [Put("/k", b"x")])

@@ -1,8 +1,9 @@
 """CCR, the cluster configuration repository: a replicated, durable, hierarchical key space.
 
 Every node keeps a full copy in SQLite, updated in the order of one sequencer per epoch over
-CPG; writes are accepted only in the partition holding a majority, acknowledged once durable on
-a majority, and watchers get every committed change under a prefix in order. The replication
+CPG; writes are accepted only in the partition holding a majority (in a two-node cluster, also
+by a survivor whose peer was confirmed fenced), acknowledged once durable on a majority, and
+watchers get every committed change under a prefix in order. The replication
 rules (sync rounds, epochs, quorum, why a sequencer) are in :mod:`.protocol`; the asyncio
 service is :mod:`.service`.
 

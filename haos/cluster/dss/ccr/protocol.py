@@ -60,6 +60,39 @@ majority that promised it durably; any later majority overlaps them and so picks
 epoch), so entries of a dead branch carry an older epoch and lose to the committed history,
 never tie with it.
 
+**Two-node rule**: with exactly two configured nodes the majority is both, so a lone node
+could never write. corosync's votequorum two_node mode keeps the survivor of a split quorate
+and lets fencing decide which side survives; the CCR follows it, but only on proof: once the
+adapter reports the peer *confirmed fenced* (:meth:`Replica.peer_fenced`: the CMM published
+NodeLeft for it after a successful fencing), the fenced peer's vote counts for this node while
+it is alone in its view, so its own disk is the majority: its READY makes the view writable
+(a new round is started for that if the view is read-only), and its own durable revision
+commits. Reads need nothing new (the node was synced before). The first view that holds the
+peer again ends the rule. Why that is safe:
+
+* every write acknowledged before the split was durable on both disks (the majority of 2);
+* the rule applies only to a node that is ``synced``, i.e. has completed a round together
+  with its peer since it (re)started, so its copy holds every committed write; a node that
+  restarted and never synced with its peer (it may hold the stale side) never uses it;
+* fencing confirmed means the peer is off, so there is one writer. Once rebooted, the peer is
+  inquorate under votequorum's wait_for_all until it sees the survivor, and then syncs from
+  it: the survivor's writes carry its newer epoch (a higher version), and the peer's
+  unacknowledged leftovers of the older epoch lose to them (had the survivor written nothing,
+  both copies lie on that older epoch's history, and the longer holds the shorter). If the
+  pair splits again before that sync completes, the rebooted peer is not ``synced`` and
+  cannot use the rule. The survivor's epoch is still unique: the peer can promise it in a
+  read-only round of its own before it is fenced, but never be writable in it.
+* the rule only applies in a view of this node alone, so no other member has to agree on it;
+  and a fence confirmed while the peer is still in the view (its departure not delivered yet)
+  counts for the next view only if that view lacks the peer: fencing returns once the peer
+  is off, and it cannot boot and rejoin in the moment before the notice is handed over.
+
+The price is votequorum's: while the rule holds, a write acknowledged by the survivor is on
+its disk alone, until the peer is back and synced.
+
+The quorum source still gates the rule (the node's own READY must say quorate). With three or
+more nodes :meth:`Replica.peer_fenced` changes nothing: a fenced node's vote never counts.
+
 **Reads** are served from the local copy once the node completed a round in a view holding a
 majority of the configured nodes since it started (before that, UnavailableError): such a
 round's chosen state holds every committed write. A read may show a write that is applied but
@@ -159,6 +192,7 @@ class Replica:
         self._rounds = 0
         self._applied_sent = 0
         self._applied_in_flight = False
+        self._fenced: int | None = None  # the peer confirmed fenced (two-node rule)
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -166,6 +200,8 @@ class Replica:
         out: list[Action] = []
         self.members = view.members
         self.writable = False
+        if self._fenced is not None and self._fenced in view.members:
+            self._fenced = None  # the peer is back: both disks are needed again
         self._round = None
         self.phase = Phase.WAITING
         # Our TXNs delivered in the old view and not yet answered were seen by the old view's
@@ -215,6 +251,23 @@ class Replica:
             return []
         self._reported = None  # one START per change is enough
         return [self._start(), Note(f"quorum source says {'' if quorate else 'not '}quorate")]
+
+    def peer_fenced(self, node_id: int) -> list[Action]:
+        """The peer ``node_id`` was confirmed fenced: with two configured nodes, this node may
+        write alone until the peer is a member again (the two-node rule, module docstring).
+        With more nodes this changes nothing.
+
+        The peer may still be in the view: its departure not delivered yet (the CMM saw it
+        first), or it came back before its fencing, which kills it anyway. The record then
+        stands for the view change without it; a view that holds the peer clears it.
+        """
+        if self.config.nodes != 2 or node_id == self.node_id:
+            return []
+        self._fenced = node_id
+        out: list[Action] = [Note(f"node {node_id} confirmed fenced: two-node rule")]
+        if self._peer_vote() and not self.writable and self.phase is Phase.NORMAL:
+            out.append(self._start())  # the last round ended read-only: count again
+        return out
 
     def request(self, compares: Sequence[Compare], ops: Sequence[Op]) -> tuple[RequestId, bytes]:
         """Prepare a write: its id and the TXN to multicast. Raises if it cannot be accepted."""
@@ -281,6 +334,21 @@ class Replica:
             raise UnavailableError(
                 "ccr: not synced: no state received from a majority since this node started"
             )
+
+    def _peer_vote(self) -> bool:
+        """Whether the two-node rule gives this node its fenced peer's vote (module docstring):
+        two configured nodes, the peer confirmed fenced, this node alone in its view, and
+        synced with the peer since it started (so its copy holds every committed write)."""
+        return (
+            self._fenced is not None
+            and self.config.nodes == 2
+            and self.members == (self.node_id,)
+            and self.synced
+        )
+
+    def _majority(self) -> int:
+        """Votes needed: a majority of the configured nodes, less the fenced peer's vote."""
+        return self.config.majority - (1 if self._peer_vote() else 0)
 
     # -- the round ---------------------------------------------------------------------------
 
@@ -356,6 +424,7 @@ class Replica:
         self.promised = max(self.promised, r.epoch)
         out.append(Promise(self.promised))
         self.phase = Phase.READY
+        # Not the fenced peer's vote here: it lets only a synced node write (module docstring).
         if len(r.members) >= self.config.majority and not self.synced:
             self.synced = True
             out.append(Note(f"synced at revision {self.state.revision}"))
@@ -393,7 +462,7 @@ class Replica:
             return []
         r.readies[sender] = msg.quorate
         quorate = sum(r.readies.values())
-        if quorate >= self.config.majority and len(r.members) <= self.config.nodes:
+        if quorate >= self._majority() and len(r.members) <= self.config.nodes:
             return self._become_writable(r)
         if len(r.readies) == len(r.members):
             return self._become_read_only(r, quorate)
@@ -432,7 +501,7 @@ class Replica:
         out: list[Action] = [
             Note(
                 f"read-only: {quorate} quorate of {len(r.members)} members, "
-                f"{self.config.majority} of {self.config.nodes} needed"
+                f"{self._majority()} of {self.config.nodes} needed"
             )
         ]
         queued, self._queue = self._queue, []
@@ -548,7 +617,7 @@ class Replica:
         if not self.writable:
             return []
         revisions = sorted(self._durable.values(), reverse=True)
-        majority = self.config.majority
+        majority = self._majority()
         if len(revisions) < majority or revisions[majority - 1] <= self.commit:
             return []
         self.commit = revisions[majority - 1]

@@ -203,6 +203,21 @@ class CcrService:
                 log.warning("ccr node %d: quorum change not sent: %s", self.node_id, e)
             self._tick()
 
+    async def peer_fenced(self, node_id: int) -> None:
+        """The CMM confirmed node ``node_id`` fenced (NodeLeft after a successful fencing).
+
+        In a two-node cluster this node may then write alone until the peer is back (the
+        two-node rule of :mod:`.protocol`); with more nodes nothing changes.
+        """
+        core = self._live()
+        try:
+            await self._execute(core.peer_fenced(node_id))
+        except HaosError as e:  # the group broke or was left: the pump stops the service
+            log.warning(
+                "ccr node %d: fencing of node %d not acted on: %s", self.node_id, node_id, e
+            )
+        self._tick()
+
     async def _execute(self, actions: Sequence[Action]) -> None:
         for a in actions:
             if isinstance(a, Send):
