@@ -42,6 +42,7 @@ from haos.cluster.dss.ccr.actions import CcrConfig
 from haos.cluster.dss.ccr.quorum import VoteQuorumSource as CcrQuorum
 from haos.cluster.dss.ccr.service import CcrService
 from haos.cluster.dss.ccr.store import SqliteStore
+from haos.cluster.dss.ccr.watch import follow
 from haos.cluster.dss.checkpoint.replica import Role
 from haos.cluster.dss.checkpoint.service import Checkpoint, CheckpointService
 from haos.cluster.dss.corosync._lib import TRY_AGAIN_RETRIES
@@ -50,7 +51,8 @@ from haos.cluster.dss.transport import CpgTransport
 from haos.cluster.fencing.callback import CallbackFencer
 from haos.config.loader import load_config
 from haos.config.model import ClusterConfig, NodeSpec
-from haos.errors import HaosError, UsageError
+from haos.errors import ConfigError, HaosError, UsageError
+from haos.services.settings import SUBTREE, LiveSettings, parse_settings
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,10 @@ class NodeDaemon:
         self.crc: CheckpointService | None = None
         self.checkpoints: dict[str, Checkpoint] = {}
         self.demoted = False
+        self.started_with = LiveSettings(
+            settings.fence_delay, settings.fence_base_delay, settings.demote_within
+        )
+        self.live = self.started_with
         self.notices: deque[dict[str, Any]] = deque(maxlen=1000)
         self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
 
@@ -115,10 +121,24 @@ class NodeDaemon:
                     tasks.create_task(self.crc.run())
                     tasks.create_task(self.cmm.run())
                     tasks.create_task(self._record_notices())
+                    tasks.create_task(self._follow_settings(ccr))
                     server = await asyncio.start_unix_server(self._client, path=str(self.s.control))
                     tasks.create_task(self._ready(ccr))
                     async with server:
                         await server.serve_forever()
+
+    async def _follow_settings(self, ccr: CcrService) -> None:
+        """Reconfigure from the CCR's /haos/settings while running (no restart needed)."""
+        await ccr.wait_ready(timeout=3600.0)
+        async for tree in follow(ccr, SUBTREE):
+            try:
+                new = parse_settings(tree, self.started_with)
+            except ConfigError as e:
+                log.error("settings change refused, keeping %s:\n%s", self.live, e)
+                continue
+            if new != self.live:
+                log.info("settings changed: %s", new)
+                self.live = new
 
     async def _ready(self, ccr: CcrService) -> None:
         await ccr.wait_ready(timeout=60.0)
@@ -131,11 +151,11 @@ class NodeDaemon:
     async def _fence(self, node: NodeSpec, action: str) -> None:
         if not self.s.fence_command:
             raise UsageError("no fence command configured")
-        await asyncio.sleep(self.s.fence_base_delay)  # like pcmk_delay_base
+        await asyncio.sleep(self.live.fence_base_delay)  # like pcmk_delay_base
         if (node.priority, -node.node_id) > (self.me.priority, -self.me.node_id):
             # Priority fencing delay: in a split where both sides fence each other, the
             # preferred node (higher priority, then lower id) shoots first and survives.
-            await asyncio.sleep(self.s.fence_delay)
+            await asyncio.sleep(self.live.fence_delay)
         argv = [
             a.format(node=node.name, node_id=node.node_id, action=action)
             for a in self.s.fence_command
@@ -238,6 +258,7 @@ class NodeDaemon:
                 },
                 "hash": ccr.content_hash().hex(),
                 "try_again": dict(TRY_AGAIN_RETRIES),
+                "settings": dataclasses.asdict(self.live),
             }
         if op == "put":
             rev = await ccr.put(req["key"], req["value"], expect_revision=req.get("expect"))
@@ -335,7 +356,16 @@ def parse(argv: Sequence[str] | None) -> Settings:
     )
     a = p.parse_args(argv)
     fence = tuple(shlex.split(a.fence_command))
-    return Settings(a.config, a.node, a.state_dir, a.control, fence, a.demote_within, a.fence_delay)
+    return Settings(
+        a.config,
+        a.node,
+        a.state_dir,
+        a.control,
+        fence,
+        a.demote_within,
+        a.fence_delay,
+        a.fence_base_delay,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, fields, replace
 
 from haos.errors import ConfigError, ConfigProblem
 
-PREFIX = "/haos/settings/"
+SUBTREE = "/haos/settings"
+PREFIX = SUBTREE + "/"
 
 
 @dataclass(frozen=True)

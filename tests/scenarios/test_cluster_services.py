@@ -173,3 +173,26 @@ def test_watch_sees_every_change_in_order_on_every_node(three: tuple[Cluster, Da
     for t in threads:
         t.join(20)
     assert all(seen[n] == revs for n in (1, 2, 3)), seen
+
+
+def test_daemons_reconfigure_from_the_repository_without_a_restart(
+    three: tuple[Cluster, Daemons],
+) -> None:
+    _, d = three
+    pids = {n: d.procs[n].pid for n in (1, 2, 3)}
+    d.control(2).request("put", key="/haos/settings/fence_delay", value="2.5")
+    d.wait(
+        lambda: all(
+            (d.status(n) or {}).get("settings", {}).get("fence_delay") == 2.5 for n in (1, 2, 3)
+        ),
+        10,
+        "every daemon applies fence_delay 2.5",
+    )
+    # a bad change is refused whole: the good key in the same change is not applied either
+    d.control(1).request("put", key="/haos/settings/fence_delay", value="soon")
+    d.control(1).request("put", key="/haos/settings/fence_base_delay", value="0.5")
+    d.wait(lambda: "settings change refused" in d.log(3).read_text(), 10, "refusal logged")
+    for n in (1, 2, 3):
+        settings = (d.status(n) or {})["settings"]
+        assert settings["fence_delay"] == 2.5 and settings["fence_base_delay"] == 0.0
+    assert {n: d.procs[n].pid for n in (1, 2, 3)} == pids  # nobody restarted
