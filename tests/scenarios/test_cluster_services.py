@@ -196,3 +196,24 @@ def test_daemons_reconfigure_from_the_repository_without_a_restart(
         settings = (d.status(n) or {})["settings"]
         assert settings["fence_delay"] == 2.5 and settings["fence_base_delay"] == 0.0
     assert {n: d.procs[n].pid for n in (1, 2, 3)} == pids  # nobody restarted
+
+
+def test_a_whole_cluster_restart_loses_no_acknowledged_write(
+    three: tuple[Cluster, Daemons],
+) -> None:
+    cluster, d = three
+    acked = {}
+    for i in range(40):
+        key = f"/restart/{i}"
+        acked[key] = str(i)
+        d.control(1 + i % 3).request("put", key=key, value=str(i))
+    for n in (1, 2, 3):  # power loss everywhere: no graceful shutdown anywhere
+        cluster.kill(n)
+    for n in (3, 2, 1):  # and back in another order
+        cluster.restart(n)
+        d.start(n)
+    d.wait_ready((1, 2, 3), timeout=60)
+    for n in (1, 2, 3):
+        assert d.control(n).request("range", prefix="/restart")["items"] == acked
+    assert len({(d.status(n) or {})["hash"] for n in (1, 2, 3)}) == 1
+    assert d.control(2).request("put", key="/restart/after", value="ok")["revision"] > 40
