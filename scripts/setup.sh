@@ -11,7 +11,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # System packages the project needs (policy tier: Python; cluster tier: corosync & co).
 APT_PACKAGES=(python3 python3-venv python3-dev gcc git iproute2 nftables util-linux
               corosync libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev libcorosync-common-dev
-              fence-agents ipmitool openipmi debootstrap systemd-container)
+              fence-agents ipmitool openipmi debootstrap systemd-container
+              resource-agents pacemaker-resource-agents)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
