@@ -1,0 +1,345 @@
+"""Cluster nodes with a real systemd: one systemd-nspawn container per node.
+
+Use (a synchronous context manager, like :class:`.cluster.Cluster`)::
+
+    with NspawnNode("n1", Path("/var/cache/haos/noderoot"), Path("/run/netns/haos-…-n1"),
+                    workdir, corosync_conf=conf, authkey=key) as node:
+        node.run(["corosync-quorumtool", "-s"])
+
+The root file system is the cache built by ``image/noderoot.sh`` (systemd, dbus, corosync,
+python3). Each node boots an overlay of it (upper and work directories in ``workdir``), so the
+cache stays clean and many nodes share it. Into the overlay go the node's ``/etc/hostname``, a
+fresh ``/etc/machine-id`` and, if given, its ``/etc/corosync/corosync.conf`` and authkey, with
+``corosync.service`` then enabled (the cache leaves it disabled).
+
+There is no host systemd: ``--register=no --keep-unit`` and the launcher moves itself into its
+own cgroup in both hierarchies before it becomes systemd-nspawn, because nspawn puts its payload
+in ``<own cgroup>/payload`` and containers launched from one cgroup would collide there. The
+container joins a prepared network namespace (``--network-namespace-path``).
+
+Entering :class:`NspawnNode` returns once the container's systemd reports ``running``
+(``systemctl is-system-running --wait`` run inside it through ``nsenter`` into its PID 1's
+namespaces); a ``degraded`` or failed boot raises :class:`~.errors.HarnessError` naming the
+failed units. Leaving it — normally or by any exception, also when the boot failed — powers a
+booted container off (SIGTERM to nspawn; one that never finished booting is not asked),
+SIGKILLs whatever is left in its cgroups after ``stop_timeout``, unmounts the overlay and
+removes the cgroup directories. Each step runs even
+if an earlier one failed; the first failure is raised afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+from haos.cluster.harness import _proc
+from haos.cluster.harness.errors import CommandFailed, HarnessError, HarnessTimeout
+from haos.errors import UsageError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CGROUP_HIERARCHIES = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/systemd"))
+COROSYNC_UNIT = "/lib/systemd/system/corosync.service"
+_POLL = 0.01  # how often a condition without a wake-up of its own is re-checked
+# The launcher: move into each cgroup given before "--", then become the command after it.
+_ENTER_CGROUPS = (
+    'for cg; do [ "$cg" = -- ] && break; echo $$ >"$cg/cgroup.procs"; shift; done; shift; exec "$@"'
+)
+
+
+class NspawnNode:
+    """One booted systemd-nspawn container; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        root_cache: Path,
+        netns_path: Path,
+        workdir: Path,
+        *,
+        corosync_conf: str | None = None,
+        authkey: bytes | None = None,
+        boot_timeout: float = 60.0,
+        stop_timeout: float = 15.0,
+    ) -> None:
+        """Describe the node; entering the context boots it. Does no I/O.
+
+        ``name`` is the machine and host name and the cgroup leaf ``haos/<name>`` (unique
+        among running nodes). ``workdir`` must exist, be empty and not be on an overlay.
+        """
+        if (corosync_conf is None) != (authkey is None):
+            raise UsageError("corosync_conf and authkey go together")
+        if not name or "/" in name or name.startswith("."):
+            raise UsageError(f"bad node name {name!r}")
+        self.name = name
+        self.root_cache = root_cache
+        self.netns_path = netns_path
+        self.workdir = workdir
+        self.corosync_conf = corosync_conf
+        self.authkey = authkey
+        self.boot_timeout = boot_timeout
+        self.stop_timeout = stop_timeout
+        self.machine_id = uuid.uuid4().hex
+        self.cgroups = tuple(h / "haos" / name for h in CGROUP_HIERARCHIES)
+        self._stack = contextlib.ExitStack()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._leader: int | None = None
+        self.launched_at: float | None = None  # monotonic time nspawn was started
+        self.running_after: float | None = None  # seconds from launch to "running"
+
+    @property
+    def root(self) -> Path:
+        """The overlay mount point: the container's root as the host sees it."""
+        return self.workdir / "root"
+
+    @property
+    def leader(self) -> int:
+        """The host pid of the container's PID 1 (its systemd)."""
+        if self._leader is None:
+            raise UsageError(f"node {self.name} is not booted")
+        return self._leader
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> NspawnNode:
+        try:
+            self._boot()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Power off, kill leftovers, unmount, remove cgroups (see the module docstring)."""
+        self._stack.close()
+
+    def _boot(self) -> None:
+        if not (self.root_cache / "sbin" / "init").exists():
+            raise HarnessError(f"{self.root_cache} is no node root (run image/noderoot.sh)")
+        if not self.netns_path.exists():
+            raise HarnessError(f"no network namespace {self.netns_path}")
+        upper, scratch = self.workdir / "upper", self.workdir / "work"
+        for d in (self.root, upper, scratch):
+            d.mkdir()
+        opts = f"lowerdir={self.root_cache},upperdir={upper},workdir={scratch}"
+        _proc.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(self.root)])
+        self._stack.callback(self._unmount)
+        self._write_node_files()
+        self._stack.callback(self._remove_cgroups)
+        for cg in self.cgroups:
+            cg.mkdir(parents=True, exist_ok=False)
+        self._stack.callback(self._stop)
+        self._launch()
+        self._await_running()
+
+    def _write_node_files(self) -> None:
+        # Written through the mount point, so they land in the upper layer only.
+        etc = self.root / "etc"
+        (etc / "hostname").write_text(f"{self.name}\n")
+        (etc / "machine-id").write_text(f"{self.machine_id}\n")
+        if self.corosync_conf is None or self.authkey is None:
+            return
+        (etc / "corosync" / "corosync.conf").write_text(self.corosync_conf)
+        key = etc / "corosync" / "authkey"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+        try:
+            os.write(fd, self.authkey)
+        finally:
+            os.close(fd)
+        wants = etc / "systemd" / "system" / "multi-user.target.wants"
+        wants.mkdir(parents=True, exist_ok=True)
+        (wants / "corosync.service").symlink_to(COROSYNC_UNIT)
+        # Debian's unit discards corosync's stderr; the harness's corosync.conf logs only there.
+        dropin = etc / "systemd" / "system" / "corosync.service.d"
+        dropin.mkdir(parents=True, exist_ok=True)
+        (dropin / "haos.conf").write_text("[Service]\nStandardError=journal\n")
+
+    def _launch(self) -> None:
+        argv = [
+            "sh", "-c", _ENTER_CGROUPS, "sh", *map(str, self.cgroups), "--",
+            "systemd-nspawn", "-b", "-D", str(self.root), f"--machine={self.name}",
+            "--register=no", "--keep-unit", "--console=passive",
+            f"--network-namespace-path={self.netns_path}",
+        ]  # fmt: skip
+        with (self.workdir / "nspawn.log").open("wb") as out:
+            self.launched_at = time.monotonic()
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=_proc.CLEAN_ENV,
+            )
+
+    def _await_running(self) -> None:
+        assert self.launched_at is not None
+        deadline = self.launched_at + self.boot_timeout
+        self._leader = self._wait("the container's PID 1", deadline, self._find_leader)
+        state = self._wait("systemd to answer", deadline, lambda: self._system_state(deadline))
+        self.running_after = time.monotonic() - self.launched_at
+        if state != "running":
+            failed = self.run(["systemctl", "--failed", "--no-legend", "--plain"], check=False)
+            raise HarnessError(
+                f"node {self.name} booted {state}; failed units:\n{failed.stdout}"
+                f"nspawn said:\n{self.nspawn_log()}"
+            )
+        log.info("node %s running after %.2f s", self.name, self.running_after)
+
+    def _wait(self, what: str, deadline: float, probe: Callable[[], T]) -> T:
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise HarnessError(
+                    f"systemd-nspawn of {self.name} exited with {self._proc.returncode} while "
+                    f"waiting for {what}:\n{self.nspawn_log()}"
+                )
+            value = probe()
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise HarnessTimeout(
+                    f"node {self.name}: no {what} within {self.boot_timeout} s\n{self.nspawn_log()}"
+                )
+            time.sleep(_POLL)
+
+    def _find_leader(self) -> int:
+        """The pid in the node's cgroups that is PID 1 of its own pid namespace (0: none yet)."""
+        for pid in _cgroup_pids(self.cgroups[0]):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    fields = line.split()
+                    # NSpid lists the pid in each nested namespace; the container's is last.
+                    if fields[0] == "NSpid:" and len(fields) > 2 and fields[-1] == "1":
+                        return pid
+        return 0
+
+    def _system_state(self, deadline: float) -> str:
+        """``running``/``degraded``/… once systemd has finished booting; "" while it cannot
+        answer yet (its private socket is not there before it is up)."""
+        remaining = max(deadline - time.monotonic(), 0.1)
+        argv = ["systemctl", "is-system-running", "--wait"]
+        try:
+            out = self.run(argv, timeout=remaining, check=False)
+        except CommandFailed:
+            return ""  # timed out: the caller's deadline check reports it
+        state = out.stdout.strip()
+        return state if state in ("running", "degraded", "maintenance", "stopping") else ""
+
+    # -- running things in the node ------------------------------------------------------------
+
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        """The host argv that runs ``argv`` in every namespace of the container's PID 1."""
+        return ["nsenter", "-t", str(self.leader), "-a", "--", *argv]
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 30.0,
+        check: bool = True,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside the container; CommandFailed on a non-zero exit if ``check``."""
+        return _proc.run(self.argv(argv), timeout=timeout, check=check, input=input)
+
+    def nspawn_log(self, lines: int = 40) -> str:
+        path = self.workdir / "nspawn.log"
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    # -- teardown ------------------------------------------------------------------------------
+
+    def _stop(self) -> None:
+        proc, self._proc, self._leader = self._proc, None, None
+        if proc is None:
+            return
+        # A container that never finished booting may not handle the power-off request yet:
+        # it gets SIGKILL at once instead of a wait for the full stop_timeout.
+        if proc.poll() is None and self.running_after is not None:
+            proc.terminate()  # nspawn asks the container's systemd to power off
+            try:
+                proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("node %s did not power off in %.0f s", self.name, self.stop_timeout)
+        _kill_cgroup(self.cgroups, self.stop_timeout)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(timeout=self.stop_timeout)
+
+    def _unmount(self) -> None:
+        if os.path.ismount(self.root):
+            _proc.run(["umount", str(self.root)])
+
+    def _remove_cgroups(self) -> None:
+        # Killed processes leave their cgroup a moment after they are reaped: retry to a deadline.
+        deadline = time.monotonic() + self.stop_timeout
+        for cgroup in self.cgroups:
+            while cgroup.exists():
+                dirs = sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=_depth)
+                with contextlib.suppress(OSError):
+                    for d in [*dirs, cgroup]:
+                        d.rmdir()
+                if cgroup.exists() and time.monotonic() > deadline:
+                    raise HarnessError(f"cannot remove cgroup {cgroup}")
+                if cgroup.exists():
+                    time.sleep(_POLL)
+        for parent in {cg.parent for cg in self.cgroups}:
+            with contextlib.suppress(OSError):  # the shared "haos" level, once unused
+                parent.rmdir()
+
+    def leftovers(self) -> list[str]:
+        """What of this node still exists (for tests to assert it is nothing after close)."""
+        found = [f"cgroup {cg}" for cg in self.cgroups if cg.exists()]
+        if os.path.ismount(self.root):
+            found.append(f"mount {self.root}")
+        return found
+
+
+def _depth(path: Path) -> int:
+    return -len(path.parts)
+
+
+def _cgroup_pids(cgroup: Path) -> list[int]:
+    pids: list[int] = []
+    for procs in [cgroup / "cgroup.procs", *cgroup.rglob("*/cgroup.procs")]:
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in procs.read_text().split()]
+    return pids
+
+
+def _kill_cgroup(cgroups: Sequence[Path], timeout: float) -> None:
+    """SIGKILL every process in ``cgroups`` (and below) until none is left."""
+    deadline = time.monotonic() + timeout
+    while pids := sorted({p for cg in cgroups for p in _cgroup_pids(cg)} - {os.getpid()}):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise HarnessError(f"processes {pids} survived SIGKILL for {timeout} s")
+        time.sleep(_POLL)
+
+
+def cgroup_leftovers() -> list[Path]:
+    """Node cgroups (``haos/<name>``) present in either hierarchy."""
+    roots = [h / "haos" for h in CGROUP_HIERARCHIES]
+    return sorted(p for root in roots if root.is_dir() for p in root.iterdir() if p.is_dir())
