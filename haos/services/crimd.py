@@ -1,0 +1,470 @@
+"""CRIM + CEC as an HA service: active on the CMM master, hot standby on the vice-master.
+
+One :class:`AvailabilityService` runs on every node. It follows the CMM's notices:
+
+* this node is the **master** → ACTIVE: every event (CMM NodeJoined/NodeLeft, and
+  :meth:`AvailabilityService.submit` / :meth:`AvailabilityService.report` for component and
+  operator events) goes through the pure policies (:class:`Brain`: the CEC, then the CRIM's
+  ``decide``). The new state is written to checkpoint ``crim``, section ``state``, with
+  ``sync=True`` **before** the decisions' actions go to the :class:`ActionSink` (safety rule:
+  a standby never misses a decision whose actions ran);
+* the **vice-master** → STANDBY: holds a replica of the checkpoint, so synchronous writes wait
+  for it;
+* any other node → IDLE: holds nothing. Without quorum (QuorumLost, Demote) nothing is decided:
+  an active master steps down to STANDBY. A holder keeps its replica until the cluster is
+  quorate with a master and a vice-master that are other nodes, so a cluster-wide quorum loss
+  does not lose the state.
+
+Take-over: when the master is lost the CMM makes the vice-master master; its service reads the
+checkpoint, restores the CRIM state and the CEC history, and continues with the next sequence
+number — decisions up to the checkpointed one are never re-emitted. The old master's NodeLeft
+(published by the CMM after fencing) is then decided like any other. Membership notices that
+arrived while not active are reconciled on take-over (NodeJoined/NodeLeft for every node whose
+CRIM membership differs from the CMM's), which is a no-op when the old master decided them.
+
+Bootstrap vs. refusal: a node becomes active *without* a checkpoint (from the initial state)
+only when no checkpoint exists and this is the first master this service has ever seen
+(cluster formation). Otherwise — a take-over by a node that never got the checkpoint — it
+**refuses**: it stays passive, logs the error, :attr:`AvailabilityService.refusal` says why,
+and ``submit``/``report`` raise :class:`~haos.errors.UnavailableError`. Inventing an initial
+state there would re-place every service and could run two primaries; an operator (or a later
+master change to a synced node) resolves it.
+
+At most once: the sink gets each decision's sequence number. A master that dies between the
+checkpoint write and the sink leaves that last decision's actions unexecuted; the new active
+does not re-emit them (it cannot know whether they ran).
+
+The clock must be one the nodes share (wall-clock time kept in step by NTP/PTP, e.g.
+``time.time``), not ``time.monotonic``: recovery deadlines and probation windows are stored in
+the checkpoint as absolute times and read on another node after a take-over. A corrupt or
+foreign checkpoint also makes the new master refuse (with the ModelError's text).
+
+A failed checkpoint write stops the service (``run`` raises FatalError): without a stored
+state no action may run, and a master that cannot write must not go on deciding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from haos.cluster.cec.policy import Correlation, Correlator
+from haos.cluster.cmm.model import (
+    Demote,
+    MasterChanged,
+    Publish,
+    QuorumLost,
+    QuorumRegained,
+    SelfFence,
+    ViceMasterChanged,
+)
+from haos.cluster.cmm.service import Notice
+from haos.cluster.crim import events as ev
+from haos.cluster.crim.actions import Decision
+from haos.cluster.crim.actions import Publish as CrimPublish
+from haos.cluster.crim.policy import decide, next_deadline
+from haos.cluster.crim.snapshot import from_data, to_data
+from haos.cluster.crim.state import CrimState, initial_state
+from haos.cluster.crim.topology import Topology
+from haos.cluster.dss.checkpoint import Checkpoint, CheckpointService, Role
+from haos.config.model import CorrelationPolicy
+from haos.errors import FatalError, HaosError, ModelError, UnavailableError
+from haos.model.reports import ErrorReport, RecoveryInitiated
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "crim"
+SECTION = "state"
+FORMAT = 1
+
+
+# ---------------------------------------------------------------------------- pure core
+
+
+@dataclass
+class Brain:
+    """The pure state of the service: CRIM state, CEC history and the decision count.
+
+    ``seq`` is the sequence number of the last decision made; each decision gets the next.
+    No I/O, no clock: ``now`` comes in.
+    """
+
+    topo: Topology
+    crim: CrimState
+    cec: Correlator
+    seq: int = 0
+
+    @classmethod
+    def initial(cls, topo: Topology, policy: CorrelationPolicy) -> Brain:
+        return cls(topo, initial_state(topo), Correlator(policy))
+
+    def decide(self, event: ev.Event, now: float) -> Decision:
+        """One CRIM decision; recoveries it starts are told to the CEC (staleness)."""
+        decision = decide(self.topo, self.crim, event, now)
+        self.seq += 1
+        self.crim = decision.state
+        for action in decision.actions:
+            if isinstance(action, CrimPublish) and isinstance(
+                action.notification, RecoveryInitiated
+            ):
+                self.cec.recovery_started(action.notification)
+        return decision
+
+    def report(self, report: ErrorReport, now: float) -> tuple[Correlation, list[Decision]]:
+        """An error report through the CEC; what it forwards goes to the CRIM."""
+        correlation = self.cec.report(report, now)
+        return correlation, [self.decide(ev.ErrorReported(r), now) for r in correlation.reports]
+
+    def tick(self, now: float) -> list[Decision]:
+        """Release due CEC holds, then let the CRIM escalate overdue recoveries."""
+        out = [self.decide(ev.ErrorReported(r), now) for c in self.cec.tick(now) for r in c.reports]
+        out.append(self.decide(ev.Tick(), now))
+        return out
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (next_deadline(self.crim), self.cec.next_deadline()) if d]
+        return min(deadlines) if deadlines else None
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "seq": self.seq,
+            "crim": to_data(self.crim),
+            "cec": self.cec.snapshot(),
+        }
+
+    @classmethod
+    def from_data(cls, topo: Topology, policy: CorrelationPolicy, data: Mapping[str, Any]) -> Brain:
+        """Restore from :meth:`to_data`; ModelError if malformed or not for ``topo``."""
+        try:
+            if data["format"] != FORMAT:
+                raise ModelError(f"availability checkpoint format {data['format']!r} unknown")
+            seq = data["seq"]
+            if not isinstance(seq, int) or seq < 0:
+                raise ModelError(f"availability checkpoint has a bad sequence number {seq!r}")
+            crim = from_data(topo, data["crim"])
+            cec = Correlator.from_snapshot(policy, data["cec"])
+        except (KeyError, TypeError) as e:
+            raise ModelError(f"malformed availability checkpoint: {e!r}") from e
+        return cls(topo, crim, cec, seq)
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_data(), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, topo: Topology, policy: CorrelationPolicy, raw: bytes) -> Brain:
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            raise ModelError(f"availability checkpoint is not JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise ModelError("availability checkpoint is not a JSON object")
+        return cls.from_data(topo, policy, data)
+
+
+def membership_fixes(crim: CrimState, members: Iterable[str]) -> list[ev.Event]:
+    """NodeJoined/NodeLeft that bring the CRIM's membership to ``members`` (the CMM's)."""
+    want = set(members)
+    out: list[ev.Event] = []
+    for node in sorted(crim.nodes):
+        if crim.nodes[node].member and node not in want:
+            out.append(ev.NodeLeft(node))
+        elif not crim.nodes[node].member and node in want:
+            out.append(ev.NodeJoined(node))
+    return out
+
+
+# ---------------------------------------------------------------------------- adapters
+
+
+class ActionSink(Protocol):
+    """Carries out decided actions (the executor). Called only after the state is stored."""
+
+    async def carry_out(self, seq: int, decision: Decision) -> None:
+        """Execute ``decision.actions`` in order. ``seq`` increases by one per decision and
+        is never handed out twice in the cluster, so it can key idempotent execution."""
+        ...
+
+
+class LogSink:
+    """An :class:`ActionSink` that only logs: for a node daemon without an executor yet."""
+
+    async def carry_out(self, seq: int, decision: Decision) -> None:
+        for action in decision.actions:
+            log.info("decision %d action: %s", seq, action)
+
+
+class NoticeSource(Protocol):
+    """The CMM's notices in order; ``CmmService.listen()``'s queue is one."""
+
+    async def get(self) -> Notice: ...
+
+
+class ServiceRole(enum.Enum):
+    IDLE = "idle"
+    STANDBY = "standby"
+    ACTIVE = "active"
+    REFUSED = "refused"  # master, but no checkpoint to continue from
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the service needs to know: this node, the topology and the CEC's policy.
+
+    ``auto_tick``: decide Tick by itself when a deadline is due (off in tests that feed
+    Tick explicitly, so decisions depend on the events alone).
+    """
+
+    node_id: int
+    topo: Topology
+    correlation: CorrelationPolicy = field(default_factory=CorrelationPolicy)
+    auto_tick: bool = True
+
+
+# ---------------------------------------------------------------------------- the service
+
+
+class AvailabilityService:
+    """See the module docstring. ``run()`` until cancelled; one per node."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        crc: CheckpointService,
+        notices: NoticeSource,
+        sink: ActionSink,
+        clock: Callable[[], float],
+    ) -> None:
+        self._s = settings
+        self._crc = crc
+        self._notices = notices
+        self._sink = sink
+        self._clock = clock
+        self.role = ServiceRole.IDLE
+        self.brain: Brain | None = None
+        self.refusal: str | None = None
+        self.took_over_at: float | None = None  # clock() when the last activation finished
+        self._ckpt: Checkpoint | None = None
+        self._master: int | None = None
+        self._vice: int | None = None
+        self._quorate = True
+        self._seen_master = False
+        self._members: set[str] = set()  # CMM-admitted nodes (NodeJoined minus NodeLeft)
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._role_changed = asyncio.Condition()
+
+    # -- API ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._follow_notices())
+            if self._s.auto_tick:
+                tasks.create_task(self._ticker())
+
+    async def submit(self, event: ev.Event) -> Decision:
+        """Decide a component or operator event; returns once its actions were handed over.
+
+        UnavailableError unless this node is active (the caller retries at the new master).
+        """
+        async with self._lock:
+            brain = self._require_active()
+            decision = brain.decide(event, self._clock())
+            await self._commit([decision])
+            return decision
+
+    async def report(self, report: ErrorReport) -> Correlation:
+        """An error report: correlated by the CEC, what it forwards decided by the CRIM."""
+        async with self._lock:
+            brain = self._require_active()
+            correlation, decisions = brain.report(report, self._clock())
+            await self._commit(decisions)
+            return correlation
+
+    async def tick(self) -> list[Decision]:
+        """Decide what is due now (CEC holds, CRIM recovery deadlines); run by itself with
+        ``auto_tick``. UnavailableError unless active."""
+        async with self._lock:
+            brain = self._require_active()
+            decisions = brain.tick(self._clock())
+            await self._commit(decisions)
+            return decisions
+
+    async def wait_role(self, role: ServiceRole) -> None:
+        """Return once the service is in ``role`` (callers bound it with a timeout)."""
+        async with self._role_changed:
+            await self._role_changed.wait_for(lambda: self.role is role)
+
+    # -- notices -----------------------------------------------------------------------------
+
+    async def _follow_notices(self) -> None:
+        while True:
+            notice = await self._notices.get()
+            async with self._lock:
+                await self._on_notice(notice)
+
+    async def _on_notice(self, notice: Notice) -> None:
+        if isinstance(notice, Demote | SelfFence):
+            self._quorate = False
+        elif isinstance(notice, Publish):
+            event = notice.event
+            if isinstance(event, MasterChanged):
+                self._master = event.new
+            elif isinstance(event, ViceMasterChanged):
+                self._vice = event.new
+            elif isinstance(event, QuorumLost):
+                self._quorate = False
+            elif isinstance(event, QuorumRegained):
+                self._quorate = True
+            elif isinstance(event, ev.NodeJoined | ev.NodeLeft):
+                await self._membership(event)
+        await self._follow_role()
+
+    async def _membership(self, event: ev.NodeJoined | ev.NodeLeft) -> None:
+        if isinstance(event, ev.NodeJoined):
+            self._members.add(event.node)
+        else:
+            self._members.discard(event.node)
+        if self.role is ServiceRole.ACTIVE and self.brain is not None:
+            await self._commit([self.brain.decide(event, self._clock())])
+
+    async def _follow_role(self) -> None:
+        want = self._wanted_role()
+        if want is ServiceRole.ACTIVE:
+            if self.role not in (ServiceRole.ACTIVE, ServiceRole.REFUSED):
+                await self._activate()
+        elif want is ServiceRole.STANDBY:
+            if self.role is not ServiceRole.STANDBY:
+                await self._standby()
+        elif self.role is not ServiceRole.IDLE:
+            await self._idle()
+        if self._master is not None:
+            self._seen_master = True
+
+    def _wanted_role(self) -> ServiceRole:
+        me = self._s.node_id
+        if self._quorate and self._master == me:
+            return ServiceRole.ACTIVE
+        if self._vice == me:
+            return ServiceRole.STANDBY
+        # A holder keeps its replica until quorum is back and both roles are taken by others:
+        # if every holder closed while the cluster was without quorum or a master, the state
+        # would be lost.
+        held = self.role in (ServiceRole.ACTIVE, ServiceRole.STANDBY)
+        settled = self._quorate and self._master is not None and self._vice is not None
+        return ServiceRole.STANDBY if held and not settled else ServiceRole.IDLE
+
+    async def _activate(self) -> None:
+        started = self._clock()
+        ckpt = await self._open(Role.ACTIVE)
+        raw = ckpt.read(SECTION)
+        try:
+            brain = self._restore(raw)
+        except ModelError as e:
+            self.refusal = f"node {self._s.node_id} is master but cannot continue: {e}"
+            log.error("%s", self.refusal)
+            await self._set_role(ServiceRole.REFUSED)
+            return
+        if raw is None:
+            await ckpt.write(SECTION, brain.encode(), sync=True)
+        how = "started from the initial state" if raw is None else f"restored at {brain.seq}"
+        self.brain, self.refusal = brain, None
+        fixes = membership_fixes(brain.crim, self._members)
+        await self._commit([brain.decide(e, self._clock()) for e in fixes])
+        self.took_over_at = self._clock()
+        log.info(
+            "availability service active on node %d: %s in %.1f ms",
+            self._s.node_id,
+            how,
+            (self.took_over_at - started) * 1000.0,
+        )
+        await self._set_role(ServiceRole.ACTIVE)
+
+    def _restore(self, raw: bytes | None) -> Brain:
+        """The state to continue from; ModelError when there is none to trust."""
+        if raw is not None:
+            return Brain.decode(self._s.topo, self._s.correlation, raw)
+        if self._seen_master:
+            raise ModelError(
+                f"it holds no '{CHECKPOINT}' checkpoint: it was never a synced standby;"
+                " refusing to invent a state (operator action needed)"
+            )
+        return Brain.initial(self._s.topo, self._s.correlation)  # cluster formation
+
+    async def _standby(self) -> None:
+        self.brain = None
+        await self._open(Role.STANDBY)
+        log.info("availability service standby on node %d", self._s.node_id)
+        await self._set_role(ServiceRole.STANDBY)
+
+    async def _idle(self) -> None:
+        self.brain = None
+        self.refusal = None
+        if self._ckpt is not None:
+            ckpt, self._ckpt = self._ckpt, None
+            with contextlib.suppress(HaosError):
+                await ckpt.close()
+        await self._set_role(ServiceRole.IDLE)
+
+    async def _open(self, role: Role) -> Checkpoint:
+        if self._ckpt is None or self._ckpt.closed:
+            self._ckpt = await self._crc.open(CHECKPOINT, role)
+        elif self._ckpt.role is not role:
+            await self._ckpt.set_role(role)
+        return self._ckpt
+
+    async def _set_role(self, role: ServiceRole) -> None:
+        async with self._role_changed:
+            self.role = role
+            self._role_changed.notify_all()
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def _require_active(self) -> Brain:
+        if self.role is not ServiceRole.ACTIVE or self.brain is None:
+            why = f": {self.refusal}" if self.refusal else ""
+            raise UnavailableError(
+                f"the availability service on node {self._s.node_id} is {self.role}{why}"
+            )
+        return self.brain
+
+    async def _commit(self, decisions: list[Decision]) -> None:
+        """Store the state, then hand the decisions' actions over (the safety rule)."""
+        brain, ckpt = self.brain, self._ckpt
+        assert brain is not None and ckpt is not None
+        try:
+            await ckpt.write(SECTION, brain.encode(), sync=True)
+        except HaosError as e:
+            raise FatalError(f"availability checkpoint not written, stopping: {e}") from e
+        first = brain.seq - len(decisions) + 1
+        for i, decision in enumerate(decisions):
+            log.info("decision %d: %s", first + i, decision.reason)
+            await self._sink.carry_out(first + i, decision)
+        self._changed.set()
+
+    async def _ticker(self) -> None:
+        """Decide Tick (CEC releases, CRIM escalations) when the earliest deadline is due."""
+        while True:
+            self._changed.clear()
+            deadline = self.brain.next_deadline() if self.brain is not None else None
+            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
+                continue
+            async with self._lock:
+                brain = self.brain
+                if self.role is not ServiceRole.ACTIVE or brain is None:
+                    continue
+                due = brain.next_deadline()
+                if due is not None and due <= self._clock():  # not woken early by a jump
+                    await self._commit(brain.tick(self._clock()))
