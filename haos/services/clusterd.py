@@ -38,6 +38,7 @@ from haos.cluster.cmm.model import CmmConfig, Demote, Publish, QuorumLost, Quoru
 from haos.cluster.cmm.service import CmmService, Notice
 from haos.cluster.cmm.service import VoteQuorumSource as CmmQuorum
 from haos.cluster.crim.events import NodeLeft
+from haos.cluster.crim.topology import Topology
 from haos.cluster.dss.ccr.actions import CcrConfig
 from haos.cluster.dss.ccr.quorum import VoteQuorumSource as CcrQuorum
 from haos.cluster.dss.ccr.service import CcrService
@@ -52,6 +53,8 @@ from haos.cluster.fencing.callback import CallbackFencer
 from haos.config.loader import load_config
 from haos.config.model import ClusterConfig, NodeSpec
 from haos.errors import ConfigError, HaosError, UsageError
+from haos.services.crimd import AvailabilityService, LogSink
+from haos.services.crimd import Settings as AvailabilitySettings
 from haos.services.settings import SUBTREE, LiveSettings, parse_settings
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ class NodeDaemon:
         self.ccr: CcrService | None = None
         self.crc: CheckpointService | None = None
         self.checkpoints: dict[str, Checkpoint] = {}
+        self.availability: AvailabilityService | None = None
         self.demoted = False
         self.started_with = LiveSettings(
             settings.fence_delay, settings.fence_base_delay, settings.demote_within
@@ -119,6 +123,8 @@ class NodeDaemon:
                 self.crc = CheckpointService(crc_group)
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self.crc.run())
+                    # before the CMM runs: its listen() queue must see the first notices
+                    tasks.create_task(self._availability(self.crc))
                     tasks.create_task(self.cmm.run())
                     tasks.create_task(self._record_notices())
                     tasks.create_task(self._follow_settings(ccr))
@@ -126,6 +132,16 @@ class NodeDaemon:
                     tasks.create_task(self._ready(ccr))
                     async with server:
                         await server.serve_forever()
+
+    async def _availability(self, crc: CheckpointService) -> None:
+        """The CRIM and CEC: active on the master, hot standby on the vice-master."""
+        assert self.cmm is not None
+        async with self.cmm.listen() as notices:
+            settings = AvailabilitySettings(
+                self.me.node_id, Topology(self.config), self.config.correlation
+            )
+            self.availability = AvailabilityService(settings, crc, notices, LogSink(), time.time)
+            await self.availability.run()
 
     async def _follow_settings(self, ccr: CcrService) -> None:
         """Reconfigure from the CCR's /haos/settings while running (no restart needed)."""
@@ -259,6 +275,7 @@ class NodeDaemon:
                 "hash": ccr.content_hash().hex(),
                 "try_again": dict(TRY_AGAIN_RETRIES),
                 "settings": dataclasses.asdict(self.live),
+                "availability": self._availability_status(),
             }
         if op == "put":
             rev = await ccr.put(req["key"], req["value"], expect_revision=req.get("expect"))
@@ -281,6 +298,16 @@ class NodeDaemon:
         if op == "notices":
             return {"notices": list(self.notices)}
         raise UsageError(f"unknown op {op!r}")
+
+    def _availability_status(self) -> dict[str, Any] | None:
+        a = self.availability
+        if a is None:
+            return None
+        return {
+            "role": str(a.role),
+            "seq": a.brain.seq if a.brain is not None else None,
+            "refusal": a.refusal,
+        }
 
     async def _checkpoint(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
         """ckpt_open (name, role), ckpt_write (name, section, data, sync), ckpt_read."""

@@ -307,10 +307,32 @@ class AvailabilityService:
     # -- notices -----------------------------------------------------------------------------
 
     async def _follow_notices(self) -> None:
+        retry: float | None = None
         while True:
-            notice = await self._notices.get()
-            async with self._lock:
-                await self._on_notice(notice)
+            if retry is None:
+                notice = await self._notices.get()
+            else:
+                try:  # a role change failed for a passing reason: try again, or on news
+                    async with asyncio.timeout(retry):
+                        notice = await self._notices.get()
+                except TimeoutError:
+                    notice = None
+            try:
+                async with self._lock:
+                    if notice is not None:
+                        await self._on_notice(notice)
+                    else:
+                        await self._follow_role()
+                retry = None
+            except UnavailableError as e:
+                if self.role is ServiceRole.ACTIVE:
+                    raise  # the active holder never drops its replica: that could lose state
+                # E.g. the checkpoint closed while opening because the view changed again:
+                # transient on a forming cluster; the daemon must not die of it.
+                log.warning("availability service on node %d: %s; retrying", self._s.node_id, e)
+                await self._drop_checkpoint()
+                await self._set_role(ServiceRole.IDLE)
+                retry = 0.2
 
     async def _on_notice(self, notice: Notice) -> None:
         if isinstance(notice, Demote | SelfFence):
@@ -409,11 +431,14 @@ class AvailabilityService:
     async def _idle(self) -> None:
         self.brain = None
         self.refusal = None
+        await self._drop_checkpoint()
+        await self._set_role(ServiceRole.IDLE)
+
+    async def _drop_checkpoint(self) -> None:
         if self._ckpt is not None:
             ckpt, self._ckpt = self._ckpt, None
             with contextlib.suppress(HaosError):
                 await ckpt.close()
-        await self._set_role(ServiceRole.IDLE)
 
     async def _open(self, role: Role) -> Checkpoint:
         if self._ckpt is None or self._ckpt.closed:

@@ -36,6 +36,11 @@ def masters(d: Daemons, nodes: tuple[int, ...]) -> set[tuple[object, object]]:
     return out
 
 
+def role(d: Daemons, node: int) -> object:
+    availability = (d.status(node) or {}).get("availability") or {}
+    return availability.get("role")
+
+
 def notice_types(d: Daemons, node: int) -> list[tuple[str, object]]:
     out = []
     for item in d.control(node).request("notices")["notices"]:
@@ -57,6 +62,8 @@ def test_master_killed_vice_master_becomes_master_and_a_new_vice_is_chosen(
 ) -> None:
     cluster, d = three
     assert masters(d, (1, 2, 3)) == {(1, 2)}
+    d.wait(lambda: role(d, 1) == "active" and role(d, 2) == "standby", 10, "CRIM on n1, standby n2")
+    seq_before = (d.status(1) or {})["availability"]["seq"]
     killed = cluster.kill(1)
     d.wait(lambda: masters(d, (2, 3)) == {(2, 3)}, 10, "node 2 master, node 3 vice-master")
     assert time.monotonic() - killed < 5.0
@@ -64,6 +71,9 @@ def test_master_killed_vice_master_becomes_master_and_a_new_vice_is_chosen(
     d.wait(lambda: ("NodeLeft", "n1") in notice_types(d, 2), 10, "NodeLeft n1 after fencing")
     kinds = [k for k, _ in notice_types(d, 3)]
     assert "MasterChanged" in kinds and "ViceMasterChanged" in kinds
+    # the availability manager (CRIM + CEC) took over on the new master from its checkpoint
+    d.wait(lambda: role(d, 2) == "active", 10, "CRIM active on n2")
+    assert (d.status(2) or {})["availability"]["seq"] >= seq_before
 
 
 def test_cutting_link_0_changes_no_membership_and_loses_no_message(
