@@ -27,6 +27,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 DETECTION_BOUND = 1.0  # seconds: token 150 ms detects a dead node in ~0.3 s
 DEADLINE = 15.0  # any other awaited condition; typical waits are well under a second
+# A restarted node rejoins in about a second, but once in a CI run knet took longer than 15 s
+# to bring the links to a freshly restarted node back up: allow for it, still bounded.
+REJOIN_DEADLINE = 45.0
 ALL = {1, 2, 3}
 
 
@@ -139,7 +142,7 @@ def test_survivors_see_a_sigkilled_node_leave_within_a_second_and_stay_quorate(
         assert cluster.members(victim) == set() and not cluster.quorate(victim)
 
         cluster.restart(victim)
-        cluster.wait_membership(ALL, timeout=DEADLINE)
+        cluster.wait_membership(ALL, timeout=REJOIN_DEADLINE)
         cluster.wait_for(all_quorate(cluster, ALL), DEADLINE, "all quorate after the restart")
     print(
         f"kill detection: median {statistics.median(detections):.3f} s, "
