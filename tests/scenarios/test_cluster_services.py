@@ -108,9 +108,9 @@ def test_isolated_node_is_removed_fenced_before_its_roles_are_taken_over(
     d.wait(lambda: masters(d, (2, 3)) == {(2, 3)}, 10, "node 2 takes over as master")
     d.wait(lambda: dead(cluster, 1), 10, "node 1 fenced (all its processes gone)")
     d.wait(lambda: ("NodeLeft", "n1") in notice_types(d, 2), 10, "NodeLeft n1 after fencing")
-    # fencing was ordered before NodeLeft, which lets the CRIM take over node 1's services
+    # fencing completed before NodeLeft, which lets the CRIM take over node 1's services
     log = d.log(2).read_text()
-    assert log.index("fenced n1") < len(log)
+    assert log.index("fenced n1 (") < log.index("n1 fenced (reboot): NodeLeft")
     cluster.reconnect(1)
 
 
