@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Build a minimal Debian bookworm root file system with systemd and dbus, for booting with
-# systemd-nspawn in the adapter tests.
+# systemd-nspawn in the adapter tests; with --node, a cluster node's root: also corosync and
+# python3, locale and timezone set, no machine id (each node writes its own), corosync
+# installed but *not* enabled and without its example key (a node enables it in its own
+# overlay once it has written its corosync.conf and authkey).
 #
-#   image/rootfs.sh DIR
+#   image/rootfs.sh [--node] DIR
 #
 # DIR is the cache: a finished root carries DIR/.haos-rootfs and is reused as it is (the script
 # prints DIR and exits). Callers must not boot DIR itself: boot an overlay or a copy so the cache
@@ -13,14 +16,21 @@
 # /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list); no host name lives in the repo.
 set -euo pipefail
 
+NODE=0
+if [ "${1:-}" = "--node" ]; then NODE=1; shift; fi
 if [ "$#" -ne 1 ]; then
-    echo "usage: $0 DIR   (e.g. /var/cache/haos/rootfs)" >&2
+    echo "usage: $0 [--node] DIR   (e.g. /var/cache/haos/rootfs)" >&2
     exit 2
 fi
 DIR=$(realpath -m "$1")
-STAMP="$DIR/.haos-rootfs"
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,dbus
+if [ "$NODE" = 1 ]; then
+    STAMP="$DIR/.haos-noderoot"
+    PACKAGES=systemd,systemd-sysv,dbus,corosync,python3
+else
+    STAMP="$DIR/.haos-rootfs"
+    PACKAGES=systemd,systemd-sysv,dbus
+fi
 
 if [ -f "$STAMP" ]; then
     echo "$DIR"
@@ -74,9 +84,21 @@ for unit in console-getty.service getty@.service apt-daily.timer apt-daily-upgra
     ln -sf /dev/null "$PARTIAL/etc/systemd/system/$unit"
 done
 echo haos-node >"$PARTIAL/etc/hostname"
+if [ "$NODE" = 1 ]; then
+    echo "LANG=C.UTF-8" >"$PARTIAL/etc/locale.conf"
+    echo "LANG=C.UTF-8" >"$PARTIAL/etc/default/locale"
+    echo "Etc/UTC" >"$PARTIAL/etc/timezone"
+    ln -sf /usr/share/zoneinfo/Etc/UTC "$PARTIAL/etc/localtime"
+    echo "KEYMAP=us" >"$PARTIAL/etc/vconsole.conf"
+    : >"$PARTIAL/etc/machine-id"
+    rm -f "$PARTIAL/var/lib/dbus/machine-id"
+    rm -f "$PARTIAL/etc/systemd/system/multi-user.target.wants/corosync.service"
+    rm -f "$PARTIAL/etc/corosync/authkey"
+    test -x "$PARTIAL/usr/sbin/corosync" && test -x "$PARTIAL/usr/bin/python3"
+fi
 rm -rf "$PARTIAL"/var/cache/apt/archives/*.deb "$PARTIAL"/var/lib/apt/lists/*
 
-touch "$PARTIAL/.haos-rootfs"
+touch "$PARTIAL/$(basename "$STAMP")"
 rm -rf "$DIR"
 mv "$PARTIAL" "$DIR"
 echo "built $DIR in $(($(date +%s) - start)) s" >&2
