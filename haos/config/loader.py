@@ -34,6 +34,15 @@ The format (every table and key below; ``?`` marks optional keys, defaults in br
     name = "shelf1/slot1/node"       # its parent "shelf1/slot1" must be declared too
     class = "hsp-node"
     attributes? = { key = "value" }  # string values [{}]
+    manager? = { kind = "client", command = ["python3", "-m", "haos.demo.counter"] }
+    # how the node agent runs it [none: not run, e.g. hardware]; the kinds and their keys:
+    #   kind = "systemd", unit = "nginx.service"            started while primary
+    #   kind = "ocf", agent = "ocf:heartbeat:Dummy", params? = { state = "/run/d" },
+    #       promotable? = true                              [from the agent's meta-data]
+    #   kind = "client", command = [argv...], environment? = { VAR = "value" },
+    #       quiesce_timeout? = "5s"                         bound on quiesce [5s]
+    #   stop_timeout? = "10s" (any kind)                    stop, then kill [10s]
+    # a component with a manager must lie inside a node's component
     [[nodes]]
     name = "n1"
     node_id = 1                      # 1 .. 2**32-1, unique
@@ -83,12 +92,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from haos.config.model import AuditSpec, ClusterConfig, CorrelationPolicy, NodeSpec
+from haos.config.model import AuditSpec, ClusterConfig, CorrelationPolicy, ManagerSpec, NodeSpec
 from haos.config.schema import (
     AUDIT,
     CLASS,
     CLUSTER,
     COMPONENT,
+    COMPONENT_EXTRA,
     CORRELATION,
     GROUP,
     INSTANCE,
@@ -100,6 +110,7 @@ from haos.config.schema import (
     Setting,
     check_keys,
     read_array,
+    read_manager,
     read_table,
     suggest,
 )
@@ -182,8 +193,10 @@ def build_config(data: Mapping[str, object], source: str) -> ClusterConfig:
     )
     correlation = _correlation(data.get("correlation", {}), problems)
     classes, registry = _classes(data.get("classes"), problems)
-    tree = _components(data.get("components"), classes, problems)
+    managers: dict[str, ManagerSpec] = {}
+    tree = _components(data.get("components"), classes, managers, problems)
     nodes = _nodes(data.get("nodes"), tree, registry, problems)
+    _managed_on_nodes(managers, tree, nodes, problems)
     groups = _groups(data.get("service_groups"), tree, recovery, problems)
     instances = _instances(data.get("service_instances"), groups, problems)
     audits = _audits(data.get("audits"), tree, problems)
@@ -199,6 +212,7 @@ def build_config(data: Mapping[str, object], source: str) -> ClusterConfig:
         correlation=correlation,
         audits=audits,
         source=source,
+        managers=managers,
     )
 
 
@@ -332,12 +346,16 @@ def _report_unresolved(
 
 
 def _components(
-    raw: object, classes: _Declared[ComponentClass], problems: Problems
+    raw: object,
+    classes: _Declared[ComponentClass],
+    managers: dict[str, ManagerSpec],
+    problems: Problems,
 ) -> _Declared[Component]:
+    """The tree; each valid component's manager goes into ``managers``."""
     tree = _Declared[Component]("component")
     tree.note(raw)
     for path, item in read_array(raw, "components", problems):
-        entry = read_table(item, path, COMPONENT, problems)
+        entry = read_table(item, path, COMPONENT + COMPONENT_EXTRA, problems)
         tree.note(raw, entry)
         cls = entry.values.get("cls")
         ok = cls is not None and classes.check_ref(cls, _key(path, "class"), problems)
@@ -346,6 +364,10 @@ def _components(
             tree.built[values["name"]] = Component(
                 values["name"], values["cls"], values.get("attributes", {})
             )
+        if "manager" in entry.values:
+            spec = read_manager(entry.values["manager"], _key(path, "manager"), problems)
+            if spec is not None and "name" in entry.values:
+                managers[entry.values["name"]] = spec
     for name, path in tree.paths.items():
         parent = parent_of(str(name))
         if parent is not None and parent not in tree.paths and tree.complete:
@@ -356,6 +378,22 @@ def _components(
 def _parents_first(tree: _Declared[Component]) -> tuple[Component, ...]:
     """Components by depth; within a depth in file order (the sort is stable)."""
     return tuple(sorted(tree.built.values(), key=lambda c: c.name.count(SEPARATOR)))
+
+
+def _managed_on_nodes(
+    managers: Mapping[str, ManagerSpec],
+    tree: _Declared[Component],
+    nodes: tuple[NodeSpec, ...],
+    problems: Problems,
+) -> None:
+    """A managed component must have a node that runs it: its own or one it lies inside."""
+    for name in managers:
+        if not any(is_within(name, n.component) for n in nodes) and nodes:
+            problems.add(
+                _key(tree.paths[name], "manager"),
+                f"component {name!r} lies inside no node's component, so no node agent "
+                "would run it",
+            )
 
 
 def _nodes(

@@ -59,6 +59,32 @@ class AuditSpec:
     target: str = ""  # command line, URL, or callback name
 
 
+MANAGER_KINDS = ("systemd", "ocf", "client")
+
+
+@dataclass(frozen=True)
+class ManagerSpec:
+    """How the node agent runs a component (the ``manager`` table of a ``[[components]]``).
+
+    ``kind`` says which fields matter: ``systemd`` uses ``unit`` (a ``.service`` that is
+    started while the component is primary and stopped otherwise); ``ocf`` uses ``agent``
+    (``ocf:<provider>:<type>``), ``params`` and ``promotable`` (None: as the agent's meta-data
+    says); ``client`` uses ``command`` (argv of an application linked with ``haos.client``),
+    ``environment`` and ``quiesce_timeout`` (how long a primary may take to quiesce before a
+    planned switchover). ``stop_timeout`` bounds a stop before the agent kills.
+    """
+
+    kind: str  # one of MANAGER_KINDS
+    unit: str = ""
+    agent: str = ""
+    params: Mapping[str, str] = field(default_factory=dict)
+    promotable: bool | None = None
+    command: tuple[str, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+    stop_timeout: float = 10.0
+    quiesce_timeout: float = 5.0
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     name: str
@@ -71,6 +97,9 @@ class ClusterConfig:
     correlation: CorrelationPolicy = field(default_factory=CorrelationPolicy)
     audits: tuple[AuditSpec, ...] = ()
     source: str = ""  # file it was loaded from
+    # Component name -> how its node agent runs it; components without one (hardware, nodes)
+    # are not run by an agent.
+    managers: Mapping[str, ManagerSpec] = field(default_factory=dict)
 
     def group(self, name: str) -> ServiceGroup:
         for g in self.groups:
@@ -80,3 +109,7 @@ class ClusterConfig:
 
     def component_classes(self) -> Mapping[str, str]:
         return {c.name: c.cls for c in self.components}
+
+    def manager(self, component: str) -> ManagerSpec | None:
+        """How ``component`` is run, or None when no agent runs it."""
+        return self.managers.get(component)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from haos.config.model import MANAGER_KINDS, ManagerSpec
 from haos.errors import ConfigError, ConfigProblem, ModelError
 from haos.model.classes import Method
 from haos.model.names import SEPARATOR, check_name
@@ -310,6 +311,51 @@ def string_table(value: object) -> dict[str, str]:
     return out
 
 
+_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.\\@-]+\.service$")
+_OCF_AGENT = re.compile(r"^ocf:[A-Za-z0-9][A-Za-z0-9_.+-]*:[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def service_unit(value: object) -> str:
+    """A systemd service unit name (``nginx.service``, ``getty@tty1.service``)."""
+    name = nonempty_text(value)
+    if not name.endswith(".service"):
+        raise Invalid(f"{name!r} is not a service unit: the name must end in .service")
+    if not _UNIT_NAME.match(name) or len(name) > 255:
+        raise Invalid(f"bad unit name {name!r}: use letters, digits and :_.\\@-")
+    return name
+
+
+def ocf_agent(value: object) -> str:
+    """An OCF resource agent as Pacemaker names it: ``ocf:<provider>:<type>``."""
+    name = nonempty_text(value)
+    if not _OCF_AGENT.match(name):
+        raise Invalid(
+            f"bad OCF agent {name!r}: write ocf:<provider>:<type>, e.g. ocf:heartbeat:IPaddr2"
+        )
+    return name
+
+
+def argv(value: object) -> tuple[str, ...]:
+    """A command as an argv array: at least the program, every item a string without NUL."""
+    out: tuple[str, ...] = array(nonempty_text, nonempty=True)(value)
+    for i, arg in enumerate(out):
+        if "\0" in arg:
+            raise Invalid("must not contain NUL", f"[{i}]")
+    return out
+
+
+def identifier_table(value: object) -> dict[str, str]:
+    """A table of strings whose keys are identifiers (environment variables, OCF parameters)."""
+    out = string_table(value)
+    for key, item in out.items():
+        if not _IDENTIFIER.match(key):
+            raise Invalid("not a valid name: use letters, digits and _", "." + join("", key))
+        if "\0" in item:
+            raise Invalid("must not contain NUL", "." + join("", key))
+    return out
+
+
 def ip_address(value: object) -> str:
     address = text(value)
     try:
@@ -368,6 +414,9 @@ COMPONENT = (
     Setting("class", simple_name, required=True, attr="cls"),
     Setting("attributes", string_table),
 )
+# Keys of a [[components]] entry that are not fields of Component: the manager is kept in
+# ClusterConfig.managers, checked by read_manager.
+COMPONENT_EXTRA = (Setting("manager", raw_value),)
 NODE = (
     Setting("name", simple_name, required=True),
     Setting("node_id", integer(1, 2**32 - 1), required=True),
@@ -398,3 +447,61 @@ AUDIT = (
     Setting("kind", choice(_AUDIT_KINDS)),
     Setting("target", nonempty_text, required=True),
 )
+
+# The manager table of a component: common keys, then the keys of each kind.
+MANAGER = (
+    Setting("kind", choice(MANAGER_KINDS), required=True),
+    Setting("stop_timeout", duration()),
+)
+MANAGER_BY_KIND: Mapping[str, tuple[Setting, ...]] = {
+    "systemd": (Setting("unit", service_unit, required=True),),
+    "ocf": (
+        Setting("agent", ocf_agent, required=True),
+        Setting("params", identifier_table),
+        Setting("promotable", boolean),
+    ),
+    "client": (
+        Setting("command", argv, required=True),
+        Setting("environment", identifier_table),
+        Setting("quiesce_timeout", duration()),
+    ),
+}
+
+
+def read_manager(raw: object, path: str, problems: Problems) -> ManagerSpec | None:
+    """The :class:`ManagerSpec` of a component's ``manager`` table, or None after reporting.
+
+    The kind decides which keys are allowed: a key of another kind is reported as such
+    (``unit`` in a client manager), not merely as unknown.
+    """
+    if not isinstance(raw, dict):
+        problems.add(
+            path,
+            f'must be a table like {{ kind = "systemd", unit = "x.service" }}, '
+            f"not {type_name(raw)}",
+        )
+        return None
+    if "kind" not in raw:
+        problems.add(
+            join(path, "kind"), f"missing required key; one of: {', '.join(MANAGER_KINDS)}"
+        )
+        return None
+    try:
+        kind = MANAGER[0].convert(raw["kind"])
+    except Invalid as e:
+        problems.add(join(path, "kind"), e.reason)
+        return None
+    own = (*MANAGER, *MANAGER_BY_KIND[kind])
+    mine = {s.key for s in own}
+    table = dict(raw)
+    for other, settings in MANAGER_BY_KIND.items():
+        for setting in settings:
+            if setting.key in table and setting.key not in mine:
+                problems.add(
+                    join(path, setting.key), f"is a key of {other} managers, not of {kind}"
+                )
+                del table[setting.key]
+    entry = read_table(table, path, own, problems)
+    if not entry.complete or len(table) != len(raw):
+        return None
+    return ManagerSpec(**entry.values)
