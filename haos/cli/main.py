@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from haos.cli import boot, harness, simulate
+from haos.cli import boot, harness, ops, simulate
 from haos.errors import HaosError
 
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_parser(sub)
     harness.add_parser(sub)
     boot.add_parser(sub)
+    ops.add_parsers(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -48,13 +49,17 @@ from haos.cluster.dss.checkpoint.replica import Role
 from haos.cluster.dss.checkpoint.service import Checkpoint, CheckpointService
 from haos.cluster.dss.corosync._lib import TRY_AGAIN_RETRIES
 from haos.cluster.dss.corosync.quorum import VoteQuorum
+from haos.cluster.dss.messaging.rrpc import RpcService
 from haos.cluster.dss.transport import CpgTransport
 from haos.cluster.fencing.callback import CallbackFencer
 from haos.config.loader import load_config
 from haos.config.model import ClusterConfig, NodeSpec
 from haos.errors import ConfigError, HaosError, UsageError
-from haos.services.crimd import AvailabilityService, LogSink
+from haos.services.clusterapi import ClusterApi, NotesSink, RpcChannel
+from haos.services.crimd import AvailabilityService
 from haos.services.crimd import Settings as AvailabilitySettings
+from haos.services.executor import Dispatcher, NodeOrders
+from haos.services.notify import Notifier, in_words
 from haos.services.settings import SUBTREE, LiveSettings, parse_settings
 
 log = logging.getLogger(__name__)
@@ -84,7 +89,13 @@ def _jsonable(obj: object) -> Any:
 
 
 class NodeDaemon:
-    def __init__(self, settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: ClusterConfig,
+        me: NodeSpec,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.s = settings
         self.config = config
         self.me = me
@@ -100,6 +111,12 @@ class NodeDaemon:
         self.live = self.started_with
         self.notices: deque[dict[str, Any]] = deque(maxlen=1000)
         self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
+        # sd_notify; WATCHDOG=1 only while the loop runs and corosync answers (the gate)
+        self.notifier = notifier or Notifier.from_env({}, os.getpid())
+        self.topo = Topology(config)
+        self.orders = NodeOrders(me.name)
+        self.api: ClusterApi | None = None
+        self.dispatcher: Dispatcher | None = None
 
     async def run(self) -> None:
         cmm_config = CmmConfig(
@@ -111,6 +128,7 @@ class NodeDaemon:
             CpgTransport.open("haos-cmm") as cmm_group,
             CpgTransport.open("haos-ccr") as ccr_group,
             CpgTransport.open("haos-crc") as crc_group,
+            CpgTransport.open("haos-rpc") as rpc_group,
             VoteQuorum.open() as votes,
             CcrQuorum.open() as ccr_quorum,
         ):
@@ -121,8 +139,17 @@ class NodeDaemon:
             async with CcrService.open(ccr_group, store, ccr_quorum, ccr_config) as ccr:
                 self.ccr = ccr
                 self.crc = CheckpointService(crc_group)
+                rpc = RpcService(rpc_group)
+                ids = {n.name: n.node_id for n in self.config.nodes}
+                self.dispatcher = Dispatcher(self.topo, RpcChannel(rpc, ids))
+                self.api = ClusterApi(
+                    self.me, self.topo, rpc, self._master, self.orders, lambda: self.availability
+                )
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self.crc.run())
+                    tasks.create_task(rpc.run())
+                    tasks.create_task(self.dispatcher.run())
+                    tasks.create_task(self.api.pull_desired())
                     # before the CMM runs: its listen() queue must see the first notices
                     tasks.create_task(self._availability(self.crc))
                     tasks.create_task(self.cmm.run())
@@ -130,17 +157,22 @@ class NodeDaemon:
                     tasks.create_task(self._follow_settings(ccr))
                     server = await asyncio.start_unix_server(self._client, path=str(self.s.control))
                     tasks.create_task(self._ready(ccr))
+                    tasks.create_task(self.notifier.run())
+                    tasks.create_task(self.notifier.beat())
+                    tasks.create_task(self.notifier.probe("corosync", votes.info))
                     async with server:
                         await server.serve_forever()
 
+    def _master(self) -> int | None:
+        return None if self.cmm is None else self.cmm.master
+
     async def _availability(self, crc: CheckpointService) -> None:
         """The CRIM and CEC: active on the master, hot standby on the vice-master."""
-        assert self.cmm is not None
+        assert self.cmm is not None and self.dispatcher is not None and self.api is not None
         async with self.cmm.listen() as notices:
-            settings = AvailabilitySettings(
-                self.me.node_id, Topology(self.config), self.config.correlation
-            )
-            self.availability = AvailabilityService(settings, crc, notices, LogSink(), time.time)
+            settings = AvailabilitySettings(self.me.node_id, self.topo, self.config.correlation)
+            sink = NotesSink(self.dispatcher, self.api.history)
+            self.availability = AvailabilityService(settings, crc, notices, sink, time.time)
             await self.availability.run()
 
     async def _follow_settings(self, ccr: CcrService) -> None:
@@ -157,11 +189,9 @@ class NodeDaemon:
                 self.live = new
 
     async def _ready(self, ccr: CcrService) -> None:
-        await ccr.wait_ready(timeout=60.0)
-        with contextlib.suppress(Exception):
-            import sdnotify
-
-            sdnotify.SystemdNotifier().notify("READY=1\nSTATUS=joined, repository in sync")
+        self.notifier.status("joining the cluster, waiting for the repository's state")
+        await ccr.wait_ready(timeout=3600.0)
+        self.notifier.ready("joined, repository in sync")
         log.info("node %s ready", self.me.name)
 
     async def _fence(self, node: NodeSpec, action: str) -> None:
@@ -199,6 +229,8 @@ class NodeDaemon:
                     self.demoted = True
                 elif isinstance(notice, Publish) and isinstance(notice.event, NodeLeft):
                     await self._peer_fenced(notice.event.node)
+                m, v = self.cmm.master, self.cmm.vice_master
+                self.notifier.status(f"master {m}, vice-master {v}; last: {in_words(notice)}")
                 item = {"at": time.time(), "notice": _jsonable(notice)}
                 self.notices.append(item)
                 for sub in self._subscribers:
@@ -232,6 +264,8 @@ class NodeDaemon:
                 await self._watch(writer, request)
             elif op == "events":
                 await self._events(writer)
+            elif op == "orders":
+                await self._stream_orders(writer)
             else:
                 await self._send(writer, await self._answer(op, request))
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -259,6 +293,7 @@ class NodeDaemon:
             return {
                 "node_id": self.me.node_id,
                 "node": self.me.name,
+                "node_names": {n.node_id: n.name for n in self.config.nodes},
                 "members": sorted(cmm.state.members),
                 "fence_pending": sorted(p.node_id for p in cmm.state.peers if p.must_fence),
                 "quorate": cmm.state.quorate,
@@ -297,6 +332,10 @@ class NodeDaemon:
             return await self._checkpoint(op, req)
         if op == "notices":
             return {"notices": list(self.notices)}
+        assert self.api is not None
+        answer = await self.api.control(op, req)
+        if answer is not None:
+            return answer
         raise UsageError(f"unknown op {op!r}")
 
     def _availability_status(self) -> dict[str, Any] | None:
@@ -354,6 +393,17 @@ class NodeDaemon:
         finally:
             watch.close()
 
+    async def _stream_orders(self, writer: asyncio.StreamWriter) -> None:
+        """The agent's feed: the full desired state of this node's components, then orders."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        unsubscribe = self.orders.subscribe(queue.put_nowait)
+        try:
+            await self._send(writer, {"ok": True})
+            while True:
+                await self._send(writer, await queue.get())
+        finally:
+            unsubscribe()
+
     async def _events(self, writer: asyncio.StreamWriter) -> None:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._subscribers.append(queue)
@@ -408,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"node {settings.node!r} is not in {settings.config}")
         with contextlib.suppress(FileNotFoundError):
             settings.control.unlink()
-        asyncio.run(NodeDaemon(settings, config, me).run())
+        notifier = Notifier.from_env(os.environ, os.getpid())
+        asyncio.run(NodeDaemon(settings, config, me, notifier).run())
     except HaosError as e:
         print(f"haos-clusterd: {e.code} error: {e}", file=sys.stderr)
         return 2

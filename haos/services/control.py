@@ -8,9 +8,10 @@ tests, benchmarks and tools use; it is safe to use one client per thread.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,62 @@ def _read_line(sock: socket.socket) -> bytes:
         if len(buf) > MAX_LINE:
             raise UnavailableError("node daemon answer too long")
     return buf.split(b"\n", 1)[0]
+
+
+class AsyncControlClient:
+    """The asyncio client of the control channel (for daemons on the node: the agent)."""
+
+    def __init__(self, path: Path | str, timeout: float = 15.0) -> None:
+        self.path = str(path)
+        self.timeout = timeout
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Like :meth:`ControlClient.request`."""
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await self._open(op, fields)
+            try:
+                answer = _answer(await reader.readline(), self.path)
+            finally:
+                writer.close()
+        return answer
+
+    async def stream(self, op: str, **fields: Any) -> AsyncIterator[dict[str, Any]]:
+        """A streaming op: yields each object after the opening answer; ends with
+        UnavailableError when the daemon goes away."""
+        reader, writer = await self._open(op, fields)
+        try:
+            async with asyncio.timeout(self.timeout):
+                _answer(await reader.readline(), self.path)
+            while True:
+                line = await reader.readline()
+                if not line:
+                    raise UnavailableError(f"node daemon at {self.path} closed the stream")
+                try:
+                    yield json.loads(line)
+                except ValueError as e:
+                    raise UnavailableError(f"node daemon at {self.path} sent garbage: {e}") from e
+        finally:
+            writer.close()
+
+    async def _open(
+        self, op: str, fields: dict[str, Any]
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            reader, writer = await asyncio.open_unix_connection(self.path, limit=MAX_LINE)
+            writer.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+            await writer.drain()
+        except OSError as e:
+            raise UnavailableError(f"node daemon at {self.path} unreachable: {e}") from e
+        return reader, writer
+
+
+def _answer(line: bytes, path: str) -> dict[str, Any]:
+    if not line:
+        raise UnavailableError(f"node daemon at {path} closed the connection")
+    try:
+        answer: dict[str, Any] = json.loads(line)
+    except ValueError as e:
+        raise UnavailableError(f"node daemon at {path} sent garbage: {e}") from e
+    if not answer.get("ok"):
+        raise ControlError(str(answer.get("error")), str(answer.get("message")))
+    return answer

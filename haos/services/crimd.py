@@ -191,6 +191,11 @@ class ActionSink(Protocol):
         is never handed out twice in the cluster, so it can key idempotent execution."""
         ...
 
+    def resync(self, seq: int, crim: CrimState) -> None:
+        """Make every node's components match ``crim`` (called after a take-over, so a
+        decision cut short by the old master is carried out again)."""
+        ...
+
 
 class LogSink:
     """An :class:`ActionSink` that only logs: for a node daemon without an executor yet."""
@@ -198,6 +203,9 @@ class LogSink:
     async def carry_out(self, seq: int, decision: Decision) -> None:
         for action in decision.actions:
             log.info("decision %d action: %s", seq, action)
+
+    def resync(self, seq: int, crim: CrimState) -> None:
+        log.info("resync at decision %d", seq)
 
 
 class NoticeSource(Protocol):
@@ -402,6 +410,7 @@ class AvailabilityService:
         self.brain, self.refusal = brain, None
         fixes = membership_fixes(brain.crim, self._members)
         await self._commit([brain.decide(e, self._clock()) for e in fixes])
+        self._sink.resync(brain.seq, brain.crim)
         self.took_over_at = self._clock()
         log.info(
             "availability service active on node %d: %s in %.1f ms",

@@ -26,6 +26,7 @@ from haos.cluster.cmm.model import (
 from haos.cluster.cmm.service import Notice
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.actions import AssignRole, Decision
+from haos.cluster.crim.state import CrimState
 from haos.cluster.crim.topology import Topology
 from haos.cluster.dss.checkpoint import Checkpoint, CheckpointService, Role
 from haos.cluster.dss.messaging.localnet import LocalNet
@@ -96,6 +97,7 @@ class Sink:
     log: list[tuple[int, int, Decision]] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     standby: Checkpoint | None = None  # when set, each call verifies it already has the state
+    resyncs: list[tuple[int, int]] = field(default_factory=list)
 
     def for_node(self, node: int) -> NodeSink:
         return NodeSink(self, node)
@@ -114,6 +116,9 @@ class NodeSink:
             self.shared.checks.append(f"seq {seq}: standby holds {stored}")
             assert stored is not None and stored >= seq, self.shared.checks[-1]
         self.shared.log.append((self.node, seq, decision))
+
+    def resync(self, seq: int, crim: CrimState) -> None:
+        self.shared.resyncs.append((self.node, seq))
 
 
 @dataclass

@@ -64,12 +64,15 @@ class Daemons:
         priorities: dict[int, int] | None = None,
         fence_delay: float = 1.0,
         fence_base_delay: float = 0.0,
+        extra_toml: str = "",
     ) -> None:
+        """``extra_toml`` is appended to the generated configuration (components under the
+        nodes' ``shelf1/slotN/node``, service groups)."""
         self.cluster = cluster
         self.dir = cluster.workdir / "daemons"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = self.dir / "cluster.toml"
-        self.config.write_text(cluster_toml(cluster, priorities))
+        self.config.write_text(cluster_toml(cluster, priorities) + extra_toml)
         self.fence_delay = fence_delay
         self.fence_base_delay = fence_base_delay
         self.procs: dict[int, subprocess.Popen[bytes]] = {}

@@ -1,0 +1,252 @@
+"""The methods cluster daemons call on each other (RRPC), and the control ops built on them.
+
+On every node (whether or not it is the master):
+
+* ``orders`` — the master's dispatcher delivers a :class:`~.executor.Batch` for this node;
+* ``report`` / ``event`` / ``desired`` / ``crim`` / ``operator`` — served by the *active*
+  availability service only; elsewhere they fail with UnavailableError, and callers go to the
+  current CMM master (:meth:`ClusterApi.to_master`, retried while the master is changing).
+
+Control ops (from the node's agent and from ``haosctl``), answered by :meth:`ClusterApi.control`:
+``report`` (an ErrorReport), ``event`` (component ``available`` / ``offline-requested``),
+``crim`` (the CRIM's state for ``haosctl status``), ``operator`` (lock, unlock, offline, online,
+switchover), ``history`` (the node's record of the CRIM's notifications, for ``haosctl
+history``), ``orders`` is a stream (see the daemon).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from haos.cluster.crim import events as ev
+from haos.cluster.crim.actions import Decision, Publish
+from haos.cluster.crim.snapshot import to_data
+from haos.cluster.crim.state import CrimState
+from haos.cluster.crim.topology import Topology
+from haos.cluster.dss.messaging.rrpc import Call, RemoteError, RpcService
+from haos.config.model import NodeSpec
+from haos.errors import HaosError, UnavailableError, UsageError
+from haos.services.crimd import AvailabilityService, ServiceRole
+from haos.services.executor import Batch, Dispatcher, NodeOrders, batch_from_json, decode, encode
+from haos.services.orders import desired_roles, report_from_json
+
+log = logging.getLogger(__name__)
+
+OPERATOR_EVENTS: dict[str, Callable[[str], ev.Event]] = {
+    "lock": ev.OperatorLock,
+    "unlock": ev.OperatorUnlock,
+    "offline": ev.OperatorOffline,
+    "online": ev.OperatorOnline,
+    "switchover": ev.OperatorSwitchover,
+}
+COMPONENT_EVENTS: dict[str, Callable[[str], ev.Event]] = {
+    "available": ev.ComponentAvailable,
+    "offline-requested": ev.OfflineRequested,
+}
+
+
+class RpcChannel:
+    """:class:`~.executor.OrderChannel` over RRPC, by node name."""
+
+    def __init__(self, rpc: RpcService, node_ids: dict[str, int], timeout: float = 1.0) -> None:
+        self._rpc = rpc
+        self._ids = node_ids
+        self._timeout = timeout
+
+    async def send(self, node: str, payload: dict[str, Any]) -> None:
+        await self._rpc.call(
+            self._ids[node], "orders", encode(payload), timeout=self._timeout, retries=1
+        )
+
+
+class NotesSink:
+    """Wraps the dispatcher: also keeps the CRIM's notifications (the ASR's input)."""
+
+    def __init__(self, dispatcher: Dispatcher, history: deque[dict[str, Any]]) -> None:
+        self._dispatcher = dispatcher
+        self._history = history
+
+    async def carry_out(self, seq: int, decision: Decision) -> None:
+        await self._dispatcher.carry_out(seq, decision)
+        self._history.append(
+            {"seq": seq, "at": time.time(), "reason": decision.reason, "refused": decision.refused}
+        )
+        for action in decision.actions:
+            if isinstance(action, Publish):
+                note = action.notification
+                self._history.append(
+                    {"seq": seq, "at": time.time(), "note": type(note).__name__, **vars(note)}
+                )
+
+    def resync(self, seq: int, crim: CrimState) -> None:
+        self._dispatcher.resync(seq, crim)
+
+
+class ClusterApi:
+    def __init__(
+        self,
+        me: NodeSpec,
+        topo: Topology,
+        rpc: RpcService,
+        master: Callable[[], int | None],
+        orders: NodeOrders,
+        availability: Callable[[], AvailabilityService | None],
+    ) -> None:
+        self._me = me
+        self._topo = topo
+        self._rpc = rpc
+        self._master = master
+        self._orders = orders
+        self._availability = availability
+        self.history: deque[dict[str, Any]] = deque(maxlen=2000)
+        for method, handler in (
+            ("orders", self._on_orders),
+            ("report", self._on_report),
+            ("event", self._on_event),
+            ("desired", self._on_desired),
+            ("crim", self._on_crim),
+            ("operator", self._on_operator),
+        ):
+            rpc.register(method, handler)
+
+    # -- RRPC handlers ----------------------------------------------------------------------
+
+    async def _on_orders(self, call: Call) -> bytes:
+        self._orders.receive(batch_from_json(decode(call.payload, "orders")))
+        return b"{}"
+
+    def _active(self) -> AvailabilityService:
+        a = self._availability()
+        if a is None or a.role is not ServiceRole.ACTIVE or a.brain is None:
+            raise UnavailableError(f"node {self._me.name} is not the active availability service")
+        return a
+
+    async def _on_report(self, call: Call) -> bytes:
+        report = report_from_json(decode(call.payload, "report"))
+        correlation = await self._active().report(report)
+        return encode({"forwarded": len(correlation.reports)})
+
+    async def _on_event(self, call: Call) -> bytes:
+        req = decode(call.payload, "event")
+        make = COMPONENT_EVENTS.get(str(req.get("kind"))) if isinstance(req, dict) else None
+        if make is None or not isinstance(req.get("component"), str):
+            raise UsageError(f"event: bad request {req!r}")
+        return encode(_decision(await self._active().submit(make(req["component"]))))
+
+    async def _on_operator(self, call: Call) -> bytes:
+        req = decode(call.payload, "operator")
+        make = OPERATOR_EVENTS.get(str(req.get("action"))) if isinstance(req, dict) else None
+        if make is None or not isinstance(req.get("target"), str):
+            raise UsageError(f"operator: bad request {req!r}")
+        return encode(_decision(await self._active().submit(make(req["target"]))))
+
+    async def _on_desired(self, call: Call) -> bytes:
+        req = decode(call.payload, "desired")
+        node = req.get("node") if isinstance(req, dict) else None
+        if node not in self._topo.nodes:
+            raise UsageError(f"desired: unknown node {node!r}")
+        brain = self._active().brain
+        assert brain is not None
+        roles = desired_roles(self._topo, brain.crim, node)
+        return encode(Batch(brain.seq, (), roles).to_json())
+
+    async def _on_crim(self, call: Call) -> bytes:
+        a = self._active()
+        assert a.brain is not None
+        crim, topo = a.brain.crim, self._topo
+        instances = {
+            si: {
+                "group": topo.instances[si].group,
+                "primary": crim.primaries(si, topo),
+                "secondary": crim.secondaries(si, topo),
+                "served": si in crim.served,
+                "outage_since": crim.outages.get(si),
+            }
+            for si in sorted(topo.instances)
+        }
+        groups = {
+            g: {"redundancy": spec.model.value, "members": list(spec.members)}
+            for g, spec in topo.groups.items()
+        }
+        return encode(
+            {
+                "seq": a.brain.seq,
+                "master": self._me.name,
+                "took_over_at": a.took_over_at,
+                "crim": to_data(crim),
+                "instances": instances,
+                "groups": groups,
+                "hosts": {c: n for c, n in topo.host_of.items() if n is not None},
+            }
+        )
+
+    # -- calling the master -----------------------------------------------------------------
+
+    async def to_master(self, method: str, payload: dict[str, Any], within: float = 5.0) -> Any:
+        """Call ``method`` on the active availability service, following master changes
+        until ``within`` seconds have passed; UnavailableError after that."""
+        deadline = asyncio.get_running_loop().time() + within
+        last: HaosError | None = None
+        while True:
+            master = self._master()
+            if master is not None:
+                try:
+                    raw = await self._rpc.call(master, method, encode(payload), timeout=1.0)
+                    return decode(raw, method)
+                except RemoteError as e:
+                    if "not the active" not in str(e):
+                        raise
+                    last = e
+                except UnavailableError as e:
+                    last = e
+            if asyncio.get_running_loop().time() >= deadline:
+                why = last or "no master"
+                raise UnavailableError(f"{method}: no active availability service: {why}")
+            await asyncio.sleep(0.05)
+
+    async def pull_desired(self) -> None:
+        """Until this node has its full desired state: ask the master for it."""
+        while not self._orders.synced:
+            try:
+                obj = await self.to_master("desired", {"node": self._me.name}, within=1.0)
+                self._orders.receive(batch_from_json(obj))
+            except HaosError as e:
+                log.debug("desired state not yet known: %s", e)
+                await asyncio.sleep(0.2)
+
+    # -- control ops ------------------------------------------------------------------------
+
+    async def control(self, op: str, req: dict[str, Any]) -> dict[str, Any] | None:
+        """Answer a control op, or None if it is not one of ours."""
+        if op == "report":
+            return dict(await self.to_master("report", req.get("report", {})))
+        if op == "event":
+            return dict(await self.to_master("event", req))
+        if op == "operator":
+            return dict(await self.to_master("operator", req))
+        if op == "crim":
+            return dict(await self.to_master("crim", {}))
+        if op == "history":
+            limit = int(req.get("limit", 50))
+            return {"history": list(self.history)[-limit:]}
+        if op == "desired":
+            return {
+                "synced": self._orders.synced,
+                "seq": self._orders.seq,
+                "roles": {c: s.value for c, s in self._orders.roles.items()},
+            }
+        return None
+
+
+def _decision(d: Decision) -> dict[str, Any]:
+    return {"reason": d.reason, "refused": d.refused}
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)

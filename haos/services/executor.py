@@ -1,0 +1,179 @@
+"""Carrying out the CRIM's decisions across the cluster (see ``docs/node-agent.md``).
+
+* :class:`Dispatcher` — the active availability service's :class:`~.crimd.ActionSink`: each
+  decision's orders go into the hosting node's outbox; one sender per node delivers them in
+  order over RRPC (``orders``). A node that could not be reached is marked *stale* and gets the
+  full set of its desired roles before its next orders (:meth:`Dispatcher.resync` does that for
+  every node after a take-over: a decision cut short by the old master is carried out again).
+* :class:`NodeOrders` — on every node: the latest desired role of each local component and the
+  stream of orders to the node's agent. A subscriber (the agent) first gets the full desired
+  state, then each order as it arrives; an agent that restarts converges without the master.
+
+The transport is a small protocol (:class:`OrderChannel`) so the policy of who gets what, in
+which order, is tested without corosync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from haos.cluster.crim.actions import Decision
+from haos.cluster.crim.state import CrimState
+from haos.cluster.crim.topology import Topology
+from haos.errors import HaosError, UsageError
+from haos.model.states import AvailabilityState
+from haos.services.orders import (
+    Order,
+    RoleOrder,
+    desired_roles,
+    order_from_json,
+    order_to_json,
+    orders_for,
+    roles_from_json,
+)
+
+log = logging.getLogger(__name__)
+
+
+class OrderChannel(Protocol):
+    async def send(self, node: str, payload: dict[str, Any]) -> None:
+        """Deliver ``payload`` to ``node``'s :meth:`NodeOrders.receive`; raises HaosError
+        when it may not have arrived."""
+        ...
+
+
+@dataclass(frozen=True)
+class Batch:
+    seq: int
+    orders: tuple[Order, ...] = ()
+    roles: Mapping[str, AvailabilityState] | None = None  # a full desired state
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"seq": self.seq, "orders": [order_to_json(o) for o in self.orders]}
+        if self.roles is not None:
+            out["roles"] = {c: s.value for c, s in self.roles.items()}
+        return out
+
+
+def batch_from_json(obj: object) -> Batch:
+    if not isinstance(obj, dict):
+        raise UsageError(f"orders: expected an object, got {obj!r}")
+    seq = obj.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise UsageError(f"orders: bad seq {seq!r}")
+    raw = obj.get("orders", [])
+    if not isinstance(raw, list):
+        raise UsageError("orders: 'orders' must be a list")
+    roles = roles_from_json(obj["roles"]) if "roles" in obj else None
+    return Batch(seq, tuple(order_from_json(o) for o in raw), roles)
+
+
+class Dispatcher:
+    """See the module docstring. Run :meth:`run` in the daemon's task group."""
+
+    def __init__(self, topo: Topology, channel: OrderChannel) -> None:
+        self._topo = topo
+        self._channel = channel
+        self._outbox: dict[str, asyncio.Queue[Batch]] = {n: asyncio.Queue() for n in topo.nodes}
+        self._stale: set[str] = set()
+        self._crim: CrimState | None = None
+        self._seq = 0
+        self.sent = 0
+        self.failed = 0
+
+    async def carry_out(self, seq: int, decision: Decision) -> None:
+        self._crim, self._seq = decision.state, seq
+        for node, orders in orders_for(self._topo, seq, decision).items():
+            self._outbox[node].put_nowait(Batch(seq, tuple(orders)))
+
+    def resync(self, seq: int, crim: CrimState) -> None:
+        """Send every node its full desired state (after a take-over)."""
+        self._crim, self._seq = crim, seq
+        for node in self._topo.nodes:
+            self._outbox[node].put_nowait(self._full(node))
+
+    def _full(self, node: str) -> Batch:
+        assert self._crim is not None
+        return Batch(self._seq, (), desired_roles(self._topo, self._crim, node))
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for node in self._topo.nodes:
+                tasks.create_task(self._sender(node))
+
+    async def _sender(self, node: str) -> None:
+        box = self._outbox[node]
+        while True:
+            batch = await box.get()
+            if node in self._stale and batch.roles is None and self._crim is not None:
+                batch = Batch(batch.seq, batch.orders, self._full(node).roles)
+            try:
+                await self._channel.send(node, batch.to_json())
+            except HaosError as e:
+                self.failed += 1
+                self._stale.add(node)
+                log.warning("orders %d for %s not delivered: %s", batch.seq, node, e)
+            else:
+                self.sent += 1
+                self._stale.discard(node)
+
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class NodeOrders:
+    """See the module docstring. ``receive`` takes what the master sent (already decoded)."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.seq = -1  # the newest order or full state taken in
+        self.roles: dict[str, AvailabilityState] = {}
+        self.synced = False  # has had a full desired state
+        self._listeners: list[Listener] = []
+        self._synced = asyncio.Event()
+
+    def receive(self, batch: Batch) -> None:
+        if batch.roles is not None and (batch.seq >= self.seq or not self.synced):
+            self.roles = dict(batch.roles)
+            self.seq = max(self.seq, batch.seq)
+            self.synced = True
+            self._synced.set()
+            self._emit({"roles": {c: s.value for c, s in self.roles.items()}})
+        for order in batch.orders:
+            if order.seq < self.seq and isinstance(order, RoleOrder):
+                continue  # older than what we hold (a late retry)
+            self.seq = max(self.seq, order.seq)
+            if isinstance(order, RoleOrder):
+                self.roles[order.component] = order.state
+            self._emit({"order": order_to_json(order)})
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with the full state now (if known) and with every change; the
+        returned function unsubscribes."""
+        self._listeners.append(listener)
+        if self.synced:
+            listener({"roles": {c: s.value for c, s in self.roles.items()}})
+        return lambda: self._listeners.remove(listener)
+
+    def _emit(self, item: dict[str, Any]) -> None:
+        for listener in list(self._listeners):
+            listener(item)
+
+
+def encode(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def decode(raw: bytes, what: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise UsageError(f"{what}: not JSON: {e}") from e
