@@ -1,0 +1,67 @@
+"""The endpoint's :class:`~.backend.Backend` over the node's cluster daemon.
+
+Checkpoints: the members of one service group share one CRC checkpoint, named after the group
+(``group:<name>``), so the component that takes over reads what the old primary wrote. Every
+node hosting a member holds a replica (it opens the checkpoint as a standby when the agent
+starts); the node of the primary opens it active on its first write. A synchronous write
+therefore returns once every member's node holds it.
+
+Names: bound in the CCR under ``/haos/names/`` (durable, replicated, watched), the handle is
+the text the application gives (e.g. ``n2:7000``).
+"""
+
+from __future__ import annotations
+
+import base64
+
+from haos.cluster.crim.topology import Topology
+from haos.errors import UsageError
+from haos.services.control import AsyncControlClient
+
+NAMES = "/haos/names/"
+
+
+class ClusterBackend:
+    def __init__(self, client: AsyncControlClient, topo: Topology) -> None:
+        self._client = client
+        self._topo = topo
+        self._roles: dict[str, str] = {}  # checkpoint -> role opened with
+
+    def checkpoint_of(self, component: str) -> str:
+        group = self._topo.group_of.get(component)
+        return f"group:{group}" if group else f"component:{component}"
+
+    async def open(self, component: str, role: str) -> None:
+        name = self.checkpoint_of(component)
+        if self._roles.get(name) != role:
+            await self._client.request("ckpt_open", name=name, role=role)
+            self._roles[name] = role
+
+    async def checkpoint_write(self, component: str, section: str, data: bytes, sync: bool) -> None:
+        await self.open(component, "active")
+        text = base64.b64encode(data).decode()
+        name = self.checkpoint_of(component)
+        await self._client.request("ckpt_write", name=name, section=section, data=text, sync=sync)
+
+    async def checkpoint_read(self, component: str, section: str) -> bytes | None:
+        if self.checkpoint_of(component) not in self._roles:
+            await self.open(component, "standby")
+        answer = await self._client.request(
+            "ckpt_read", name=self.checkpoint_of(component), section=section
+        )
+        data = answer.get("data")
+        return None if data is None else base64.b64decode(data)
+
+    async def name_bind(self, component: str, name: str, handle: str) -> None:
+        await self._client.request("put", key=NAMES + _checked(name), value=handle)
+
+    async def name_lookup(self, name: str) -> str | None:
+        answer = await self._client.request("get", key=NAMES + _checked(name))
+        value = answer.get("value")
+        return None if value is None else str(value)
+
+
+def _checked(name: str) -> str:
+    if not name or name.startswith("/") or ".." in name.split("/"):
+        raise UsageError(f"bad name {name!r}: a relative path without '..'")
+    return name

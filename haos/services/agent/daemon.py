@@ -1,0 +1,195 @@
+"""haos-agentd, the node agent: CMF, HM and the component drivers of one node.
+
+    python3 -m haos.services.agent.daemon --config /etc/haos/cluster.toml --node n1 \\
+        [--control /run/haos/control.sock] [--components /run/haos/components.sock]
+
+It manages the components hosted on its node that have a ``manager`` in the configuration,
+follows the orders of its node's cluster daemon (see ``docs/node-agent.md``), runs the HM's
+audits (configured ones and those applications register through ``haos.client``) and reports
+errors to the CRIM. Under systemd (``Type=notify``): READY=1 once it has the node's desired
+state and has queued it on the drivers, STATUS= its last action in words, WATCHDOG=1 only
+while its loop and the HM's rounds progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from haos.cluster.crim.topology import Topology
+from haos.cluster.hm.policy import AuditMonitor
+from haos.config.loader import load_config
+from haos.config.model import AuditSpec, ClusterConfig, NodeSpec
+from haos.errors import HaosError, UsageError
+from haos.model.reports import ErrorReport
+from haos.services.agent.agent import Driver, NodeAgent
+from haos.services.agent.backend import AuditCallback
+from haos.services.agent.cluster_backend import ClusterBackend
+from haos.services.agent.drivers import DriverDeps, make_driver
+from haos.services.agent.endpoint import Endpoint
+from haos.services.agent.link import ControlLink
+from haos.services.control import AsyncControlClient
+from haos.services.hm import (
+    AuditRunner,
+    CallbackProbe,
+    CommandProbe,
+    HttpProbe,
+    MonotonicClock,
+    Probe,
+)
+from haos.services.notify import Notifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    config: Path
+    node: str
+    control: Path
+    components: Path
+
+
+class HmRegistry:
+    """The endpoint's :class:`~.backend.AuditRegistry` on the node's audit runner."""
+
+    def __init__(self, runner: AuditRunner, callbacks: CallbackProbe) -> None:
+        self._runner = runner
+        self._callbacks = callbacks
+
+    def add(self, spec: AuditSpec, callback: AuditCallback) -> None:
+        self._callbacks.add(spec.target, callback)
+        self._runner.register(spec)
+
+    def remove(self, component: str, name: str) -> None:
+        self._runner.unregister(component, name)
+        self._callbacks.remove(f"{component}:{name}")
+
+
+class SystemctlRebooter:
+    async def reboot(self, reason: str) -> None:
+        log.critical("rebooting this node: %s", reason)
+        proc = await asyncio.create_subprocess_exec(
+            "systemctl", "reboot", stdin=asyncio.subprocess.DEVNULL
+        )
+        await proc.wait()
+
+
+def managed(config: ClusterConfig, me: NodeSpec) -> list[str]:
+    """This node's components that the agent runs (those with a ``manager``)."""
+    topo = Topology(config)
+    return [c for c in topo.hosted[me.name] if c in config.managers]
+
+
+async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
+    from haos.services.agent.units import SystemdServiceUnits  # imports dbus-fast
+
+    topo = Topology(config)
+    comps = managed(config, me)
+    client = AsyncControlClient(settings.control)
+    backend = ClusterBackend(client, topo)
+    notifier = Notifier.from_env(os.environ, os.getpid())
+    holder: list[NodeAgent] = []
+    early: list[ErrorReport] = []
+
+    def report(r: ErrorReport) -> None:
+        if holder:
+            holder[0].report(r)
+        else:
+            early.append(r)
+
+    clock = MonotonicClock()
+    callbacks = CallbackProbe()
+    probes: dict[str, Probe] = {
+        "command": CommandProbe(),
+        "http": HttpProbe(),
+        "callback": callbacks,
+    }
+    runner = AuditRunner(AuditMonitor(), probes, report, clock)
+    for spec in config.audits:
+        if spec.component in comps:
+            runner.register(spec)
+    clients = [c for c in comps if config.managers[c].kind == "client"]
+    endpoint = Endpoint(
+        settings.components,
+        backend,
+        report,
+        audits=HmRegistry(runner, callbacks),
+        components=clients,
+    )
+    # connect() builds the class it is called on
+    units = cast(SystemdServiceUnits, await SystemdServiceUnits.connect())
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(endpoint.run())
+            deps = DriverDeps(units, report, tasks, endpoint, str(settings.components))
+            drivers: dict[str, Driver] = {}
+            for c in comps:
+                drivers[c] = await make_driver(c, config.managers[c], deps)
+            agent = NodeAgent(drivers, ControlLink(client), SystemctlRebooter())
+            holder.append(agent)
+            for r in early:
+                agent.report(r)
+            for c in comps:  # every group member's node holds a replica of its checkpoint
+                with contextlib.suppress(HaosError):
+                    await backend.open(c, "standby")
+            tasks.create_task(agent.run())
+            tasks.create_task(runner.run())
+            tasks.create_task(notifier.run())
+            tasks.create_task(notifier.beat())
+            tasks.create_task(_announce(agent, notifier, me))
+    finally:
+        units.systemd.bus.disconnect()
+
+
+async def _announce(agent: NodeAgent, notifier: Notifier, me: NodeSpec) -> None:
+    await agent.synced.wait()
+    notifier.ready(f"node {me.name}: following the cluster's orders")
+    log.info("agent of %s ready", me.name)
+    last = ""
+    while True:  # STATUS= follows the last thing done
+        if agent.stats.last != last:
+            last = agent.stats.last
+            notifier.status(last)
+        await asyncio.sleep(0.5)
+
+
+def parse(argv: Sequence[str] | None) -> Settings:
+    p = argparse.ArgumentParser(
+        prog="haos-agentd", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--node", required=True, help="this node's name in the configuration")
+    p.add_argument("--control", type=Path, default=Path("/run/haos/control.sock"))
+    p.add_argument("--components", type=Path, default=Path("/run/haos/components.sock"))
+    a = p.parse_args(argv)
+    return Settings(a.config, a.node, a.control, a.components)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    settings = parse(argv)
+    try:
+        config = load_config(settings.config)
+        me = next((n for n in config.nodes if n.name == settings.node), None)
+        if me is None:
+            raise UsageError(f"node {settings.node!r} is not in {settings.config}")
+        asyncio.run(run(settings, config, me))
+    except HaosError as e:
+        print(f"haos-agentd: {e.code} error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
