@@ -10,100 +10,45 @@ checked gone afterwards: containers, overlay mounts, cgroups, namespaces, proces
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
-import shutil
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from haos.cluster.harness import netns, owner
+from haos.cluster.harness import netns, nspawn
 from haos.cluster.harness.config import ClusterSpec, render_corosync_conf
 from haos.cluster.harness.errors import HarnessError, HarnessTimeout
-from haos.cluster.harness.netns import Names, NsIdent
-from haos.cluster.harness.nspawn import NspawnNode, cgroup_leftovers
+from haos.cluster.harness.nspawn import (
+    NspawnNode,
+    Topology,
+    cgroup_leftovers,
+    mounts_under,
+    topology,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 NODEROOT_CACHE = Path("/var/cache/haos/noderoot")
-TOOLS = ("debootstrap", "systemd-nspawn", "mount", "umount", "nsenter", "ip")
 DEADLINE = 30.0  # any awaited condition; typical waits are a few seconds at most
 LEAVE_BOUND = 2.0  # seconds: a gracefully stopped corosync leaves the ring at once
 ALL = {1, 2, 3}
 
 
 def skip_unless_possible() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: debootstrap, mounts, cgroups, namespaces, systemd-nspawn")
-    for tool in TOOLS:
-        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-            pytest.skip(f"needs {tool} (apt-get install debootstrap systemd-container iproute2)")
-    if not all(Path(h).is_dir() for h in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")):
-        pytest.skip("needs the unified and name=systemd cgroup hierarchies")
+    reason = nspawn.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
 
 
 def build_noderoot() -> Path:
     started = time.monotonic()
-    proc = subprocess.run(
-        [str(REPO / "image" / "noderoot.sh"), str(NODEROOT_CACHE)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=840,
-        check=False,
-    )
-    assert proc.returncode == 0, f"image/noderoot.sh failed (mirror unreachable?):\n{proc.stderr}"
+    root = nspawn.build_noderoot(REPO, NODEROOT_CACHE)
     print(f"node root ready in {time.monotonic() - started:.1f} s")
-    return Path(proc.stdout.strip().splitlines()[-1])
-
-
-@dataclass
-class Topology:
-    names: Names
-    workdir: Path
-    idents: list[NsIdent]
-    namespaces: list[str]
-
-
-@contextlib.contextmanager
-def topology(nodes: int) -> Iterator[Topology]:
-    """The harness's namespaces and links for ``nodes`` nodes, nothing running in them."""
-    workdir = owner.claim_workdir(owner.DEFAULT_BASE)
-    topo = Topology(Names(workdir.name), workdir, [], [])
-    try:
-        assert netns.claim_switch(topo.names), f"namespace {topo.names.switch} exists"
-        topo.namespaces.append(topo.names.switch)
-        topo.idents.append(netns.ident(topo.names.switch))
-        netns.build_switch(topo.names)
-        for node in range(1, nodes + 1):
-            topo.namespaces.append(topo.names.node(node))
-            netns.add_node(topo.names, node)
-            topo.idents.append(netns.ident(topo.names.node(node)))
-        yield topo
-    finally:
-        netns.kill_processes(topo.idents)
-        for name in reversed(topo.namespaces):
-            netns.delete_netns(name)
-        shutil.rmtree(workdir, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            owner.DEFAULT_BASE.rmdir()
-
-
-def members(node: NspawnNode) -> set[int]:
-    """Node ids in the node's current corosync membership; empty while it cannot say."""
-    out = node.run(["corosync-quorumtool", "-l", "-p"], timeout=5, check=False)
-    found = set()
-    for line in out.stdout.splitlines():
-        fields = line.split()
-        if fields and fields[0].isdigit():
-            found.add(int(fields[0]))
-    return found
+    return root
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float = DEADLINE) -> float:
@@ -117,21 +62,6 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = DEADLINE
     return time.monotonic() - start
 
 
-def mounts_under(path: Path) -> list[str]:
-    prefix = str(path) + "/"
-    with open("/proc/self/mountinfo") as f:
-        return [m for line in f if (m := line.split()[4]).startswith(prefix)]
-
-
-def unit_state(node: NspawnNode, unit: str) -> str:
-    return node.run(["systemctl", "is-active", unit], check=False).stdout.strip()
-
-
-def quorate(node: NspawnNode) -> bool:
-    out = node.run(["corosync-quorumtool", "-s"], timeout=5, check=False).stdout
-    return any(line.split() == ["Quorate:", "Yes"] for line in out.splitlines())
-
-
 def assert_nothing_left(topo: Topology, nodes: list[NspawnNode]) -> None:
     assert [f for node in nodes for f in node.leftovers()] == []
     assert mounts_under(topo.workdir) == []
@@ -143,8 +73,7 @@ def boot(topo: Topology, node: int, cache: Path, **kwargs: Any) -> NspawnNode:
     """An NspawnNode (not booted yet) for harness node ``node`` in its namespace."""
     workdir = topo.workdir / f"n{node}"
     workdir.mkdir()
-    name = f"haos-{topo.names.cluster_id}-n{node}"
-    return NspawnNode(name, cache, Names.path(topo.names.node(node)), workdir, **kwargs)
+    return NspawnNode(topo.machine(node), cache, topo.netns_path(node), workdir, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -169,27 +98,31 @@ def test_three_nspawn_nodes_form_one_membership_and_drop_a_stopped_corosync(
                 print(f"n{k}: launch to running {nodes[k].running_after:.2f} s")
             all_running = time.monotonic() - started
             wait_for(
-                "every node sees all three", lambda: all(members(n) == ALL for n in nodes.values())
+                "every node sees all three",
+                lambda: all(n.corosync_members() == ALL for n in nodes.values()),
             )
             print(
                 f"3 nodes booted one after another: all running {all_running:.2f} s, "
                 f"one membership of 3 {time.monotonic() - started:.2f} s after the first launch"
             )
             for node in nodes.values():
-                assert unit_state(node, "corosync.service") == "active"
-                assert quorate(node)
+                assert node.unit_state("corosync.service") == "active"
+                assert node.quorate()
 
             stopped_at = time.monotonic()
             nodes[3].run(["systemctl", "stop", "corosync.service"])
             stop_took = time.monotonic() - stopped_at
-            wait_for("n1 and n2 drop n3", lambda: all(members(nodes[k]) == {1, 2} for k in (1, 2)))
+            wait_for(
+                "n1 and n2 drop n3",
+                lambda: all(nodes[k].corosync_members() == {1, 2} for k in (1, 2)),
+            )
             dropped = time.monotonic() - stopped_at
             print(
                 f"systemctl stop returned after {stop_took:.2f} s, n3 dropped after {dropped:.2f} s"
             )
             assert dropped < LEAVE_BOUND
-            assert unit_state(nodes[3], "corosync.service") == "inactive"
-            assert quorate(nodes[1]) and quorate(nodes[2])
+            assert nodes[3].unit_state("corosync.service") == "inactive"
+            assert nodes[1].quorate() and nodes[2].quorate()
         assert_nothing_left(topo, list(nodes.values()))
     assert not [n for n in netns.present() if n.startswith(f"haos-{topo.names.cluster_id}-")]
     assert not topo.workdir.exists()

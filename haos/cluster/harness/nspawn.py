@@ -7,10 +7,13 @@ Use (a synchronous context manager, like :class:`.cluster.Cluster`)::
         node.run(["corosync-quorumtool", "-s"])
 
 The root file system is the cache built by ``image/noderoot.sh`` (systemd, dbus, corosync,
-python3). Each node boots an overlay of it (upper and work directories in ``workdir``), so the
-cache stays clean and many nodes share it. Into the overlay go the node's ``/etc/hostname``, a
-fresh ``/etc/machine-id`` and, if given, its ``/etc/corosync/corosync.conf`` and authkey, with
-``corosync.service`` then enabled (the cache leaves it disabled).
+python3; :func:`build_noderoot`). Each node boots an overlay of it (upper and work directories
+in ``workdir``), so the cache stays clean and many nodes share it. Into the overlay go the
+node's ``/etc/hostname``, a fresh ``/etc/machine-id`` and, if given, its
+``/etc/corosync/corosync.conf`` and authkey, with ``corosync.service`` then enabled (the cache
+leaves it disabled), and any further files and units to enable the caller names.
+:func:`topology` builds the harness's namespaces and links for such nodes, without the
+harness's own corosyncs.
 
 There is no host systemd: ``--register=no --keep-unit`` and the launcher moves itself into its
 own cgroup in both hierarchies before it becomes systemd-nspawn, because nspawn puts its payload
@@ -32,17 +35,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import TypeVar
 
-from haos.cluster.harness import _proc
+from haos.cluster.harness import _proc, netns, owner
 from haos.cluster.harness.errors import CommandFailed, HarnessError, HarnessTimeout
+from haos.cluster.harness.netns import Names, NsIdent
 from haos.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -69,13 +75,21 @@ class NspawnNode:
         *,
         corosync_conf: str | None = None,
         authkey: bytes | None = None,
+        files: Mapping[str, str] | None = None,
+        enable: Sequence[str] = (),
+        bind_ro: Sequence[Path] = (),
         boot_timeout: float = 60.0,
         stop_timeout: float = 15.0,
     ) -> None:
         """Describe the node; entering the context boots it. Does no I/O.
 
         ``name`` is the machine and host name and the cgroup leaf ``haos/<name>`` (unique
-        among running nodes). ``workdir`` must exist, be empty and not be on an overlay.
+        among running nodes). ``workdir`` must exist and not be on an overlay; it is empty, or
+        holds an earlier boot's upper layer (the node's disk: booting again keeps it).
+        ``files`` (absolute path in the container → text) are written into the overlay before
+        the boot, ``enable`` names units (under ``/etc/systemd/system`` if written there, else
+        Debian's ``/lib/systemd/system``) that multi-user.target then wants, and ``bind_ro``
+        host directories appear read-only at the same path in the container.
         """
         if (corosync_conf is None) != (authkey is None):
             raise UsageError("corosync_conf and authkey go together")
@@ -87,6 +101,11 @@ class NspawnNode:
         self.workdir = workdir
         self.corosync_conf = corosync_conf
         self.authkey = authkey
+        self.files = dict(files or {})
+        self.enable = tuple(enable)
+        self.bind_ro = tuple(bind_ro)
+        if any(not PurePosixPath(p).is_absolute() for p in self.files):
+            raise UsageError("file paths in the container must be absolute")
         self.boot_timeout = boot_timeout
         self.stop_timeout = stop_timeout
         self.machine_id = uuid.uuid4().hex
@@ -113,7 +132,8 @@ class NspawnNode:
 
     def __enter__(self) -> NspawnNode:
         try:
-            self._boot()
+            self.launch()
+            self.await_running()
         except BaseException:
             self.close()
             raise
@@ -131,14 +151,22 @@ class NspawnNode:
         """Power off, kill leftovers, unmount, remove cgroups (see the module docstring)."""
         self._stack.close()
 
-    def _boot(self) -> None:
+    def launch(self) -> None:
+        """Prepare the overlay and cgroups and start systemd-nspawn; do not wait.
+
+        For booting several nodes at once: launch each, then :meth:`await_running` each.
+        Whoever calls this must call :meth:`close` (also when it raises).
+        """
         if not (self.root_cache / "sbin" / "init").exists():
             raise HarnessError(f"{self.root_cache} is no node root (run image/noderoot.sh)")
         if not self.netns_path.exists():
             raise HarnessError(f"no network namespace {self.netns_path}")
         upper, scratch = self.workdir / "upper", self.workdir / "work"
-        for d in (self.root, upper, scratch):
-            d.mkdir()
+        self.root.mkdir(exist_ok=True)
+        if any(self.root.iterdir()):
+            raise HarnessError(f"{self.root} is not empty (still mounted?)")
+        for d in (upper, scratch):
+            d.mkdir(exist_ok=True)
         opts = f"lowerdir={self.root_cache},upperdir={upper},workdir={scratch}"
         _proc.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(self.root)])
         self._stack.callback(self._unmount)
@@ -148,13 +176,23 @@ class NspawnNode:
             cg.mkdir(parents=True, exist_ok=False)
         self._stack.callback(self._stop)
         self._launch()
-        self._await_running()
 
     def _write_node_files(self) -> None:
         # Written through the mount point, so they land in the upper layer only.
         etc = self.root / "etc"
         (etc / "hostname").write_text(f"{self.name}\n")
         (etc / "machine-id").write_text(f"{self.machine_id}\n")
+        for path, text in self.files.items():
+            target = self.root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        wants = etc / "systemd" / "system" / "multi-user.target.wants"
+        for unit in self.enable:
+            wants.mkdir(parents=True, exist_ok=True)
+            mine = f"/etc/systemd/system/{unit}"
+            link = wants / unit
+            link.unlink(missing_ok=True)
+            link.symlink_to(mine if mine in self.files else f"/lib/systemd/system/{unit}")
         if self.corosync_conf is None or self.authkey is None:
             return
         (etc / "corosync" / "corosync.conf").write_text(self.corosync_conf)
@@ -164,8 +202,8 @@ class NspawnNode:
             os.write(fd, self.authkey)
         finally:
             os.close(fd)
-        wants = etc / "systemd" / "system" / "multi-user.target.wants"
         wants.mkdir(parents=True, exist_ok=True)
+        (wants / "corosync.service").unlink(missing_ok=True)
         (wants / "corosync.service").symlink_to(COROSYNC_UNIT)
         # Debian's unit discards corosync's stderr; the harness's corosync.conf logs only there.
         dropin = etc / "systemd" / "system" / "corosync.service.d"
@@ -178,6 +216,7 @@ class NspawnNode:
             "systemd-nspawn", "-b", "-D", str(self.root), f"--machine={self.name}",
             "--register=no", "--keep-unit", "--console=passive",
             f"--network-namespace-path={self.netns_path}",
+            *(f"--bind-ro={d}" for d in self.bind_ro),
         ]  # fmt: skip
         with (self.workdir / "nspawn.log").open("wb") as out:
             self.launched_at = time.monotonic()
@@ -189,8 +228,10 @@ class NspawnNode:
                 env=_proc.CLEAN_ENV,
             )
 
-    def _await_running(self) -> None:
-        assert self.launched_at is not None
+    def await_running(self) -> None:
+        """Wait until the container's systemd reports ``running`` (see the module docstring)."""
+        if self.launched_at is None:
+            raise UsageError(f"node {self.name} was not launched")
         deadline = self.launched_at + self.boot_timeout
         self._leader = self._wait("the container's PID 1", deadline, self._find_leader)
         state = self._wait("systemd to answer", deadline, lambda: self._system_state(deadline))
@@ -258,6 +299,33 @@ class NspawnNode:
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` inside the container; CommandFailed on a non-zero exit if ``check``."""
         return _proc.run(self.argv(argv), timeout=timeout, check=check, input=input)
+
+    def unit_state(self, unit: str) -> str:
+        """``systemctl is-active``: active, activating, failed, inactive, ..."""
+        return self.run(["systemctl", "is-active", unit], check=False).stdout.strip()
+
+    def unit_property(self, unit: str, prop: str) -> str:
+        """One property of ``unit`` as ``systemctl show`` gives it (e.g. MainPID, NRestarts)."""
+        argv = ["systemctl", "show", "--property", prop, "--value", unit]
+        return self.run(argv).stdout.strip()
+
+    def journal(self, unit: str, lines: int = 40) -> str:
+        argv = ["journalctl", "--no-pager", "-o", "short-monotonic", "-n", str(lines), "-u", unit]
+        return self.run(argv, check=False).stdout
+
+    def corosync_members(self) -> set[int]:
+        """Node ids in the node's corosync membership; empty while it cannot say."""
+        out = self.run(["corosync-quorumtool", "-l", "-p"], timeout=5, check=False)
+        found = set()
+        for line in out.stdout.splitlines():
+            fields = line.split()
+            if fields and fields[0].isdigit():
+                found.add(int(fields[0]))
+        return found
+
+    def quorate(self) -> bool:
+        out = self.run(["corosync-quorumtool", "-s"], timeout=5, check=False).stdout
+        return any(line.split() == ["Quorate:", "Yes"] for line in out.splitlines())
 
     def nspawn_log(self, lines: int = 40) -> str:
         path = self.workdir / "nspawn.log"
@@ -343,3 +411,88 @@ def cgroup_leftovers() -> list[Path]:
     """Node cgroups (``haos/<name>``) present in either hierarchy."""
     roots = [h / "haos" for h in CGROUP_HIERARCHIES]
     return sorted(p for root in roots if root.is_dir() for p in root.iterdir() if p.is_dir())
+
+
+# -- the harness topology for nspawn nodes ----------------------------------------------------
+
+
+TOOLS = ("debootstrap", "systemd-nspawn", "mount", "umount", "nsenter", "ip")
+
+
+def unavailable() -> str | None:
+    """Why nspawn nodes cannot run on this machine (for a test's skip), None if they can."""
+    if os.geteuid() != 0:
+        return "needs root: debootstrap, mounts, cgroups, namespaces, systemd-nspawn"
+    for tool in TOOLS:
+        if shutil.which(tool, path=_proc.SAFE_PATH) is None:
+            return f"needs {tool} (apt-get install debootstrap systemd-container iproute2)"
+    if not all(h.is_dir() for h in CGROUP_HIERARCHIES):
+        return "needs the unified and name=systemd cgroup hierarchies"
+    return None
+
+
+def build_noderoot(repo: Path, cache: Path, timeout: float = 840.0) -> Path:
+    """The node root at ``cache``, built by ``image/noderoot.sh`` if it is not there yet."""
+    proc = subprocess.run(
+        [str(repo / "image" / "noderoot.sh"), str(cache)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=_proc.CLEAN_ENV,
+    )
+    if proc.returncode != 0:
+        raise HarnessError(f"image/noderoot.sh failed (mirror unreachable?):\n{proc.stderr}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Topology:
+    """The namespaces and links of one harness cluster with nothing running in them yet."""
+
+    names: Names
+    workdir: Path
+    idents: list[NsIdent] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+
+    def netns_path(self, node: int) -> Path:
+        return Names.path(self.names.node(node))
+
+    def machine(self, node: int) -> str:
+        """The container (machine, host and cgroup) name of harness node ``node``."""
+        return f"haos-{self.names.cluster_id}-n{node}"
+
+
+@contextlib.contextmanager
+def topology(nodes: int) -> Iterator[Topology]:
+    """The harness's namespaces and links for ``nodes`` nodes (as :class:`.cluster.Cluster`
+    builds them, without its corosyncs), owned by this process; on exit every process in
+    them is killed and they are deleted with the work directory."""
+    workdir = owner.claim_workdir(owner.DEFAULT_BASE)
+    topo = Topology(Names(workdir.name), workdir)
+    try:
+        if not netns.claim_switch(topo.names):
+            raise HarnessError(f"namespace {topo.names.switch} exists")
+        topo.namespaces.append(topo.names.switch)
+        topo.idents.append(netns.ident(topo.names.switch))
+        netns.build_switch(topo.names)
+        for node in range(1, nodes + 1):
+            topo.namespaces.append(topo.names.node(node))
+            netns.add_node(topo.names, node)
+            topo.idents.append(netns.ident(topo.names.node(node)))
+        yield topo
+    finally:
+        netns.kill_processes(topo.idents)
+        for name in reversed(topo.namespaces):
+            netns.delete_netns(name)
+        shutil.rmtree(workdir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            owner.DEFAULT_BASE.rmdir()
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points below ``path`` (for tests to assert none is left)."""
+    prefix = str(path) + "/"
+    with open("/proc/self/mountinfo") as f:
+        return [m for line in f if (m := line.split()[4]).startswith(prefix)]

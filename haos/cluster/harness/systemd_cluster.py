@@ -1,0 +1,279 @@
+"""A haos cluster on nodes with a real systemd: corosync and the haos daemons as services.
+
+Use (a synchronous context manager)::
+
+    with SystemdCluster(ClusterSpec(nodes=3), cache=build_noderoot(REPO, NODEROOT)) as c:
+        c.control("n1").request("status")
+        c.kill_daemon("n3")                       # SIGKILL; systemd restarts it
+        c.wait_for(lambda: c.main_pid("n3") not in (0, old), 30.0, "n3 restarted")
+
+The harness topology (:func:`.nspawn.topology`: a namespace per node with two links) holds one
+:class:`~.nspawn.NspawnNode` per node, all booted at once. Into each node's overlay go the
+harness's corosync.conf and authkey, ``/etc/haos/cluster.toml``, ``/etc/haos/node.env``
+(``HAOS_NODE=nK``) and the units of ``units/`` (into ``/etc/systemd/system``), enabled
+with ``corosync.service``. haos itself is this repository, bind-mounted read-only at the same
+path and put on the units' ``PYTHONPATH`` by a drop-in, with the packages of its ``.venv``
+(built by the same Debian Python 3.11 the node root has).
+
+Entering returns once every node's systemd reports ``running``: its boot jobs are done, so
+``haos-clusterd`` has sent ``READY=1`` -- it joined the cluster and its repository holds the
+cluster's state. A node's control socket (``/run/haos/control.sock``, in the container's own
+``/run``) is reached from the host through ``/proc/<its PID 1>/root``.
+
+Leaving -- normally or by any exception -- powers every node off, SIGKILLs what is left,
+unmounts, removes cgroups, kills whatever still runs in the namespaces and deletes them and
+the work directory (see :class:`~.nspawn.NspawnNode`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from haos.cluster.harness.config import ClusterSpec, render_corosync_conf
+from haos.cluster.harness.errors import HarnessError, HarnessTimeout
+from haos.cluster.harness.nspawn import NspawnNode, Topology, topology
+from haos.errors import HaosError, UsageError
+from haos.services.control import ControlClient
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[3]
+NODEROOT_CACHE = Path("/var/cache/haos/noderoot")
+CLUSTERD = "haos-clusterd.service"
+AGENTD = "haos-agentd.service"
+AGENT_MODULE = "haos/services/agent/daemon.py"
+CONTROL_SOCKET = "/run/haos/control.sock"
+_POLL = 0.05  # how often wait_for re-checks its predicate
+
+
+def cluster_toml(spec: ClusterSpec, name: str) -> str:
+    """A configuration for the harness's nodes ``n1``…: one chassis, a node board per slot."""
+    lines = ["[cluster]", f'name = "{name}"', "", "[[components]]", 'name = "shelf1"']
+    lines.append('class = "chassis"')
+    for n in spec.node_ids:
+        for comp, cls in ((f"shelf1/slot{n}", "slot"), (f"shelf1/slot{n}/node", "node")):
+            lines += ["", "[[components]]", f'name = "{comp}"', f'class = "{cls}"']
+    for n in spec.node_ids:
+        lines += ["", "[[nodes]]", f'name = "n{n}"', f"node_id = {n}"]
+        lines += [f'component = "shelf1/slot{n}/node"', "priority = 0"]
+    return "\n".join(lines) + "\n"
+
+
+def agent_available(repo: Path = REPO) -> bool:
+    """Whether this tree has the node agent's daemon (``haos.services.agent.daemon``)."""
+    return (repo / AGENT_MODULE).is_file()
+
+
+class SystemdCluster:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        *,
+        cache: Path = NODEROOT_CACHE,
+        repo: Path = REPO,
+        agent: bool = False,
+        config_toml: str | None = None,
+        fence_command: str = "",
+        boot_timeout: float = 90.0,
+    ) -> None:
+        """Describe the cluster; entering it builds and boots it. Does no I/O.
+
+        ``agent``: enable ``haos-agentd.service`` too. ``config_toml``: the cluster
+        configuration (default :func:`cluster_toml`). ``fence_command``: the daemons'
+        ``--fence-command`` template (default none: a departed node stays "must be fenced").
+        ``boot_timeout``: seconds from launch until every node runs with its daemons ready.
+        """
+        if agent and not agent_available(repo):
+            raise UsageError(f"no node agent in {repo} ({AGENT_MODULE})")
+        self.spec = spec
+        self.cache = cache
+        self.repo = repo
+        self.units = (CLUSTERD, AGENTD) if agent else (CLUSTERD,)
+        self.config_toml = config_toml
+        self.fence_command = fence_command
+        self.boot_timeout = boot_timeout
+        self.topo: Topology | None = None
+        self.nodes: dict[str, NspawnNode] = {}
+        self.up_after: float | None = None  # seconds from the first launch to all running
+        self._files: dict[str, dict[str, str]] = {}
+        self._corosync_conf = ""
+        self._authkey = b""
+        self._stack = contextlib.ExitStack()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The nodes' names in the configuration: ``n1``, ``n2``, …"""
+        return tuple(f"n{k}" for k in self.spec.node_ids)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> SystemdCluster:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Power every node off and remove everything (see the module docstring)."""
+        self._stack.close()
+
+    def _start(self) -> None:
+        self.topo = self._stack.enter_context(topology(self.spec.nodes))
+        self._corosync_conf = render_corosync_conf(self.spec, self.topo.names)
+        self._authkey = secrets.token_bytes(256)
+        toml = self.config_toml or cluster_toml(self.spec, f"systemd-{self.topo.names.cluster_id}")
+        for name in self.names:
+            self._files[name] = self._node_files(name, toml)
+        started = time.monotonic()
+        for name in self.names:
+            self._launch(name)
+        for name in self.names:
+            self._await(name)
+        self.up_after = time.monotonic() - started
+        log.info("systemd cluster %s up after %.2f s", self.topo.names.cluster_id, self.up_after)
+
+    def _node_files(self, name: str, toml: str) -> dict[str, str]:
+        venv = sorted((self.repo / ".venv" / "lib").glob("python3*/site-packages"))
+        path = ":".join(str(p) for p in [self.repo, *venv])
+        env = f"HAOS_NODE={name}\nHAOS_FENCE_COMMAND={self.fence_command}\n"
+        files = {"/etc/haos/cluster.toml": toml, "/etc/haos/node.env": env}
+        for unit in (CLUSTERD, AGENTD):
+            files[f"/etc/systemd/system/{unit}"] = (self.repo / "units" / unit).read_text()
+            # haos comes from the bind-mounted tree, not from an installed package
+            files[f"/etc/systemd/system/{unit}.d/harness.conf"] = (
+                f"[Service]\nEnvironment=PYTHONPATH={path}\n"
+            )
+        return files
+
+    def _launch(self, name: str) -> NspawnNode:
+        assert self.topo is not None
+        k = int(name[1:])
+        workdir = self.topo.workdir / name
+        workdir.mkdir(exist_ok=True)
+        node = NspawnNode(
+            self.topo.machine(k),
+            self.cache,
+            self.topo.netns_path(k),
+            workdir,
+            corosync_conf=self._corosync_conf,
+            authkey=self._authkey,
+            files=self._files[name],
+            enable=self.units,
+            bind_ro=(self.repo,),
+            boot_timeout=self.boot_timeout,
+        )
+        self.nodes[name] = node
+        self._stack.callback(node.close)
+        node.launch()
+        return node
+
+    def _await(self, name: str) -> None:
+        node = self.nodes[name]
+        try:
+            node.await_running()
+        except HarnessError as e:
+            raise HarnessError(f"{e}\n{self.diagnose(name)}") from e
+
+    def stop_node(self, name: str) -> None:
+        """Power node ``name`` off (its disk, the overlay's upper layer, is kept)."""
+        self.node(name).close()
+
+    def start_node(self, name: str) -> float:
+        """Boot node ``name`` again on its disk; return the seconds until it runs (its daemons
+        ready: it has rejoined)."""
+        self.node(name).close()
+        node = self._launch(name)
+        self._await(name)
+        assert node.running_after is not None
+        return node.running_after
+
+    # -- access ------------------------------------------------------------------------------
+
+    def node(self, name: str) -> NspawnNode:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise UsageError(f"no node {name!r} (nodes: {', '.join(self.names)})") from None
+
+    def control(self, name: str, timeout: float = 5.0) -> ControlClient:
+        """A client of the node's control socket, through its PID 1's root."""
+        leader = self.node(name).leader
+        return ControlClient(f"/proc/{leader}/root{CONTROL_SOCKET}", timeout=timeout)
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        """The daemon's ``status`` answer; None while it cannot answer."""
+        try:
+            return self.control(name).request("status")
+        except HaosError:
+            return None
+
+    def main_pid(self, name: str, unit: str = CLUSTERD) -> int:
+        """The unit's main pid inside the node (0 while it has none)."""
+        return int(self.node(name).unit_property(unit, "MainPID") or 0)
+
+    def restarts(self, name: str, unit: str = CLUSTERD) -> int:
+        """How often systemd restarted the unit automatically."""
+        return int(self.node(name).unit_property(unit, "NRestarts") or 0)
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def kill_daemon(
+        self, name: str, unit: str = CLUSTERD, sig: signal.Signals = signal.SIGKILL
+    ) -> int:
+        """Send ``sig`` to the unit's main process; return its pid (inside the node)."""
+        pid = self.main_pid(name, unit)
+        if pid == 0:
+            raise HarnessError(f"{unit} on {name} has no main process")
+        argv = ["systemctl", "kill", "--kill-who=main", f"--signal={sig.name}", unit]
+        self.node(name).run(argv)
+        return pid
+
+    def freeze_daemon(self, name: str, unit: str = CLUSTERD) -> int:
+        """SIGSTOP the unit's main process (hung, not dead); return its pid."""
+        return self.kill_daemon(name, unit, signal.SIGSTOP)
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> float:
+        """Re-check ``predicate`` until it holds; return the seconds waited. HarnessTimeout
+        (with every node's daemon journal) at the deadline."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while not predicate():
+            if time.monotonic() >= deadline:
+                tails = "\n".join(self.diagnose(n) for n in self.names)
+                raise HarnessTimeout(f"{what}: not true after {timeout:g} s\n{tails}")
+            time.sleep(_POLL)
+        return time.monotonic() - started
+
+    def diagnose(self, name: str, units: Sequence[str] | None = None) -> str:
+        """The end of the node's journal for its haos units (for failure messages)."""
+        node = self.nodes.get(name)
+        parts = [f"--- {name}"]
+        for unit in units or self.units:
+            try:
+                parts.append(f"{unit}: {node.unit_state(unit) if node else '?'}")
+                parts.append(node.journal(unit, 25) if node else "")
+            except HaosError as e:
+                parts.append(f"{unit}: cannot read its journal: {e}")
+        return "\n".join(parts)

@@ -1,0 +1,178 @@
+"""haos-clusterd as a systemd service on three nodes with a real systemd and a real corosync.
+
+Each test boots its own :class:`~haos.cluster.harness.systemd_cluster.SystemdCluster` (the
+units from ``units/``, haos bind-mounted from this tree) and checks afterwards that nothing of
+it is left. Faults: the daemon SIGKILLed (systemd restarts it) and SIGSTOPped (the service
+watchdog, fed only through the daemon's gate, kills and restarts it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from haos.cluster.harness import netns, nspawn
+from haos.cluster.harness.config import ClusterSpec
+from haos.cluster.harness.nspawn import cgroup_leftovers, mounts_under
+from haos.cluster.harness.systemd_cluster import CLUSTERD, REPO, SystemdCluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
+
+NODEROOT_CACHE = Path("/var/cache/haos/noderoot")
+NODES = ("n1", "n2", "n3")
+DEADLINE = 30.0  # any awaited condition that has no bound of its own
+RESTART_SEC = 1.0  # RestartSec= of the unit
+ABORT_SEC = 2.0  # TimeoutAbortSec=: SIGKILL after the watchdog's SIGABRT at the latest
+WATCHDOG_SLACK = 0.25  # systemd enforces WatchdogSec with up to this much delay here
+START_MARGIN = 5.0  # python start, corosync connection, repository state transfer
+
+
+@pytest.fixture(scope="module")
+def cache() -> Path:
+    reason = nspawn.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    started = time.monotonic()
+    root = nspawn.build_noderoot(REPO, NODEROOT_CACHE)
+    print(f"node root ready in {time.monotonic() - started:.1f} s")
+    return root
+
+
+@pytest.fixture
+def cluster(cache: Path) -> Iterator[SystemdCluster]:
+    started = time.monotonic()
+    with SystemdCluster(ClusterSpec(nodes=3), cache=cache) as c:
+        print(f"3 systemd nodes running with haos-clusterd ready after {c.up_after:.2f} s")
+        yield c
+        topo = c.topo
+    assert topo is not None
+    print(f"cluster up and torn down in {time.monotonic() - started:.2f} s")
+    assert [f for node in c.nodes.values() for f in node.leftovers()] == []
+    assert mounts_under(topo.workdir) == []
+    assert netns.tasks_in(topo.idents) == []
+    assert cgroup_leftovers() == []
+    assert not [n for n in netns.present() if n.startswith(f"haos-{topo.names.cluster_id}-")]
+    assert not topo.workdir.exists()
+
+
+def statuses(c: SystemdCluster) -> dict[str, dict[str, Any] | None]:
+    return {n: c.status(n) for n in NODES}
+
+
+def in_sync(c: SystemdCluster) -> bool:
+    """Every daemon answers, sees all three, and holds the same repository content."""
+    st = statuses(c)
+    answers = [s for s in st.values() if s is not None]
+    return (
+        len(answers) == 3
+        and all(s["members"] == [1, 2, 3] and s["ccr"]["synced"] for s in answers)
+        and len({s["hash"] for s in answers}) == 1
+    )
+
+
+def seconds(value: str) -> float:
+    """A systemd time span as ``systemctl show`` prints it (``5s``, ``500ms``, ``1min 30s``)."""
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0}
+    total = 0.0
+    for part in value.split():
+        number = part.rstrip("abcdefghijklmnopqrstuvwxyz")
+        total += float(number) * units[part[len(number) :]]
+    return total
+
+
+def write_and_spread(c: SystemdCluster, key: str, value: str) -> None:
+    c.control("n1").request("put", key=key, value=value)
+    c.wait_for(lambda: in_sync(c), DEADLINE, f"{key} on every node")
+
+
+def watchdog_pets(c: SystemdCluster, name: str) -> int:
+    """systemd's time of the unit's last WATCHDOG=1 (µs, monotonic; 0: never petted)."""
+    return int(c.node(name).unit_property(CLUSTERD, "WatchdogTimestampMonotonic") or 0)
+
+
+def test_three_systemd_nodes_run_clusterd_ready_and_agree_on_master_and_vice_master(
+    cluster: SystemdCluster,
+) -> None:
+    c = cluster
+    for name in NODES:
+        node = c.node(name)
+        assert node.unit_state("corosync.service") == "active"
+        # Type=notify: "active (running)" only after READY=1
+        assert node.unit_state(CLUSTERD) == "active"
+        assert node.unit_property(CLUSTERD, "SubState") == "running"
+        assert seconds(node.unit_property(CLUSTERD, "WatchdogUSec")) == 5.0
+        assert node.unit_property(CLUSTERD, "StatusText") != ""
+    c.wait_for(lambda: in_sync(c), DEADLINE, "all three in sync")
+    st = statuses(c)
+    assert {(s["master"], s["vice_master"]) for s in st.values() if s} == {(1, 2)}
+    assert all(s["quorate"] and not s["demoted"] for s in st.values() if s)
+
+    # the gate lets the pets through: systemd's watchdog timestamp moves on every node
+    first = {n: watchdog_pets(c, n) for n in NODES}
+    c.wait_for(
+        lambda: all(watchdog_pets(c, n) > first[n] > 0 for n in NODES),
+        5.0,
+        "a WATCHDOG=1 from every daemon",
+    )
+    write_and_spread(c, "/test/written-on-n1", "seen everywhere")
+    assert c.control("n3").request("get", key="/test/written-on-n1")["value"] == "seen everywhere"
+
+
+def test_sigkilled_clusterd_is_restarted_by_systemd_and_rejoins_with_the_repository(
+    cluster: SystemdCluster,
+) -> None:
+    c = cluster
+    write_and_spread(c, "/test/before-kill", "kept")
+    before = c.status("n1")
+    assert before is not None
+
+    killed_at = time.monotonic()
+    old = c.kill_daemon("n3")
+    c.wait_for(lambda: c.main_pid("n3") not in (0, old), DEADLINE, "a new clusterd on n3")
+    restarted = time.monotonic() - killed_at
+    c.wait_for(lambda: in_sync(c), DEADLINE, "n3 back in sync")
+    rejoined = time.monotonic() - killed_at
+    print(f"SIGKILL: new main pid after {restarted:.2f} s, in sync after {rejoined:.2f} s")
+
+    assert c.restarts("n3") == 1
+    assert c.node("n3").unit_state(CLUSTERD) == "active"
+    assert RESTART_SEC <= restarted <= RESTART_SEC + START_MARGIN
+    after = statuses(c)
+    assert all(s is not None and s["hash"] == before["hash"] for s in after.values())
+    assert c.control("n3").request("get", key="/test/before-kill")["value"] == "kept"
+    assert {(s["master"], s["vice_master"]) for s in after.values() if s} == {(1, 2)}
+    # the others' CMM saw n3's CMM leave: it is to be fenced (no fence device here)
+    n1 = after["n1"]
+    assert n1 is not None
+    print(f"n1 after the restart: fence_pending={n1['fence_pending']}")
+
+
+def test_sigstopped_clusterd_is_killed_by_the_watchdog_and_restarted(
+    cluster: SystemdCluster,
+) -> None:
+    c = cluster
+    write_and_spread(c, "/test/before-freeze", "kept")
+    watchdog = seconds(c.node("n3").unit_property(CLUSTERD, "WatchdogUSec"))
+    c.wait_for(lambda: watchdog_pets(c, "n3") > 0, DEADLINE, "n3 petted once")
+
+    frozen_at = time.monotonic()
+    old = c.freeze_daemon("n3")
+    bound = watchdog + WATCHDOG_SLACK + ABORT_SEC + RESTART_SEC + 1.0
+    c.wait_for(lambda: c.main_pid("n3") not in (0, old), bound + 5.0, "n3 restarted")
+    restarted = time.monotonic() - frozen_at
+    c.wait_for(lambda: in_sync(c), DEADLINE, "n3 back in sync")
+    rejoined = time.monotonic() - frozen_at
+    print(
+        f"SIGSTOP: WatchdogSec {watchdog:g} s, new main pid after {restarted:.2f} s, "
+        f"in sync after {rejoined:.2f} s"
+    )
+    journal = c.node("n3").journal(CLUSTERD, 400)
+    assert "Watchdog timeout" in journal and "Failed with result 'watchdog'" in journal
+    # detected no earlier than one pet interval (WatchdogSec/2) after the last pet
+    assert watchdog / 2 + RESTART_SEC <= restarted <= bound
+    assert c.restarts("n3") == 1
+    assert c.control("n3").request("get", key="/test/before-freeze")["value"] == "kept"
