@@ -3,15 +3,15 @@
 On every node (whether or not it is the master):
 
 * ``orders`` — the master's dispatcher delivers a :class:`~.executor.Batch` for this node;
-* ``report`` / ``event`` / ``desired`` / ``crim`` / ``operator`` — served by the *active*
+* ``report`` / ``event`` / ``desired`` / ``crim`` — served by the *active*
   availability service only; elsewhere they fail with UnavailableError, and callers go to the
   current CMM master (:meth:`ClusterApi.to_master`, retried while the master is changing).
 
 Control ops (from the node's agent and from ``haosctl``), answered by :meth:`ClusterApi.control`:
 ``report`` (an ErrorReport), ``event`` (component ``available`` / ``offline-requested``),
-``crim`` (the CRIM's state for ``haosctl status``), ``operator`` (lock, unlock, offline, online,
-switchover), ``history`` (the node's record of the CRIM's notifications, for ``haosctl
-history``), ``orders`` is a stream (see the daemon).
+``crim`` (the CRIM's state for ``haosctl status``), ``history`` (the node's record of the
+CRIM's decisions and notifications, for ``haosctl history``); ``orders`` is a stream (see the
+daemon). Operator commands go through the repository instead (:mod:`haos.services.intents`).
 """
 
 from __future__ import annotations
@@ -38,13 +38,6 @@ from haos.services.orders import desired_roles, report_from_json
 
 log = logging.getLogger(__name__)
 
-OPERATOR_EVENTS: dict[str, Callable[[str], ev.Event]] = {
-    "lock": ev.OperatorLock,
-    "unlock": ev.OperatorUnlock,
-    "offline": ev.OperatorOffline,
-    "online": ev.OperatorOnline,
-    "switchover": ev.OperatorSwitchover,
-}
 COMPONENT_EVENTS: dict[str, Callable[[str], ev.Event]] = {
     "available": ev.ComponentAvailable,
     "offline-requested": ev.OfflineRequested,
@@ -111,7 +104,6 @@ class ClusterApi:
             ("event", self._on_event),
             ("desired", self._on_desired),
             ("crim", self._on_crim),
-            ("operator", self._on_operator),
         ):
             rpc.register(method, handler)
 
@@ -138,13 +130,6 @@ class ClusterApi:
         if make is None or not isinstance(req.get("component"), str):
             raise UsageError(f"event: bad request {req!r}")
         return encode(_decision(await self._active().submit(make(req["component"]))))
-
-    async def _on_operator(self, call: Call) -> bytes:
-        req = decode(call.payload, "operator")
-        make = OPERATOR_EVENTS.get(str(req.get("action"))) if isinstance(req, dict) else None
-        if make is None or not isinstance(req.get("target"), str):
-            raise UsageError(f"operator: bad request {req!r}")
-        return encode(_decision(await self._active().submit(make(req["target"]))))
 
     async def _on_desired(self, call: Call) -> bytes:
         req = decode(call.payload, "desired")
@@ -228,8 +213,6 @@ class ClusterApi:
             return dict(await self.to_master("report", req.get("report", {})))
         if op == "event":
             return dict(await self.to_master("event", req))
-        if op == "operator":
-            return dict(await self.to_master("operator", req))
         if op == "crim":
             return dict(await self.to_master("crim", {}))
         if op == "history":

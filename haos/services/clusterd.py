@@ -59,6 +59,7 @@ from haos.services.clusterapi import ClusterApi, NotesSink, RpcChannel
 from haos.services.crimd import AvailabilityService
 from haos.services.crimd import Settings as AvailabilitySettings
 from haos.services.executor import Dispatcher, NodeOrders
+from haos.services.intents import IntentFollower, submit_intent
 from haos.services.notify import Notifier, in_words
 from haos.services.settings import SUBTREE, LiveSettings, parse_settings
 
@@ -155,6 +156,7 @@ class NodeDaemon:
                     tasks.create_task(self.cmm.run())
                     tasks.create_task(self._record_notices())
                     tasks.create_task(self._follow_settings(ccr))
+                    tasks.create_task(IntentFollower(ccr, lambda: self.availability).run())
                     server = await asyncio.start_unix_server(self._client, path=str(self.s.control))
                     tasks.create_task(self._ready(ccr))
                     tasks.create_task(self.notifier.run())
@@ -332,6 +334,10 @@ class NodeDaemon:
             return await self._checkpoint(op, req)
         if op == "notices":
             return {"notices": list(self.notices)}
+        if op == "operator":  # an intent through the repository (haos.services.intents)
+            timeout = float(req.get("timeout", 10.0))
+            action, target = str(req["action"]), str(req["target"])
+            return await submit_intent(ccr, action, target, self.me.name, timeout)
         assert self.api is not None
         answer = await self.api.control(op, req)
         if answer is not None:

@@ -1,0 +1,168 @@
+"""Operator intents: ``haosctl lock|unlock|offline|online|switchover`` through the CCR.
+
+An operator command is written as an *intent* under ``/haos/intents/<id>`` (ids sort by
+time), durably on a majority like every CCR write; the active availability service carries
+intents out in order and records each outcome under ``/haos/intents-done/<id>``, deleting the
+intent in the same transaction. The writer waits for the outcome with a watch.
+
+At most once, also across a take-over: before submitting an intent the active service
+*claims* it by creating its outcome key (``{"state": "taking"}``) only if that key does not
+exist yet. A new master that finds an intent already claimed does not carry it out again
+(the old master may or may not have done so before it died); it records the outcome as
+``unknown`` so the operator can look at ``haosctl status`` and decide.
+
+:class:`IntentFollower` (on every node; acts only while its availability service is active)
+and :func:`submit_intent` (the writer's side) are the adapters; the repository is a small
+protocol so they are tested on the in-memory CCR as well as on real corosync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from haos.cluster.crim import events as ev
+from haos.cluster.dss.ccr.model import Compare, Delete, Item, Op, Put
+from haos.cluster.dss.ccr.watch import Watch
+from haos.errors import ConflictError, HaosError, UnavailableError, UsageError
+from haos.services.crimd import AvailabilityService, ServiceRole
+
+log = logging.getLogger(__name__)
+
+INTENTS = "/haos/intents"  # a prefix; an intent is INTENTS/<id>
+OUTCOMES = "/haos/intents-done"
+ACTIONS: dict[str, Callable[[str], ev.Event]] = {
+    "lock": ev.OperatorLock,
+    "unlock": ev.OperatorUnlock,
+    "offline": ev.OperatorOffline,
+    "online": ev.OperatorOnline,
+    "switchover": ev.OperatorSwitchover,
+}
+
+
+class Repository(Protocol):
+    async def get(self, key: str) -> Item | None: ...
+
+    async def range(self, prefix: str = "/") -> tuple[int, tuple[Item, ...]]: ...
+
+    def watch(self, prefix: str = "/", after: int | None = None) -> Watch: ...
+
+    async def txn(
+        self, compares: Sequence[Compare], ops: Sequence[Op], *, timeout: float | None = None
+    ) -> int: ...
+
+
+def parse_intent(raw: bytes | str) -> ev.Event:
+    """The CRIM event an intent asks for; UsageError naming what is wrong."""
+    try:
+        obj = json.loads(raw)
+    except ValueError as e:
+        raise UsageError(f"intent is not JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise UsageError("intent is not a JSON object")
+    action, target = obj.get("action"), obj.get("target")
+    make = ACTIONS.get(action) if isinstance(action, str) else None
+    if make is None:
+        raise UsageError(f"intent: unknown action {action!r} (known: {', '.join(ACTIONS)})")
+    if not isinstance(target, str) or not target:
+        raise UsageError(f"intent: target must be a non-empty name, got {target!r}")
+    return make(target)
+
+
+async def submit_intent(
+    ccr: Repository, action: str, target: str, by: str, timeout: float = 10.0
+) -> dict[str, Any]:
+    """Write the intent, wait for its outcome: ``{"state", "reason", "refused"}``.
+
+    UsageError for a bad action or target (nothing is written); UnavailableError when the
+    repository cannot take the write or no outcome arrived in time (the intent stays and is
+    carried out when a master can).
+    """
+    body = json.dumps({"action": action, "target": target, "by": by, "at": time.time()})
+    parse_intent(body)
+    ident = f"{int(time.time() * 1e6):017d}-{secrets.token_hex(4)}"
+    watch = ccr.watch(f"{OUTCOMES}/{ident}")
+    try:
+        await ccr.txn((), (Put(f"{INTENTS}/{ident}", body.encode()),))
+        async with asyncio.timeout(timeout):
+            while True:
+                for event in await watch.next_batch():
+                    if event.value is None:
+                        continue
+                    outcome: dict[str, Any] = json.loads(event.value)
+                    if outcome.get("state") != "taking":
+                        return outcome
+    except TimeoutError:
+        raise UnavailableError(
+            f"intent {ident} ({action} {target}) written, but not carried out within "
+            f"{timeout:g} s; it will be when an availability service is active"
+        ) from None
+    finally:
+        watch.close()
+
+
+class IntentFollower:
+    """Carries out intents while ``availability`` is active (see the module docstring)."""
+
+    def __init__(self, ccr: Repository, availability: Callable[[], AvailabilityService | None]):
+        self._ccr = ccr
+        self._availability = availability
+        self.done = 0
+
+    async def run(self) -> None:
+        while True:
+            service = self._availability()
+            if service is None or service.role is not ServiceRole.ACTIVE:
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                await self._serve(service)
+            except HaosError as e:
+                log.warning("operator intents: %s; starting over", e)
+                await asyncio.sleep(0.2)
+
+    async def _serve(self, service: AvailabilityService) -> None:
+        rev, items = await self._ccr.range(INTENTS)
+        with self._ccr.watch(INTENTS, after=rev) as watch:
+            for item in items:
+                await self._carry_out(service, item.key, item.value)
+            while service.role is ServiceRole.ACTIVE:
+                try:
+                    async with asyncio.timeout(0.5):
+                        batch = await watch.next_batch()
+                except TimeoutError:
+                    continue
+                for event in batch:
+                    if event.value is not None and service.role is ServiceRole.ACTIVE:
+                        await self._carry_out(service, event.key, event.value)
+
+    async def _carry_out(self, service: AvailabilityService, key: str, value: bytes) -> None:
+        outcome_key = f"{OUTCOMES}/{key.rsplit('/', 1)[1]}"
+        taking = json.dumps({"state": "taking"}).encode()
+        try:
+            await self._ccr.txn((Compare(outcome_key, 0),), (Put(outcome_key, taking),))
+        except ConflictError:
+            # claimed by an earlier master that died: it may have carried it out
+            outcome = {
+                "state": "unknown",
+                "refused": False,
+                "reason": "the master changed while carrying it out; check haosctl status",
+            }
+            await self._finish(key, outcome_key, outcome)
+            return
+        try:
+            decision = await service.submit(parse_intent(value))
+        except UsageError as e:
+            outcome = {"state": "done", "refused": True, "reason": str(e)}
+        else:
+            outcome = {"state": "done", "refused": decision.refused, "reason": decision.reason}
+        await self._finish(key, outcome_key, outcome)
+        self.done += 1
+
+    async def _finish(self, key: str, outcome_key: str, outcome: dict[str, Any]) -> None:
+        await self._ccr.txn((), (Put(outcome_key, json.dumps(outcome).encode()), Delete(key)))
