@@ -19,21 +19,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from haos.cluster.crim import events as ev
-from haos.cluster.crim.actions import Decision, Publish
+from haos.cluster.crim.actions import Decision
 from haos.cluster.crim.snapshot import to_data
-from haos.cluster.crim.state import CrimState
 from haos.cluster.crim.topology import Topology
 from haos.cluster.dss.messaging.rrpc import Call, RemoteError, RpcService
 from haos.config.model import NodeSpec
 from haos.errors import HaosError, UnavailableError, UsageError
 from haos.services.crimd import AvailabilityService, ServiceRole
-from haos.services.executor import Batch, Dispatcher, NodeOrders, batch_from_json, decode, encode
+from haos.services.executor import Batch, NodeOrders, batch_from_json, decode, encode
 from haos.services.orders import desired_roles, report_from_json
 
 log = logging.getLogger(__name__)
@@ -58,29 +55,6 @@ class RpcChannel:
         )
 
 
-class NotesSink:
-    """Wraps the dispatcher: also keeps the CRIM's notifications (the ASR's input)."""
-
-    def __init__(self, dispatcher: Dispatcher, history: deque[dict[str, Any]]) -> None:
-        self._dispatcher = dispatcher
-        self._history = history
-
-    async def carry_out(self, seq: int, decision: Decision) -> None:
-        await self._dispatcher.carry_out(seq, decision)
-        self._history.append(
-            {"seq": seq, "at": time.time(), "reason": decision.reason, "refused": decision.refused}
-        )
-        for action in decision.actions:
-            if isinstance(action, Publish):
-                note = action.notification
-                self._history.append(
-                    {"seq": seq, "at": time.time(), "note": type(note).__name__, **vars(note)}
-                )
-
-    def resync(self, seq: int, crim: CrimState) -> None:
-        self._dispatcher.resync(seq, crim)
-
-
 class ClusterApi:
     def __init__(
         self,
@@ -97,7 +71,6 @@ class ClusterApi:
         self._master = master
         self._orders = orders
         self._availability = availability
-        self.history: deque[dict[str, Any]] = deque(maxlen=2000)
         for method, handler in (
             ("orders", self._on_orders),
             ("report", self._on_report),
@@ -217,7 +190,7 @@ class ClusterApi:
             return dict(await self.to_master("crim", {}))
         if op == "history":
             limit = int(req.get("limit", 50))
-            return {"history": list(self.history)[-limit:]}
+            return {"history": list(self._orders.history)[-limit:]}
         if op == "desired":
             return {
                 "synced": self._orders.synced,

@@ -55,7 +55,7 @@ from haos.cluster.fencing.callback import CallbackFencer
 from haos.config.loader import load_config
 from haos.config.model import ClusterConfig, NodeSpec
 from haos.errors import ConfigError, HaosError, UsageError
-from haos.services.clusterapi import ClusterApi, NotesSink, RpcChannel
+from haos.services.clusterapi import ClusterApi, RpcChannel
 from haos.services.crimd import AvailabilityService
 from haos.services.crimd import Settings as AvailabilitySettings
 from haos.services.executor import Dispatcher, NodeOrders
@@ -173,8 +173,9 @@ class NodeDaemon:
         assert self.cmm is not None and self.dispatcher is not None and self.api is not None
         async with self.cmm.listen() as notices:
             settings = AvailabilitySettings(self.me.node_id, self.topo, self.config.correlation)
-            sink = NotesSink(self.dispatcher, self.api.history)
-            self.availability = AvailabilityService(settings, crc, notices, sink, time.time)
+            self.availability = AvailabilityService(
+                settings, crc, notices, self.dispatcher, time.time
+            )
             await self.availability.run()
 
     async def _follow_settings(self, ccr: CcrService) -> None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +33,7 @@ from haos.services.orders import (
     Order,
     RoleOrder,
     desired_roles,
+    notes_of,
     order_from_json,
     order_to_json,
     orders_for,
@@ -52,11 +55,14 @@ class Batch:
     seq: int
     orders: tuple[Order, ...] = ()
     roles: Mapping[str, AvailabilityState] | None = None  # a full desired state
+    notes: tuple[dict[str, Any], ...] = ()  # for every node's history
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"seq": self.seq, "orders": [order_to_json(o) for o in self.orders]}
         if self.roles is not None:
             out["roles"] = {c: s.value for c, s in self.roles.items()}
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
 
@@ -70,15 +76,21 @@ def batch_from_json(obj: object) -> Batch:
     if not isinstance(raw, list):
         raise UsageError("orders: 'orders' must be a list")
     roles = roles_from_json(obj["roles"]) if "roles" in obj else None
-    return Batch(seq, tuple(order_from_json(o) for o in raw), roles)
+    notes = obj.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, dict) for n in notes):
+        raise UsageError("orders: 'notes' must be a list of objects")
+    return Batch(seq, tuple(order_from_json(o) for o in raw), roles, tuple(notes))
 
 
 class Dispatcher:
     """See the module docstring. Run :meth:`run` in the daemon's task group."""
 
-    def __init__(self, topo: Topology, channel: OrderChannel) -> None:
+    def __init__(
+        self, topo: Topology, channel: OrderChannel, clock: Callable[[], float] = time.time
+    ) -> None:
         self._topo = topo
         self._channel = channel
+        self._clock = clock
         self._outbox: dict[str, asyncio.Queue[Batch]] = {n: asyncio.Queue() for n in topo.nodes}
         self._stale: set[str] = set()
         self._crim: CrimState | None = None
@@ -88,8 +100,10 @@ class Dispatcher:
 
     async def carry_out(self, seq: int, decision: Decision) -> None:
         self._crim, self._seq = decision.state, seq
-        for node, orders in orders_for(self._topo, seq, decision).items():
-            self._outbox[node].put_nowait(Batch(seq, tuple(orders)))
+        orders = orders_for(self._topo, seq, decision)
+        notes = tuple(notes_of(seq, self._clock(), decision))
+        for node, box in self._outbox.items():  # every node keeps the history
+            box.put_nowait(Batch(seq, tuple(orders.get(node, ())), None, notes))
 
     def resync(self, seq: int, crim: CrimState) -> None:
         """Send every node its full desired state (after a take-over)."""
@@ -111,7 +125,7 @@ class Dispatcher:
         while True:
             batch = await box.get()
             if node in self._stale and batch.roles is None and self._crim is not None:
-                batch = Batch(batch.seq, batch.orders, self._full(node).roles)
+                batch = Batch(batch.seq, batch.orders, self._full(node).roles, batch.notes)
             try:
                 await self._channel.send(node, batch.to_json())
             except HaosError as e:
@@ -129,8 +143,9 @@ Listener = Callable[[dict[str, Any]], None]
 class NodeOrders:
     """See the module docstring. ``receive`` takes what the master sent (already decoded)."""
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, history: int = 2000) -> None:
         self.node = node
+        self.history: deque[dict[str, Any]] = deque(maxlen=history)
         self.seq = -1  # the newest order or full state taken in
         self.roles: dict[str, AvailabilityState] = {}
         self.synced = False  # has had a full desired state
@@ -138,6 +153,8 @@ class NodeOrders:
         self._synced = asyncio.Event()
 
     def receive(self, batch: Batch) -> None:
+        if batch.notes and (not self.history or self.history[-1]["seq"] < batch.seq):
+            self.history.extend(batch.notes)
         if batch.roles is not None and (batch.seq >= self.seq or not self.synced):
             self.roles = dict(batch.roles)
             self.seq = max(self.seq, batch.seq)

@@ -21,6 +21,7 @@ from typing import Any
 from haos.cluster.crim.actions import (
     AssignRole,
     Decision,
+    Publish,
     RebootNode,
     RecoverComponent,
     Repair,
@@ -99,6 +100,26 @@ def orders_for(topo: Topology, seq: int, decision: Decision) -> dict[str, list[O
         elif isinstance(a, RebootNode):
             add(a.node, RebootOrder(a.node, a.reason, seq))
     return out
+
+
+def notes_of(seq: int, at: float, decision: Decision) -> list[dict[str, Any]]:
+    """The decision and its notifications as JSON objects, for every node's history."""
+    out: list[dict[str, Any]] = [
+        {"seq": seq, "at": at, "reason": decision.reason, "refused": decision.refused}
+    ]
+    for a in decision.actions:
+        if isinstance(a, Publish):
+            fields = {k: _plain(v) for k, v in vars(a.notification).items()}
+            out.append({"seq": seq, "at": at, "note": type(a.notification).__name__, **fields})
+    return out
+
+
+def _plain(value: object) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
 
 
 def desired_roles(topo: Topology, crim: CrimState, node: str) -> dict[str, AvailabilityState]:
