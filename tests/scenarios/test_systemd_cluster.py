@@ -8,6 +8,7 @@ watchdog, fed only through the daemon's gate, kills and restarts it).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,13 @@ import pytest
 from haos.cluster.harness import netns, nspawn
 from haos.cluster.harness.config import ClusterSpec
 from haos.cluster.harness.nspawn import cgroup_leftovers, mounts_under
-from haos.cluster.harness.systemd_cluster import CLUSTERD, REPO, SystemdCluster
+from haos.cluster.harness.systemd_cluster import (
+    AGENTD,
+    CLUSTERD,
+    REPO,
+    SystemdCluster,
+    agent_available,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -42,11 +49,12 @@ def cache() -> Path:
     return root
 
 
-@pytest.fixture
-def cluster(cache: Path) -> Iterator[SystemdCluster]:
+@contextlib.contextmanager
+def booted(cache: Path, **kwargs: Any) -> Iterator[SystemdCluster]:
+    """A 3-node systemd cluster; afterwards, check that nothing of it is left."""
     started = time.monotonic()
-    with SystemdCluster(ClusterSpec(nodes=3), cache=cache) as c:
-        print(f"3 systemd nodes running with haos-clusterd ready after {c.up_after:.2f} s")
+    with SystemdCluster(ClusterSpec(nodes=3), cache=cache, **kwargs) as c:
+        print(f"3 systemd nodes running with their daemons ready after {c.up_after:.2f} s")
         yield c
         topo = c.topo
     assert topo is not None
@@ -54,23 +62,40 @@ def cluster(cache: Path) -> Iterator[SystemdCluster]:
     assert [f for node in c.nodes.values() for f in node.leftovers()] == []
     assert mounts_under(topo.workdir) == []
     assert netns.tasks_in(topo.idents) == []
-    assert cgroup_leftovers() == []
+    assert [
+        p for p in cgroup_leftovers() if p.name.startswith(f"haos-{topo.names.cluster_id}-")
+    ] == []
     assert not [n for n in netns.present() if n.startswith(f"haos-{topo.names.cluster_id}-")]
     assert not topo.workdir.exists()
+
+
+@pytest.fixture
+def cluster(cache: Path) -> Iterator[SystemdCluster]:
+    with booted(cache) as c:
+        yield c
+
+
+@pytest.fixture
+def fenced(cache: Path) -> Iterator[SystemdCluster]:
+    """A cluster whose daemons fence through the harness's fence bridge."""
+    with booted(cache, fence=True) as c:
+        yield c
 
 
 def statuses(c: SystemdCluster) -> dict[str, dict[str, Any] | None]:
     return {n: c.status(n) for n in NODES}
 
 
-def in_sync(c: SystemdCluster) -> bool:
-    """Every daemon answers, sees all three, and holds the same repository content."""
+def in_sync(c: SystemdCluster, admitted: bool = False) -> bool:
+    """Every daemon answers, sees all three, and holds the same repository content;
+    with ``admitted``, no node waits to be fenced either."""
     st = statuses(c)
     answers = [s for s in st.values() if s is not None]
     return (
         len(answers) == 3
         and all(s["members"] == [1, 2, 3] and s["ccr"]["synced"] for s in answers)
         and len({s["hash"] for s in answers}) == 1
+        and (not admitted or all(s["fence_pending"] == [] for s in answers))
     )
 
 
@@ -176,3 +201,69 @@ def test_sigstopped_clusterd_is_killed_by_the_watchdog_and_restarted(
     assert watchdog / 2 + RESTART_SEC <= restarted <= bound
     assert c.restarts("n3") == 1
     assert c.control("n3").request("get", key="/test/before-freeze")["value"] == "kept"
+
+
+def test_a_node_whose_cluster_daemon_dies_is_fenced_by_the_master_and_rejoins(
+    fenced: SystemdCluster,
+) -> None:
+    c, bridge = fenced, fenced.bridge
+    assert bridge is not None
+    write_and_spread(c, "/test/before-fence", "kept")
+    before = c.status("n1")
+    assert before is not None
+
+    killed_at = time.monotonic()
+    c.kill_daemon("n3")
+    c.wait_for(lambda: ("n3", "reboot", "ok") in bridge.done, DEADLINE, "n3 fenced")
+    fenced_after = time.monotonic() - killed_at
+    c.wait_for(lambda: in_sync(c, admitted=True), 60.0, "n3 rebooted, rejoined and admitted")
+    back = time.monotonic() - killed_at
+    print(
+        f"clusterd SIGKILLed: n3 power-cycled after {fenced_after:.2f} s, back after {back:.2f} s"
+    )
+
+    assert bridge.done == [("n3", "reboot", "ok")]  # fenced once, by one fencer
+    after = statuses(c)
+    assert all(s is not None and s["hash"] == before["hash"] for s in after.values())
+    assert {(s["master"], s["vice_master"]) for s in after.values() if s} == {(1, 2)}
+    assert c.control("n3").request("get", key="/test/before-fence")["value"] == "kept"
+    assert c.restarts("n3") == 0  # a fresh boot, not a restart of the old daemon
+
+
+def test_a_stopped_node_is_fenced_rebooted_and_catches_up_on_what_was_written_meanwhile(
+    fenced: SystemdCluster,
+) -> None:
+    c = fenced
+    assert c.bridge is not None
+    stopped_at = time.monotonic()
+    c.stop_node("n3")
+    revision = c.control("n1").request("put", key="/test/while-n3-away", value="caught up")
+    c.wait_for(lambda: in_sync(c, admitted=True), 60.0, "n3 fenced, booted and admitted")
+    print(f"n3 stopped: back and in sync after {time.monotonic() - stopped_at:.2f} s")
+    assert c.bridge.done == [("n3", "reboot", "ok")]
+    item = c.control("n3").request("get", key="/test/while-n3-away")
+    assert item == {"ok": True, "value": "caught up", "revision": revision["revision"]}
+
+
+@pytest.mark.skipif(not agent_available(), reason="no haos.services.agent.daemon in this tree")
+def test_the_agent_keeps_running_while_its_cluster_daemon_restarts(cache: Path) -> None:
+    with booted(cache, agent=True) as c:
+        for name in NODES:
+            assert c.node(name).unit_state(AGENTD) == "active"
+        agent = c.main_pid("n3", AGENTD)
+        old = c.kill_daemon("n3", CLUSTERD)
+        c.wait_for(lambda: c.main_pid("n3") not in (0, old), DEADLINE, "a new clusterd on n3")
+        c.wait_for(lambda: in_sync(c), DEADLINE, "n3 back in sync")
+        # not bound to the cluster daemon: the same agent process ran on throughout
+        assert c.main_pid("n3", AGENTD) == agent
+        assert c.restarts("n3", AGENTD) == 0
+
+        killed_at = time.monotonic()
+        c.kill_daemon("n2", AGENTD)
+        c.wait_for(
+            lambda: c.restarts("n2", AGENTD) == 1 and c.node("n2").unit_state(AGENTD) == "active",
+            DEADLINE,
+            "the agent on n2 restarted and ready",
+        )
+        print(f"agent SIGKILLed: active (READY) again after {time.monotonic() - killed_at:.2f} s")
+        assert c.restarts("n2", CLUSTERD) == 0  # the cluster daemon is not bound to it either

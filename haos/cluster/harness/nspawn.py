@@ -78,6 +78,7 @@ class NspawnNode:
         files: Mapping[str, str] | None = None,
         enable: Sequence[str] = (),
         bind_ro: Sequence[Path] = (),
+        bind: Sequence[Path] = (),
         boot_timeout: float = 60.0,
         stop_timeout: float = 15.0,
     ) -> None:
@@ -89,7 +90,8 @@ class NspawnNode:
         ``files`` (absolute path in the container → text) are written into the overlay before
         the boot, ``enable`` names units (under ``/etc/systemd/system`` if written there, else
         Debian's ``/lib/systemd/system``) that multi-user.target then wants, and ``bind_ro``
-        host directories appear read-only at the same path in the container.
+        host directories appear read-only at the same path in the container (``bind`` ones
+        writable).
         """
         if (corosync_conf is None) != (authkey is None):
             raise UsageError("corosync_conf and authkey go together")
@@ -104,6 +106,7 @@ class NspawnNode:
         self.files = dict(files or {})
         self.enable = tuple(enable)
         self.bind_ro = tuple(bind_ro)
+        self.bind = tuple(bind)
         if any(not PurePosixPath(p).is_absolute() for p in self.files):
             raise UsageError("file paths in the container must be absolute")
         self.boot_timeout = boot_timeout
@@ -150,6 +153,13 @@ class NspawnNode:
     def close(self) -> None:
         """Power off, kill leftovers, unmount, remove cgroups (see the module docstring)."""
         self._stack.close()
+
+    def power_cut(self) -> None:
+        """Like pulling the plug: SIGKILL everything in the node's cgroups (systemd-nspawn
+        too), then :meth:`close`. The overlay's upper layer (the node's disk) stays."""
+        if self.launched_at is not None:
+            _kill_cgroup(self.cgroups, self.stop_timeout)
+        self.close()
 
     def launch(self) -> None:
         """Prepare the overlay and cgroups and start systemd-nspawn; do not wait.
@@ -217,6 +227,7 @@ class NspawnNode:
             "--register=no", "--keep-unit", "--console=passive",
             f"--network-namespace-path={self.netns_path}",
             *(f"--bind-ro={d}" for d in self.bind_ro),
+            *(f"--bind={d}" for d in self.bind),
         ]  # fmt: skip
         with (self.workdir / "nspawn.log").open("wb") as out:
             self.launched_at = time.monotonic()

@@ -27,10 +27,14 @@ the work directory (see :class:`~.nspawn.NspawnNode`).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import logging
 import secrets
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,7 +55,8 @@ CLUSTERD = "haos-clusterd.service"
 AGENTD = "haos-agentd.service"
 AGENT_MODULE = "haos/services/agent/daemon.py"
 CONTROL_SOCKET = "/run/haos/control.sock"
-_POLL = 0.05  # how often wait_for re-checks its predicate
+_POLL = 0.05  # how often wait_for and the fence bridge re-check their conditions
+FENCE_TIMEOUT = 120.0  # seconds a fence request waits for the bridge's answer
 
 
 def cluster_toml(spec: ClusterSpec, name: str) -> str:
@@ -83,14 +88,17 @@ class SystemdCluster:
         repo: Path = REPO,
         agent: bool = False,
         config_toml: str | None = None,
+        fence: bool = False,
         fence_command: str = "",
         boot_timeout: float = 90.0,
     ) -> None:
         """Describe the cluster; entering it builds and boots it. Does no I/O.
 
         ``agent``: enable ``haos-agentd.service`` too. ``config_toml``: the cluster
-        configuration (default :func:`cluster_toml`). ``fence_command``: the daemons'
-        ``--fence-command`` template (default none: a departed node stays "must be fenced").
+        configuration (default :func:`cluster_toml`). ``fence``: the daemons fence through a
+        :class:`FenceBridge` (off = power cut, reboot = power cut then boot); else
+        ``fence_command`` is their ``--fence-command`` template (default none: a departed node
+        stays "to be fenced").
         ``boot_timeout``: seconds from launch until every node runs with its daemons ready.
         """
         if agent and not agent_available(repo):
@@ -100,7 +108,9 @@ class SystemdCluster:
         self.repo = repo
         self.units = (CLUSTERD, AGENTD) if agent else (CLUSTERD,)
         self.config_toml = config_toml
+        self.fence = fence
         self.fence_command = fence_command
+        self.bridge: FenceBridge | None = None
         self.boot_timeout = boot_timeout
         self.topo: Topology | None = None
         self.nodes: dict[str, NspawnNode] = {}
@@ -109,6 +119,8 @@ class SystemdCluster:
         self._corosync_conf = ""
         self._authkey = b""
         self._stack = contextlib.ExitStack()
+        # one power operation at a time: the fence bridge's thread does them too
+        self._power = threading.RLock()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -135,12 +147,18 @@ class SystemdCluster:
 
     def close(self) -> None:
         """Power every node off and remove everything (see the module docstring)."""
+        if self.bridge is not None:
+            self.bridge.stop()  # first: it must not boot a node while they are torn down
         self._stack.close()
 
     def _start(self) -> None:
         self.topo = self._stack.enter_context(topology(self.spec.nodes))
         self._corosync_conf = render_corosync_conf(self.spec, self.topo.names)
         self._authkey = secrets.token_bytes(256)
+        if self.fence:
+            self.bridge = FenceBridge(self.topo.workdir / "fence", self.power_cut, self.start_node)
+            self.fence_command = self.bridge.command()
+            self.bridge.start()
         toml = self.config_toml or cluster_toml(self.spec, f"systemd-{self.topo.names.cluster_id}")
         for name in self.names:
             self._files[name] = self._node_files(name, toml)
@@ -180,6 +198,7 @@ class SystemdCluster:
             files=self._files[name],
             enable=self.units,
             bind_ro=(self.repo,),
+            bind=() if self.bridge is None else (self.bridge.directory,),
             boot_timeout=self.boot_timeout,
         )
         self.nodes[name] = node
@@ -195,15 +214,22 @@ class SystemdCluster:
             raise HarnessError(f"{e}\n{self.diagnose(name)}") from e
 
     def stop_node(self, name: str) -> None:
-        """Power node ``name`` off (its disk, the overlay's upper layer, is kept)."""
-        self.node(name).close()
+        """Shut node ``name`` down cleanly (its disk, the overlay's upper layer, is kept)."""
+        with self._power:
+            self.node(name).close()
+
+    def power_cut(self, name: str) -> None:
+        """Cut node ``name``'s power: everything in it is SIGKILLed (its disk is kept)."""
+        with self._power:
+            self.node(name).power_cut()
 
     def start_node(self, name: str) -> float:
         """Boot node ``name`` again on its disk; return the seconds until it runs (its daemons
         ready: it has rejoined)."""
-        self.node(name).close()
-        node = self._launch(name)
-        self._await(name)
+        with self._power:
+            self.node(name).close()
+            node = self._launch(name)
+            self._await(name)
         assert node.running_after is not None
         return node.running_after
 
@@ -277,3 +303,105 @@ class SystemdCluster:
             except HaosError as e:
                 parts.append(f"{unit}: cannot read its journal: {e}")
         return "\n".join(parts)
+
+
+class FenceBridge:
+    """The harness's fence device for nodes in containers.
+
+    A node's fence command (:meth:`command`, run by its cluster daemon) drops a request
+    ``<token>.req`` (JSON: node, action) into ``directory``, which every node has bind-mounted
+    at the same path, and waits for ``<token>.done``. A thread on the host carries requests
+    out in arrival order: ``off`` cuts the node's power; ``reboot`` cuts it, answers, then
+    boots the node again. Only the answer ``ok`` counts as fenced.
+    """
+
+    def __init__(
+        self, directory: Path, off: Callable[[str], None], on: Callable[[str], object]
+    ) -> None:
+        self.directory = directory
+        self._off = off
+        self._on = on
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.done: list[tuple[str, str, str]] = []  # (node, action, answer), for tests
+
+    def command(self) -> str:
+        """The ``--fence-command`` template that reaches this bridge from inside a node."""
+        return (
+            f"/usr/bin/python3 -m haos.cluster.harness.systemd_cluster fence {self.directory}"
+            " {node} {action}"
+        )
+
+    def start(self) -> None:
+        self.directory.mkdir(exist_ok=True)
+        self._thread = threading.Thread(target=self._serve, name="fence-bridge", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _serve(self) -> None:
+        while not self._stopping.wait(_POLL):
+            requests = sorted(self.directory.glob("*.req"), key=lambda p: p.stat().st_mtime_ns)
+            for request in requests:
+                self._handle(request)
+
+    def _handle(self, request: Path) -> None:
+        node, action, answer = "?", "?", "ok"
+        try:
+            ask = json.loads(request.read_text())
+            node, action = str(ask["node"]), str(ask["action"])
+            if action not in ("off", "reboot"):
+                raise UsageError(f"unknown fence action {action!r}")
+            log.info("fence bridge: %s %s", action, node)
+            self._off(node)
+        except (HaosError, OSError, ValueError, KeyError) as e:
+            answer = f"error: {e}"
+        self.done.append((node, action, answer))
+        temporary = request.with_suffix(".tmp")
+        temporary.write_text(answer)
+        temporary.rename(request.with_suffix(".done"))
+        request.unlink()
+        if answer == "ok" and action == "reboot" and not self._stopping.is_set():
+            try:
+                self._on(node)
+            except HaosError as e:
+                log.error("fence bridge: %s did not boot again: %s", node, e)
+
+
+def request_fence(directory: Path, node: str, action: str, timeout: float = FENCE_TIMEOUT) -> str:
+    """Ask the :class:`FenceBridge` at ``directory`` to fence ``node``; its answer."""
+    token = secrets.token_hex(8)
+    temporary = directory / f"{token}.new"
+    temporary.write_text(json.dumps({"node": node, "action": action}))
+    temporary.rename(directory / f"{token}.req")
+    done = directory / f"{token}.done"
+    deadline = time.monotonic() + timeout
+    while not done.exists():
+        if time.monotonic() >= deadline:
+            return f"error: no answer within {timeout:g} s"
+        time.sleep(_POLL)
+    answer = done.read_text()
+    done.unlink()
+    return answer
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fence DIR NODE ACTION``: the fence command inside a node (exit 0 once fenced)."""
+    p = argparse.ArgumentParser(prog="python -m haos.cluster.harness.systemd_cluster")
+    sub = p.add_subparsers(dest="command", required=True)
+    fence = sub.add_parser("fence", help="ask the host's fence bridge to fence a node")
+    fence.add_argument("directory", type=Path)
+    fence.add_argument("node")
+    fence.add_argument("action", choices=("off", "reboot"))
+    a = p.parse_args(argv)
+    answer = request_fence(a.directory, a.node, a.action)
+    print(answer)
+    return 0 if answer == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
