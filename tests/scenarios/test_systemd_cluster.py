@@ -144,6 +144,10 @@ def test_three_systemd_nodes_run_clusterd_ready_and_agree_on_master_and_vice_mas
         "a WATCHDOG=1 from every daemon",
     )
     write_and_spread(c, "/test/written-on-n1", "seen everywhere")
+    # the units as shipped pass systemd's own check on the node's systemd
+    units = [f"/etc/systemd/system/{u}" for u in (CLUSTERD, AGENTD)]
+    verify = c.node("n1").run(["systemd-analyze", "verify", *units], check=False)
+    assert (verify.returncode, verify.stderr) == (0, "")
     assert c.control("n3").request("get", key="/test/written-on-n1")["value"] == "seen everywhere"
 
 

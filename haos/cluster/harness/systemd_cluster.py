@@ -4,7 +4,7 @@ Use (a synchronous context manager)::
 
     with SystemdCluster(ClusterSpec(nodes=3), cache=build_noderoot(REPO, NODEROOT)) as c:
         c.control("n1").request("status")
-        c.kill_daemon("n3")                       # SIGKILL; systemd restarts it
+        old = c.kill_daemon("n3")                 # SIGKILL; systemd restarts it
         c.wait_for(lambda: c.main_pid("n3") not in (0, old), 30.0, "n3 restarted")
 
 The harness topology (:func:`.nspawn.topology`: a namespace per node with two links) holds one
@@ -20,9 +20,14 @@ Entering returns once every node's systemd reports ``running``: its boot jobs ar
 cluster's state. A node's control socket (``/run/haos/control.sock``, in the container's own
 ``/run``) is reached from the host through ``/proc/<its PID 1>/root``.
 
-Leaving -- normally or by any exception -- powers every node off, SIGKILLs what is left,
-unmounts, removes cgroups, kills whatever still runs in the namespaces and deletes them and
-the work directory (see :class:`~.nspawn.NspawnNode`).
+With ``fence=True`` the daemons fence through a :class:`FenceBridge`: a node's fence command
+asks the host (through a directory every node has bind-mounted) to cut a node's power, and
+for ``reboot`` to boot it again on its disk -- what a BMC would do for a real board.
+
+Leaving -- normally or by any exception -- stops the fence bridge, powers every node off,
+SIGKILLs what is left, unmounts, removes cgroups, kills whatever still runs in the namespaces
+and deletes them and the work directory (see :class:`~.nspawn.NspawnNode`). Power operations
+(``stop_node``, ``start_node``, ``power_cut``, the bridge's) run one at a time.
 """
 
 from __future__ import annotations

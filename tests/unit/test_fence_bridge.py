@@ -1,0 +1,79 @@
+"""The harness's fence bridge between nodes in containers and the host, without containers:
+requests through a real directory, the power operations recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from haos.cluster.harness.errors import HarnessError
+from haos.cluster.harness.systemd_cluster import FenceBridge, main, request_fence
+
+
+class Power:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.broken: set[str] = set()
+
+    def off(self, node: str) -> None:
+        if node in self.broken:
+            raise HarnessError(f"{node}: no such node")
+        self.calls.append(("off", node))
+
+    def on(self, node: str) -> None:
+        self.calls.append(("on", node))
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[tuple[FenceBridge, Power]]:
+    power = Power()
+    bridge = FenceBridge(tmp_path / "fence", power.off, power.on)
+    bridge.start()
+    try:
+        yield bridge, power
+    finally:
+        bridge.stop()
+
+
+def test_reboot_cuts_the_power_answers_then_boots_the_node(
+    rig: tuple[FenceBridge, Power],
+) -> None:
+    bridge, power = rig
+    assert request_fence(bridge.directory, "n3", "reboot", timeout=10.0) == "ok"
+    assert request_fence(bridge.directory, "n2", "off", timeout=10.0) == "ok"
+    # one request at a time: n3 is booted again before n2's request is taken
+    assert power.calls == [("off", "n3"), ("on", "n3"), ("off", "n2")]
+    assert bridge.done == [("n3", "reboot", "ok"), ("n2", "off", "ok")]
+    assert sorted(p.name for p in bridge.directory.iterdir()) == []  # nothing left behind
+
+
+def test_a_failed_power_cut_is_no_fencing_and_nothing_is_booted(
+    rig: tuple[FenceBridge, Power],
+) -> None:
+    bridge, power = rig
+    power.broken.add("n9")
+    answer = request_fence(bridge.directory, "n9", "reboot", timeout=10.0)
+    assert answer == "error: n9: no such node"
+    assert power.calls == []
+
+
+def test_the_fence_command_exits_non_zero_unless_fenced(
+    rig: tuple[FenceBridge, Power], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bridge, power = rig
+    assert main(["fence", str(bridge.directory), "n1", "off"]) == 0
+    power.broken.add("n2")
+    assert main(["fence", str(bridge.directory), "n2", "off"]) == 1
+    assert capsys.readouterr().out.splitlines() == ["ok", "error: n2: no such node"]
+
+
+def test_bridge_command_names_the_directory(tmp_path: Path) -> None:
+    bridge = FenceBridge(tmp_path, lambda n: None, lambda n: None)
+    argv = bridge.command().split()
+    assert argv[-4:] == ["fence", str(tmp_path), "{node}", "{action}"]
+
+
+def test_no_bridge_no_answer(tmp_path: Path) -> None:
+    assert request_fence(tmp_path, "n1", "off", timeout=0.1) == "error: no answer within 0.1 s"
