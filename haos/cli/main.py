@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from haos.cli import boot, harness, ops, simulate
+from haos.cli import boot, demo, harness, ops, simulate
 from haos.errors import HaosError
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     harness.add_parser(sub)
     boot.add_parser(sub)
     ops.add_parsers(sub)
+    demo.add_parser(sub)
     return parser
 
 

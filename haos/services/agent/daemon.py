@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -27,7 +28,7 @@ from typing import cast
 from haos.cluster.crim.topology import Topology
 from haos.cluster.hm.policy import AuditMonitor
 from haos.config.loader import load_config
-from haos.config.model import AuditSpec, ClusterConfig, NodeSpec
+from haos.config.model import AuditSpec, ClusterConfig, ManagerSpec, NodeSpec
 from haos.errors import HaosError, UsageError
 from haos.model.reports import ErrorReport
 from haos.services.agent.agent import Driver, NodeAgent
@@ -133,7 +134,7 @@ async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
             deps = DriverDeps(units, report, tasks, endpoint, str(settings.components))
             drivers: dict[str, Driver] = {}
             for c in comps:
-                drivers[c] = await make_driver(c, config.managers[c], deps)
+                drivers[c] = await make_driver(c, _inherit(config.managers[c]), deps)
             agent = NodeAgent(drivers, ControlLink(client), SystemctlRebooter())
             holder.append(agent)
             for r in early:
@@ -148,6 +149,14 @@ async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
             tasks.create_task(_announce(agent, notifier, me))
     finally:
         units.systemd.bus.disconnect()
+
+
+def _inherit(spec: ManagerSpec) -> ManagerSpec:
+    """An application linked with haos.client finds haos where the agent found it."""
+    path = os.environ.get("PYTHONPATH")
+    if spec.kind != "client" or not path or "PYTHONPATH" in spec.environment:
+        return spec
+    return dataclasses.replace(spec, environment={**spec.environment, "PYTHONPATH": path})
 
 
 async def _announce(agent: NodeAgent, notifier: Notifier, me: NodeSpec) -> None:
