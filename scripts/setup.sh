@@ -34,4 +34,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q -e '.[test]'
     touch "$stamp"
 fi
+./scripts/setup-image.sh
+# The root file system of the systemd cluster nodes (demo, scenario tests); built once, cached.
+image/noderoot.sh /var/cache/haos/noderoot >/dev/null
 echo "haos set up in $(pwd)/.venv"

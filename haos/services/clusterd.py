@@ -52,12 +52,12 @@ from haos.cluster.dss.corosync.quorum import VoteQuorum
 from haos.cluster.dss.messaging.rrpc import RpcService
 from haos.cluster.dss.transport import CpgTransport
 from haos.cluster.fencing.callback import CallbackFencer
-from haos.config.loader import load_config
 from haos.config.model import ClusterConfig, NodeSpec
 from haos.errors import ConfigError, HaosError, UsageError
 from haos.services.clusterapi import ClusterApi, RpcChannel
 from haos.services.crimd import AvailabilityService
 from haos.services.crimd import Settings as AvailabilitySettings
+from haos.services.entry import load_node, run_daemon
 from haos.services.executor import Dispatcher, NodeOrders
 from haos.services.intents import IntentFollower, submit_intent
 from haos.services.notify import Notifier, in_words
@@ -453,26 +453,19 @@ def parse(argv: Sequence[str] | None) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # corosync calls and store writes run on worker threads: hand the GIL over in 0.5 ms
     # rather than the default 5 ms, or every thread hop can cost that much under load.
     sys.setswitchinterval(0.0005)
     settings = parse(argv)
-    try:
-        config = load_config(settings.config)
-        me = next((n for n in config.nodes if n.name == settings.node), None)
-        if me is None:
-            raise UsageError(f"node {settings.node!r} is not in {settings.config}")
+
+    async def start() -> None:
+        config, me = load_node(settings.config, settings.node)
         with contextlib.suppress(FileNotFoundError):
             settings.control.unlink()
         notifier = Notifier.from_env(os.environ, os.getpid())
-        asyncio.run(NodeDaemon(settings, config, me, notifier).run())
-    except HaosError as e:
-        print(f"haos-clusterd: {e.code} error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 0
-    return 0
+        await NodeDaemon(settings, config, me, notifier).run()
+
+    return run_daemon("haos-clusterd", start)
 
 
 if __name__ == "__main__":

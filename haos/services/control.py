@@ -53,13 +53,7 @@ class ControlClient:
                 line = _read_line(sock)
         except OSError as e:  # the daemon died or went away mid-request
             raise UnavailableError(f"node daemon at {self.path}: {e}") from e
-        try:
-            answer: dict[str, Any] = json.loads(line)
-        except ValueError as e:
-            raise UnavailableError(f"node daemon at {self.path} sent garbage: {e}") from e
-        if not answer.get("ok"):
-            raise ControlError(str(answer.get("error")), str(answer.get("message")))
-        return answer
+        return _answer(line, self.path)
 
     def stream(self, op: str, **fields: Any) -> Iterator[dict[str, Any]]:
         """The objects of a streaming op, until the daemon closes or the caller stops."""

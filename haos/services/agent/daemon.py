@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,8 @@ from typing import cast
 
 from haos.cluster.crim.topology import Topology
 from haos.cluster.hm.policy import AuditMonitor
-from haos.config.loader import load_config
 from haos.config.model import AuditSpec, ClusterConfig, ManagerSpec, NodeSpec
-from haos.errors import HaosError, UsageError
+from haos.errors import HaosError
 from haos.model.reports import ErrorReport
 from haos.services.agent.agent import Driver, NodeAgent
 from haos.services.agent.backend import AuditCallback
@@ -38,6 +36,7 @@ from haos.services.agent.drivers import DriverDeps, make_driver
 from haos.services.agent.endpoint import Endpoint
 from haos.services.agent.link import ControlLink
 from haos.services.control import AsyncControlClient
+from haos.services.entry import load_node, run_daemon
 from haos.services.hm import (
     AuditRunner,
     CallbackProbe,
@@ -184,20 +183,13 @@ def parse(argv: Sequence[str] | None) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     settings = parse(argv)
-    try:
-        config = load_config(settings.config)
-        me = next((n for n in config.nodes if n.name == settings.node), None)
-        if me is None:
-            raise UsageError(f"node {settings.node!r} is not in {settings.config}")
-        asyncio.run(run(settings, config, me))
-    except HaosError as e:
-        print(f"haos-agentd: {e.code} error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 0
-    return 0
+
+    async def start() -> None:
+        config, me = load_node(settings.config, settings.node)
+        await run(settings, config, me)
+
+    return run_daemon("haos-agentd", start)
 
 
 if __name__ == "__main__":
