@@ -1,0 +1,1 @@
+"""Demo applications that run under haos."""

@@ -1,0 +1,157 @@
+"""The demo service: a TCP counter that survives a fail-over.
+
+Line protocol: ``INCR`` answers the new value, ``GET`` the current one; anything else gets
+``ERR ...``. Only the primary listens: while the component is anything else the port is
+closed, and connections open when it stops being primary are closed. Every increment is
+checkpointed synchronously before it is answered, and a new primary reads the checkpoint
+before it listens, so no answered increment is lost by a fail-over. The primary publishes
+``/demo/<component>`` -> ``host:port`` in the name service (best effort).
+
+Run by a node agent (``manager = { kind = "client", command = ["python3", "-m",
+"haos.demo.counter"] }``)::
+
+    python3 -m haos.demo.counter [--host ADDR] [--port N]
+
+The address and port default to ``HAOS_DEMO_HOST`` / ``HAOS_DEMO_PORT`` (0.0.0.0:7070). When
+the agent connection is lost the service keeps its role and registers again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from haos.client import Assignment, Client
+from haos.errors import HaosError, UnavailableError
+
+log = logging.getLogger("haos.demo.counter")
+
+SECTION = "counter"
+RECONNECT = 0.5  # seconds between attempts to register again
+
+
+class Counter:
+    """The service; :meth:`become` carries out a role, :meth:`quiesce` prepares a switchover."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.value = 0
+        self.primary = False
+        self.client: Client | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
+        self._lock = asyncio.Lock()  # one increment at a time, in checkpoint order
+
+    async def become(self, assignment: Assignment) -> None:
+        if assignment.primary and not self.primary:
+            await self._take_over()
+        elif not assignment.primary and self.primary:
+            await self._step_down()
+
+    async def quiesce(self) -> None:
+        """Stop serving once the increment in progress is checkpointed (a switchover is next:
+        the new primary must read the last value this one answered)."""
+        if self.primary:
+            await self._step_down()
+        log.info("quiesced at %d", self.value)
+
+    async def _take_over(self) -> None:
+        assert self.client is not None
+        data = await self.client.checkpoint_read(SECTION)
+        self.value = int(data.decode()) if data else 0
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.primary = True
+        log.info("primary: serving on %s:%d from %d", self.host, self.port, self.value)
+        with contextlib.suppress(HaosError):
+            await self.client.name_bind(
+                f"/demo/{self.client.component}", f"{self.host}:{self.port}"
+            )
+
+    async def _step_down(self) -> None:
+        self.primary = False
+        self._close_listener()
+        async with self._lock:
+            for writer in list(self._connections):
+                writer.close()
+        log.info("no longer primary (counter at %d)", self.value)
+
+    def _close_listener(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
+        try:
+            while self.primary and (line := await reader.readline()):
+                writer.write((await self._command(line.decode(errors="replace").strip())) + b"\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+
+    async def _command(self, command: str) -> bytes:
+        if command == "GET":
+            return str(self.value).encode()
+        if command != "INCR":
+            return b"ERR unknown command (INCR or GET)"
+        async with self._lock:
+            if not self.primary or self.client is None:
+                return b"ERR not primary"
+            value = self.value + 1
+            try:
+                await self.client.checkpoint_write(SECTION, str(value).encode(), sync=True)
+            except HaosError as e:
+                return f"ERR not checkpointed: {e}".encode()
+            self.value = value
+        return str(value).encode()
+
+
+async def run(counter: Counter, client: Client) -> None:
+    """Register and follow the roles until the connection ends."""
+    counter.client = client
+    await client.register()
+    async for assignment in client.assignments():
+        try:
+            await counter.become(assignment)
+        except (OSError, HaosError, ValueError) as e:
+            log.error("cannot become %s: %s", assignment.state, e)
+            await client.ack(assignment, ok=False, message=str(e))
+        else:
+            await client.ack(assignment)
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    if not os.environ.get("HAOS_COMPONENT") or not os.environ.get("HAOS_AGENT_SOCKET"):
+        print("haos.demo.counter: run it under a haos node agent (HAOS_COMPONENT and "
+              "HAOS_AGENT_SOCKET are not set)", file=sys.stderr)  # fmt: skip
+        return 2
+    counter = Counter(args.host, args.port)
+    while True:
+        try:
+            async with Client.from_env(on_quiesce=counter.quiesce) as client:
+                await run(counter, client)
+        except UnavailableError as e:
+            log.warning("agent connection: %s; registering again", e)
+        await asyncio.sleep(RECONNECT)  # back off before registering again
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python3 -m haos.demo.counter", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("HAOS_DEMO_HOST", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("HAOS_DEMO_PORT", "7070")))
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(asyncio.run(main()))

@@ -1,0 +1,21 @@
+"""Starting an installed service (``StartUnit``) over D-Bus: what a ``systemd`` component needs
+beyond the CMF's :class:`~haos.services.cmf.types.UnitManager` contract.
+
+:class:`SystemdServiceUnits` is the D-Bus adapter with it (a
+:class:`~haos.services.agent.drivers.ServiceUnits`); :class:`haos.testing.agentfakes.
+FakeServiceUnits` is the fake. Importing this module imports dbus-fast.
+"""
+
+from __future__ import annotations
+
+from haos.services.cmf.systemd import MANAGER, MANAGER_PATH, SystemdUnits
+from haos.services.cmf.types import Job
+
+
+class SystemdServiceUnits(SystemdUnits):
+    """:class:`SystemdUnits` with :meth:`start` (``StartUnit`` in mode ``replace``)."""
+
+    async def start(self, name: str) -> Job:
+        """Queue a start job for the installed unit ``name``; NoSuchUnit if there is none."""
+        body = await self.systemd.call(MANAGER_PATH, MANAGER, "StartUnit", "ss", [name, "replace"])
+        return Job(name, str(body[0]))
