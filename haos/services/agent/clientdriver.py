@@ -217,6 +217,8 @@ class ClientDriver:
         try:
             mark = self._tracker.generation
             if self._tracker.active_state not in UP:
+                if session is not None:  # its process is gone; its EOF may not be read yet
+                    session.close("its process ended")
                 mark = await self._start()
             return await self._registered(mark)
         finally:

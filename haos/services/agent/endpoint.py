@@ -166,13 +166,14 @@ class Endpoint:
 
     def session(self, component: str) -> Session | None:
         """The live session of ``component``, if it is registered."""
-        return self._sessions.get(component)
+        session = self._sessions.get(component)
+        return None if session is None or session.closed.is_set() else session
 
     async def wait_session(self, component: str, timeout: float) -> Session:
         """The session of ``component`` once it registers; :class:`SessionTimeout` if not."""
         try:
             async with asyncio.timeout(timeout):
-                while (session := self._sessions.get(component)) is None:
+                while (session := self.session(component)) is None:
                     await self._arrived.setdefault(component, asyncio.Event()).wait()
                 return session
         except TimeoutError:
@@ -197,8 +198,11 @@ class Endpoint:
                     os.unlink(self.path)
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert self._tg is not None
-        self._tg.create_task(self._connection(reader, writer))
+        try:
+            assert self._tg is not None
+            self._tg.create_task(self._connection(reader, writer))
+        except RuntimeError:  # accepted just as the endpoint shut down
+            writer.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session: Session | None = None
@@ -356,7 +360,7 @@ class Endpoint:
         spec = AuditSpec(component, name, period, timeout, "callback", f"{component}:{name}")
 
         async def run() -> tuple[bool, str]:
-            current = self._sessions.get(component)
+            current = self.session(component)
             if current is None:
                 return False, f"{component} is not connected"
             return await current.audit(name, timeout)
