@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from haos.config.model import ManagerSpec
 from haos.errors import ConfigError, ConfigProblem, HaosError, IllegalTransition
@@ -161,7 +161,7 @@ async def make_ocf_driver(name: str, spec: ManagerSpec, deps: DriverDeps) -> Ocf
         kind,
         spec.params,
         instance,
-        {**meta.default_timeouts(), "stop": spec.stop_timeout},
+        {**_known(meta.default_timeouts()), "stop": spec.stop_timeout},
         promotable=promotable,
         monitor_interval=interval or DEFAULT_MONITOR_INTERVAL,
         ocf_root=deps.ocf_root,
@@ -173,3 +173,9 @@ async def make_ocf_driver(name: str, spec: ManagerSpec, deps: DriverDeps) -> Ocf
         monitor_interval=agent.monitor_interval,
         clock=deps.clock,
     )
+
+
+def _known(timeouts: Mapping[str, float]) -> dict[str, float]:
+    """The timeouts of the actions haos runs (agents also advertise reload, notify, ...)."""
+    actions = {a.value for a in OcfAction}
+    return {name: seconds for name, seconds in timeouts.items() if name in actions}
