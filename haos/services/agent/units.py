@@ -8,12 +8,24 @@ FakeServiceUnits` is the fake. Importing this module imports dbus-fast.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from haos.services.cmf.systemd import MANAGER, MANAGER_PATH, SystemdUnits
 from haos.services.cmf.types import Job
 
 
 class SystemdServiceUnits(SystemdUnits):
     """:class:`SystemdUnits` with :meth:`start` (``StartUnit`` in mode ``replace``)."""
+
+    @classmethod
+    async def connect(
+        cls, address: str | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> SystemdServiceUnits:
+        """As :meth:`SystemdUnits.connect`."""
+        units = await super().connect(address, clock)
+        assert isinstance(units, SystemdServiceUnits)
+        return units
 
     async def start(self, name: str) -> Job:
         """Queue a start job for the installed unit ``name``; NoSuchUnit if there is none."""
