@@ -34,15 +34,12 @@ The format (every table and key below; ``?`` marks optional keys, defaults in br
     name = "shelf1/slot1/node"       # its parent "shelf1/slot1" must be declared too
     class = "hsp-node"
     attributes? = { key = "value" }  # string values [{}]
-    manager? = { kind = "client", command = ["python3", "-m", "haos.demo.counter"] }
-    # how the node agent runs it [none: not run, e.g. hardware]; the kinds and their keys:
-    #   kind = "systemd", unit = "nginx.service"            started while primary
-    #   kind = "ocf", agent = "ocf:heartbeat:Dummy", params? = { state = "/run/d" },
-    #       promotable? = true                              [from the agent's meta-data]
-    #   kind = "client", command = [argv...], environment? = { VAR = "value" },
-    #       quiesce_timeout? = "5s"                         bound on quiesce [5s]
-    #   stop_timeout? = "10s" (any kind)                    stop, then kill [10s]
-    # a component with a manager must lie inside a node's component
+    manager? = { kind = "systemd", unit = "web.service" }  # how its node's agent runs it
+    #   [none: not run, e.g. hardware]; a managed component lies inside a node's component.
+    #   systemd: unit = "x.service" (started while primary, else stopped)
+    #   ocf: agent = "ocf:heartbeat:Dummy", params? = { state = "/run/d" }, promotable? = true
+    #   client: command = ["python3", "app.py"], environment? = {...}, quiesce_timeout? = "5s"
+    #   any kind: stop_timeout? = "10s" (then killed); promotable [from the agent's meta-data]
     [[nodes]]
     name = "n1"
     node_id = 1                      # 1 .. 2**32-1, unique
@@ -351,7 +348,6 @@ def _components(
     managers: dict[str, ManagerSpec],
     problems: Problems,
 ) -> _Declared[Component]:
-    """The tree; each valid component's manager goes into ``managers``."""
     tree = _Declared[Component]("component")
     tree.note(raw)
     for path, item in read_array(raw, "components", problems):
@@ -381,19 +377,14 @@ def _parents_first(tree: _Declared[Component]) -> tuple[Component, ...]:
 
 
 def _managed_on_nodes(
-    managers: Mapping[str, ManagerSpec],
-    tree: _Declared[Component],
-    nodes: tuple[NodeSpec, ...],
+    managers: Mapping[str, ManagerSpec], tree: _Declared[Component], nodes: tuple[NodeSpec, ...],
     problems: Problems,
-) -> None:
-    """A managed component must have a node that runs it: its own or one it lies inside."""
+) -> None:  # fmt: skip
+    """A managed component lies inside (or is) a node's component: that node's agent runs it."""
     for name in managers:
-        if not any(is_within(name, n.component) for n in nodes) and nodes:
-            problems.add(
-                _key(tree.paths[name], "manager"),
-                f"component {name!r} lies inside no node's component, so no node agent "
-                "would run it",
-            )
+        if nodes and not any(is_within(name, n.component) for n in nodes):
+            reason = f"component {name!r} lies inside no node's component: no agent would run it"
+            problems.add(_key(tree.paths[name], "manager"), reason)
 
 
 def _nodes(

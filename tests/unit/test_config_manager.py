@@ -147,8 +147,8 @@ def test_bad_manager_is_reported_at_its_key(manager: str, key: str, reason: str)
 
 def test_a_managed_component_outside_every_node_is_refused() -> None:
     found = problems('{ kind = "systemd", unit = "x.service" }', name="hw/app")
-    assert found == [(KEY, "component 'hw/app' lies inside no node's component, so no node "
-                      "agent would run it")]  # fmt: skip
+    reason = "component 'hw/app' lies inside no node's component: no agent would run it"
+    assert found == [(KEY, reason)]
 
 
 def test_problems_of_manager_and_component_are_all_reported() -> None:

@@ -186,7 +186,9 @@ class ClientDriver:
         try:
             await session.quiesce(self._quiesce_timeout)
         except SessionTimeout:
-            log.warning("%s: no quiesced within %g s; switching over", self.name, self._timeout)
+            log.warning(
+                "%s: not quiesced within %g s; switching over", self.name, self._quiesce_timeout
+            )
         except EndpointError as e:
             raise DriverError(f"{self.name}: quiesce: {e}") from e
         else:

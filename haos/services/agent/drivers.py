@@ -149,8 +149,9 @@ class UnitDriver:
         except UnitError as e:
             raise DriverError(f"{self.name}: cannot start {self.unit}: {e}") from e
         try:
+            # inactive after our start: it ran and ended (or its start job was cancelled)
             state = await self._tracker.wait(
-                frozenset({"active", "failed"}), self._start_timeout, after=mark
+                frozenset({"active", "failed", "inactive"}), self._start_timeout, after=mark
             )
         except TimeoutError:
             raise DriverError(
