@@ -25,10 +25,11 @@ The agent **pushes** orders, each with a ``seq``, and the application answers ea
     {"op": "audit", "seq": 11, "name": "alive"}
         <- {"op": "audit_result", "seq": 11, "ok": true, "detail": "42 requests/s"}
 
-A message the agent cannot use is answered with ``{"op": "error", "ok": false, "error":
-"usage", "message": ...}`` (with its ``id`` when it had one) and counted; a wrong version or
-a line that is too long also ends the connection. This module is shared by both ends and
-imports nothing of haos.
+A request the agent cannot use is answered ``{"id": <id>, "ok": false, "error": "usage",
+"message": ...}``; any other message it cannot use (no id, not JSON, an answer to nothing)
+with ``{"op": "error", "ok": false, "error": "usage", "message": ...}``. Both are counted. A
+bad hello (wrong version, unknown component) or a line over the limit also ends the
+connection. This module is shared by both ends and imports nothing of haos.
 """
 
 from __future__ import annotations
