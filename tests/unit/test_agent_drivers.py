@@ -260,14 +260,16 @@ class AppUnits(FakeServiceUnits):
 class Recorder:
     """The application: records what it is asked, acks roles (or refuses, when told to)."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiesce_for: float = 0.0) -> None:
         self.seen: list[str] = []
         self.refuse = False
         self.clients: list[Client] = []
+        self.quiesce_for = quiesce_for
 
     async def __call__(self, env: Mapping[str, str]) -> None:
         async def quiesce() -> None:
             self.seen.append("quiesce")
+            await asyncio.sleep(self.quiesce_for)
 
         component, path = env["HAOS_COMPONENT"], env["HAOS_AGENT_SOCKET"]
         async with Client(component, path, on_quiesce=quiesce) as client:
@@ -293,7 +295,9 @@ async def client_driver(tmp_path: Path, app: App) -> AsyncIterator[ClientBench]:
         serving = tg.create_task(endpoint.run(started.set))
         await started.wait()
         units = AppUnits(tg, app)
-        spec = ManagerSpec("client", command=("demo",), environment={"A": "1"}, stop_timeout=2)
+        spec = ManagerSpec(
+            "client", command=("demo",), environment={"A": "1"}, stop_timeout=2, quiesce_timeout=0.2
+        )
         deps = DriverDeps(units, reports.append, tg, endpoint, str(tmp_path / "c.sock"), timeout=2)
         driver = await make_driver("n1/demo", spec, deps)
         assert isinstance(driver, ClientDriver)
@@ -418,3 +422,20 @@ def test_a_process_that_exits_before_registering_is_a_driver_error(tmp_path: Pat
             assert bench.reports == []
 
     asyncio.run(go())
+
+
+def test_a_quiesce_that_takes_too_long_delays_the_switchover_only_by_quiesce_timeout(
+    tmp_path: Path,
+) -> None:
+    app = Recorder(quiesce_for=60.0)
+
+    async def go() -> None:
+        async with client_driver(tmp_path, app) as b:
+            await b.driver.apply(PRIMARY, False)
+            started = time.monotonic()
+            await b.driver.apply(SPARE, True)
+            assert 0.2 <= time.monotonic() - started < 1.0
+            assert await b.driver.current() is SPARE
+
+    asyncio.run(go())
+    assert app.seen == ["primary", "quiesce", "spare"]
