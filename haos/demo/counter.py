@@ -4,13 +4,15 @@ Line protocol: ``INCR`` answers the new value, ``GET`` the current one; anything
 ``ERR ...``. Only the primary listens: while the component is anything else the port is
 closed, and connections open when it stops being primary are closed. Every increment is
 checkpointed synchronously before it is answered, and a new primary reads the checkpoint
-before it listens, so no answered increment is lost by a fail-over. The primary publishes
-``/demo/<component>`` -> ``host:port`` in the name service (best effort).
+before it listens, so no answered increment is lost by a fail-over. The primary binds the
+service's name (``--name``, default ``demo/counter``) to its ``--advertise`` address (default
+``<host name>:<port>``) in the cluster's names, so clients find the current primary (best
+effort: a failed bind is logged, the service runs on).
 
 Run by a node agent (``manager = { kind = "client", command = ["python3", "-m",
 "haos.demo.counter"] }``)::
 
-    python3 -m haos.demo.counter [--host ADDR] [--port N]
+    python3 -m haos.demo.counter [--host ADDR] [--port N] [--name NAME] [--advertise HOST:PORT]
 
 The address and port default to ``HAOS_DEMO_HOST`` / ``HAOS_DEMO_PORT`` (0.0.0.0:7070). When
 the agent connection is lost the service keeps its role and registers again.
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -38,8 +41,10 @@ RECONNECT = 0.5  # seconds between attempts to register again
 class Counter:
     """The service; :meth:`become` carries out a role, :meth:`quiesce` prepares a switchover."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, name: str = "", advertise: str = "") -> None:
         self.host, self.port = host, port
+        self.name = name
+        self.advertise = advertise or f"{socket.gethostname()}:{port}"
         self.value = 0
         self.primary = False
         self.client: Client | None = None
@@ -67,10 +72,11 @@ class Counter:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.primary = True
         log.info("primary: serving on %s:%d from %d", self.host, self.port, self.value)
-        with contextlib.suppress(HaosError):
-            await self.client.name_bind(
-                f"/demo/{self.client.component}", f"{self.host}:{self.port}"
-            )
+        if self.name:
+            try:
+                await self.client.name_bind(self.name, self.advertise)
+            except HaosError as e:
+                log.warning("cannot bind %s to %s: %s", self.name, self.advertise, e)
 
     async def _step_down(self) -> None:
         self.primary = False
@@ -134,7 +140,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         print("haos.demo.counter: run it under a haos node agent (HAOS_COMPONENT and "
               "HAOS_AGENT_SOCKET are not set)", file=sys.stderr)  # fmt: skip
         return 2
-    counter = Counter(args.host, args.port)
+    counter = Counter(args.host, args.port, args.name, args.advertise)
     while True:
         try:
             async with Client.from_env(on_quiesce=counter.quiesce) as client:
@@ -148,6 +154,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python3 -m haos.demo.counter", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("HAOS_DEMO_HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("HAOS_DEMO_PORT", "7070")))
+    parser.add_argument("--name", default="demo/counter", help="name to bind while primary")
+    parser.add_argument("--advertise", default="", help="address bound to the name")
     return parser.parse_args(argv)
 
 

@@ -133,7 +133,7 @@ def test_client_driver_runs_the_demo_as_a_transient_unit_with_roles(node: Contai
             await started.wait()
             driver = ClientDriver(
                 DEMO,
-                ["/usr/bin/python3", "-m", "haos.demo.counter", "--host", "127.0.0.1"],
+                ["/usr/bin/python3", "-m", "haos.demo.counter", "--advertise", "127.0.0.1:7070"],
                 units,
                 endpoint,
                 reports.append,
@@ -164,7 +164,7 @@ async def scenario(
     await driver.apply(PRIMARY, False)
     assert await units.active_state(unit) == "active"
     assert await driver.current() is PRIMARY
-    assert backend.names["/demo/n1/demo"] == ("127.0.0.1:7070", DEMO)  # it took the role
+    assert backend.names["demo/counter"] == ("127.0.0.1:7070", DEMO)  # it took the role
     await driver.apply(SPARE, True)  # quiesce, then spare
     assert await driver.current() is SPARE
     await driver.apply(PRIMARY, False)

@@ -83,7 +83,7 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
         await started.wait()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "haos.demo.counter", "--host", "127.0.0.1", "--port", str(port),
-            env=env, stdin=subprocess.DEVNULL,
+            "--advertise", f"127.0.0.1:{port}", env=env, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         try:
             session = await endpoint.wait_session(COMPONENT, 20)
@@ -109,7 +109,7 @@ def test_counter_serves_only_while_primary_and_survives_a_switchover(tmp_path: P
             assert await say(reader, writer, "HELLO") == "ERR unknown command (INCR or GET)"
             assert d.backend.checkpoints[KEY] == b"3"
             assert [w[3] for w in d.backend.writes] == [True, True, True]  # synchronous
-            assert d.backend.names["/demo/n1/demo"] == (f"127.0.0.1:{d.port}", COMPONENT)
+            assert d.backend.names["demo/counter"] == (f"127.0.0.1:{d.port}", COMPONENT)
 
             # An increment that cannot be checkpointed is not acknowledged, nor counted.
             d.backend.fail = UnavailableError("no quorum")
