@@ -14,8 +14,8 @@ each with ``{"id": <id>, "ok": true, ...}`` or ``{"id": <id>, "ok": false, "erro
     {"op": "register_audit", "id": 3, "name": "alive", "period": 1.0, "timeout": 0.5}
     {"op": "ckpt_write", "id": 4, "section": "counter", "data": "<base64>", "sync": true}
     {"op": "ckpt_read", "id": 5, "section": "counter"}  -> {..., "data": "<base64>" | null}
-    {"op": "name_bind", "id": 6, "name": "/demo/counter", "handle": "10.0.0.1:7000"}
-    {"op": "name_lookup", "id": 7, "name": "/demo/counter"}  -> {..., "handle": "..." | null}
+    {"op": "name_bind", "id": 6, "name": "demo/counter", "handle": "10.0.0.1:7000"}
+    {"op": "name_lookup", "id": 7, "name": "demo/counter"}  -> {..., "handle": "..." | null}
 
 The agent **pushes** orders, each with a ``seq``, and the application answers each one::
 

@@ -152,10 +152,10 @@ def test_checkpoints_and_names_go_through_the_backend(tmp_path: Path) -> None:
                 (APP, "counter", b"\x00\xff7", True),
                 (APP, "other", b"x", False),
             ]
-            await client.name_bind("/demo/counter", "10.0.0.1:7070")
-            assert await client.name_lookup("/demo/counter") == "10.0.0.1:7070"
+            await client.name_bind("demo/counter", "10.0.0.1:7070")
+            assert await client.name_lookup("demo/counter") == "10.0.0.1:7070"
             assert await client.name_lookup("/nothing") is None
-            assert b.backend.names == {"/demo/counter": ("10.0.0.1:7070", APP)}
+            assert b.backend.names == {"demo/counter": ("10.0.0.1:7070", APP)}
             b.backend.fail = UnavailableError("no quorum")
             with pytest.raises(AgentError, match="unavailable: no quorum") as info:
                 await client.checkpoint_write("counter", b"1")
