@@ -1,0 +1,292 @@
+"""QEMU guests of the appliance image and clusters of them.
+
+A :class:`Machine` is one guest under TCG (KVM is not assumed): UEFI firmware (OVMF) with its
+own variable store, so systemd-boot's boot counting and ``LoaderEntryDefault`` are real; a
+qcow2 copy-on-write overlay over the shared image; an ``i6300esb`` watchdog whose expiry
+resets the guest; two NICs on two :class:`~haos.vm.hub.Hub` segments (MAC
+``52:54:00:4a:NN:0L``, which the guest's haos-node-setup matches); the node number through
+``-fw_cfg opt/haos/node``; ttyS0 logged to a file, ttyS1 the report port; a QMP socket and
+the guest agent's socket; a free PCIe root port ``hp0`` for hot-plug.
+
+Everything of a guest lives in the cluster's work directory as ``nodeN.*``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from haos.errors import UnavailableError, UsageError
+from haos.vm.hub import Hub
+from haos.vm.proc import ENV, run
+from haos.vm.qga import Agent, wait_agent
+from haos.vm.qmp import Qmp
+from haos.vm.reports import ReportPort
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+LINKS = 2
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """What a guest is made of; ``node`` is 1..254."""
+
+    node: int
+    image: Path
+    workdir: Path
+    memory_mb: int = 1024
+    cpus: int = 2
+    watchdog: bool = True
+    # (path under /etc, host file): installed in the guest by haos-node-setup at every boot.
+    etc_files: tuple[tuple[str, Path], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.node <= 254:
+            raise UsageError(f"node number must be 1..254, not {self.node}")
+        if self.memory_mb < 256 or self.cpus < 1:
+            raise UsageError("a guest needs at least 256 MiB and one CPU")
+
+    def file(self, suffix: str) -> Path:
+        return self.workdir / f"node{self.node}.{suffix}"
+
+    def mac(self, link: int) -> str:
+        return f"52:54:00:4a:{self.node:02x}:{link:02x}"
+
+
+def hub_path(workdir: Path, link: int) -> Path:
+    return workdir / f"hub{link}.sock"
+
+
+def qemu_argv(spec: MachineSpec) -> list[str]:
+    """The QEMU command line of ``spec``'s guest."""
+    f = spec.file
+    argv = [
+        "qemu-system-x86_64",
+        "-name", f"node{spec.node}",
+        "-machine", "q35,accel=tcg",
+        "-cpu", "max",
+        "-smp", str(spec.cpus),
+        "-m", str(spec.memory_mb),
+        "-nodefaults", "-display", "none", "-vga", "none",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={f('vars.fd')}",
+        "-drive", f"if=none,id=disk,format=qcow2,cache=unsafe,discard=unmap,file={f('qcow2')}",
+        "-device", "virtio-blk-pci,drive=disk,bootindex=1",
+        "-serial", f"file:{f('console.log')}",
+        "-chardev", f"socket,id=report,path={f('report.sock')},server=off,reconnect=1",
+        "-serial", "chardev:report",
+        "-chardev", f"socket,id=qga,path={f('qga.sock')},server=on,wait=off",
+        "-device", "virtio-serial-pci",
+        "-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
+        "-qmp", f"unix:{f('qmp.sock')},server=on,wait=off",
+        "-fw_cfg", f"name=opt/haos/node,string={spec.node}",
+        "-device", "pcie-root-port,id=hp0,bus=pcie.0,chassis=1,slot=1",
+        "-object", "rng-random,id=rng,filename=/dev/urandom",
+        "-device", "virtio-rng-pci,rng=rng",
+    ]  # fmt: skip
+    for link in range(LINKS):
+        sock = f(f"link{link}.sock")
+        argv += [
+            "-netdev",
+            f"dgram,id=link{link},local.type=unix,local.path={sock},"
+            f"remote.type=unix,remote.path={hub_path(spec.workdir, link)}",
+            "-device",
+            f"virtio-net-pci,netdev=link{link},mac={spec.mac(link)}",
+        ]
+    for rel, host_file in spec.etc_files:
+        argv += ["-fw_cfg", f"name=opt/haos/etc/{rel},file={host_file}"]
+    if spec.watchdog:
+        argv += ["-device", "i6300esb", "-action", "watchdog=reset"]
+    return argv
+
+
+@dataclass
+class Machine:
+    """A running (or stopped) guest."""
+
+    spec: MachineSpec
+    proc: subprocess.Popen[bytes] | None = None
+    reports: ReportPort | None = None
+    _qmp: Qmp | None = field(default=None, repr=False)
+
+    def create_disk(self) -> None:
+        """A fresh overlay over the image and fresh firmware variables (a new board)."""
+        f = self.spec.file
+        for suffix in ("qcow2", "vars.fd"):
+            with contextlib.suppress(FileNotFoundError):
+                f(suffix).unlink()
+        run([
+            "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+            "-b", str(self.spec.image), str(f("qcow2")),
+        ])  # fmt: skip
+        shutil.copyfile(OVMF_VARS, f("vars.fd"))
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise UsageError(f"node{self.spec.node} is already running")
+        f = self.spec.file
+        for suffix in ("qmp.sock", "qga.sock", *(f"link{i}.sock" for i in range(LINKS))):
+            with contextlib.suppress(FileNotFoundError):
+                f(suffix).unlink()
+        if self.reports is None:
+            self.reports = ReportPort(f("report.sock"), f("report.log"))
+        with f("qemu.log").open("ab") as log:
+            try:
+                self.proc = subprocess.Popen(
+                    qemu_argv(self.spec),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=ENV,
+                )
+            except OSError as e:
+                raise UnavailableError(f"cannot start QEMU: {e}") from e
+        self._qmp = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def qmp(self) -> Qmp:
+        """The guest's QMP session (connected on first use)."""
+        if self._qmp is None:
+            if not self.running:
+                raise UnavailableError(f"node{self.spec.node} is not running")
+            self._qmp = _connect_qmp(self.spec.file("qmp.sock"))
+        return self._qmp
+
+    def agent(self, timeout: float = 120.0) -> Agent:
+        """A guest-agent connection, once the guest's agent answers."""
+        return wait_agent(self.spec.file("qga.sock"), timeout)
+
+    def sh(self, script: str, timeout: float = 120.0, check: bool = True) -> str:
+        """Run ``script`` with /bin/sh in the guest; its stdout (UnavailableError if it fails)."""
+        with self.agent() as agent:
+            res = agent.exec(["/bin/sh", "-c", script], timeout=timeout)
+        if check and not res.ok:
+            raise UnavailableError(
+                f"node{self.spec.node}: `{script}` exited {res.exitcode}: {res.stderr.strip()}"
+            )
+        return res.stdout
+
+    def kill(self) -> None:
+        """Stop QEMU at once (pull the plug)."""
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def close(self) -> None:
+        self.kill()
+        if self.reports is not None:
+            self.reports.close()
+            self.reports = None
+
+    def console_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.spec.file("console.log").read_text("utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _connect_qmp(path: Path, timeout: float = 30.0) -> Qmp:
+    # QEMU creates the socket a moment after it starts: retry until it is there.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return Qmp(path)
+        except UnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def provision_files(workdir: Path, n: int, name: str) -> dict[int, tuple[tuple[str, Path], ...]]:
+    """Each node's /etc files for a corosync + haos cluster of ``n`` (written to ``workdir``).
+
+    The same corosync.conf (two knet links, the settings measured stable here), one fresh
+    authkey, haos' cluster.toml for nodes n1..nN and each node's node.env.
+    """
+    # Imported here: the harness is needed only by clusters that run haos' daemons.
+    from haos.cluster.harness.config import ClusterSpec, render_corosync_conf
+    from haos.cluster.harness.netns import Names
+    from haos.cluster.harness.systemd_cluster import cluster_toml
+
+    spec = ClusterSpec(nodes=n)
+    shared = {
+        "corosync/corosync.conf": render_corosync_conf(spec, Names(name)).encode(),
+        "corosync/authkey": secrets.token_bytes(256),
+        "haos/cluster.toml": cluster_toml(spec, name).encode(),
+    }
+    out: dict[int, tuple[tuple[str, Path], ...]] = {}
+    for node in range(1, n + 1):
+        files = {**shared, "haos/node.env": f"HAOS_NODE=n{node}\nHAOS_FENCE_COMMAND=\n".encode()}
+        entries = []
+        for rel, data in files.items():
+            host = workdir / f"node{node}.etc" / rel
+            host.parent.mkdir(parents=True, exist_ok=True)
+            host.write_bytes(data)
+            host.chmod(0o600)
+            entries.append((rel, host))
+        out[node] = tuple(entries)
+    return out
+
+
+class Cluster:
+    """``n`` guests of ``image`` on two hub segments, in ``workdir``.
+
+    With ``provision`` every guest gets corosync's and haos' configuration for the cluster
+    (see :func:`provision`), so haos' daemons run as on a provisioned board.
+    """
+
+    def __init__(
+        self, image: Path, workdir: Path, n: int, memory_mb: int = 1024, provision: bool = True
+    ) -> None:
+        if not 1 <= n <= 8:
+            raise UsageError(f"a cluster has 1..8 guests, not {n}")
+        if not image.is_file():
+            raise UsageError(f"image {image} does not exist (build it with image/build.sh)")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        files = provision_files(workdir, n, f"vm{secrets.token_hex(3)}") if provision else {}
+        self.machines = [
+            Machine(
+                MachineSpec(
+                    node, image, workdir, memory_mb=memory_mb, etc_files=files.get(node, ())
+                )
+            )
+            for node in range(1, n + 1)
+        ]
+        self.hubs = [
+            Hub(hub_path(workdir, link), [m.spec.file(f"link{link}.sock") for m in self.machines])
+            for link in range(LINKS)
+        ]
+
+    def node(self, number: int) -> Machine:
+        return self.machines[number - 1]
+
+    def start(self) -> None:
+        for m in self.machines:
+            m.create_disk()
+            m.start()
+
+    def close(self) -> None:
+        for m in self.machines:
+            m.close()
+        for hub in self.hubs:
+            hub.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
