@@ -42,14 +42,25 @@ COMPONENT_EVENTS: dict[str, Callable[[str], ev.Event]] = {
 
 
 class RpcChannel:
-    """:class:`~.executor.OrderChannel` over RRPC, by node name."""
+    """:class:`~.executor.OrderChannel` over RRPC, by node name; this node's own orders go
+    straight to its order book (no round trip through corosync)."""
 
-    def __init__(self, rpc: RpcService, node_ids: dict[str, int], timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        rpc: RpcService,
+        node_ids: dict[str, int],
+        local: tuple[str, NodeOrders] | None = None,
+        timeout: float = 1.0,
+    ) -> None:
         self._rpc = rpc
         self._ids = node_ids
+        self._local = local
         self._timeout = timeout
 
     async def send(self, node: str, payload: dict[str, Any]) -> None:
+        if self._local is not None and node == self._local[0]:
+            self._local[1].receive(batch_from_json(payload))
+            return
         await self._rpc.call(
             self._ids[node], "orders", encode(payload), timeout=self._timeout, retries=1
         )

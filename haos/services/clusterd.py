@@ -142,7 +142,9 @@ class NodeDaemon:
                 self.crc = CheckpointService(crc_group)
                 rpc = RpcService(rpc_group)
                 ids = {n.name: n.node_id for n in self.config.nodes}
-                self.dispatcher = Dispatcher(self.topo, RpcChannel(rpc, ids))
+                self.dispatcher = Dispatcher(
+                    self.topo, RpcChannel(rpc, ids, local=(self.me.name, self.orders))
+                )
                 self.api = ClusterApi(
                     self.me, self.topo, rpc, self._master, self.orders, lambda: self.availability
                 )

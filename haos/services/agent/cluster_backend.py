@@ -13,10 +13,11 @@ the text the application gives (e.g. ``n2:7000``).
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from haos.cluster.crim.topology import Topology
 from haos.errors import UsageError
-from haos.services.control import AsyncControlClient
+from haos.services.control import AsyncControlClient, ControlError
 
 NAMES = "/haos/names/"
 
@@ -38,19 +39,32 @@ class ClusterBackend:
             self._roles[name] = role
 
     async def checkpoint_write(self, component: str, section: str, data: bytes, sync: bool) -> None:
-        await self.open(component, "active")
         text = base64.b64encode(data).decode()
-        name = self.checkpoint_of(component)
-        await self._client.request("ckpt_write", name=name, section=section, data=text, sync=sync)
+        await self._on_open(
+            component, "active", "ckpt_write", section=section, data=text, sync=sync
+        )
 
     async def checkpoint_read(self, component: str, section: str) -> bytes | None:
-        if self.checkpoint_of(component) not in self._roles:
-            await self.open(component, "standby")
-        answer = await self._client.request(
-            "ckpt_read", name=self.checkpoint_of(component), section=section
-        )
+        role = self._roles.get(self.checkpoint_of(component), "standby")
+        answer = await self._on_open(component, role, "ckpt_read", section=section)
         data = answer.get("data")
-        return None if data is None else base64.b64decode(data)
+        return None if data is None else base64.b64decode(str(data))
+
+    async def _on_open(
+        self, component: str, role: str, op: str, **fields: object
+    ) -> dict[str, Any]:
+        """``op`` on the component's checkpoint, opened with ``role``; once more after
+        opening it again if the cluster daemon restarted (it forgot what was open)."""
+        name = self.checkpoint_of(component)
+        for attempt in (1, 2):
+            await self.open(component, role)
+            try:
+                return await self._client.request(op, name=name, **fields)
+            except ControlError as e:
+                if attempt == 2 or "is not open" not in str(e):
+                    raise
+                self._roles.pop(name, None)
+        raise AssertionError("unreachable")
 
     async def name_bind(self, component: str, name: str, handle: str) -> None:
         await self._client.request("put", key=NAMES + _checked(name), value=handle)

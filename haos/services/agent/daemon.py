@@ -22,13 +22,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from haos.cluster.crim.topology import Topology
 from haos.cluster.hm.policy import AuditMonitor
 from haos.config.model import AuditSpec, ClusterConfig, ManagerSpec, NodeSpec
 from haos.errors import HaosError
-from haos.model.reports import ErrorReport
+from haos.model.reports import ErrorReport, RecoveryLevel
+from haos.model.states import AvailabilityState
 from haos.services.agent.agent import Driver, NodeAgent
 from haos.services.agent.backend import AuditCallback
 from haos.services.agent.cluster_backend import ClusterBackend
@@ -72,6 +72,28 @@ class HmRegistry:
     def remove(self, component: str, name: str) -> None:
         self._runner.unregister(component, name)
         self._callbacks.remove(f"{component}:{name}")
+
+
+class CheckpointRole:
+    """A driver whose component's checkpoint follows its role on this node: opened active
+    by the primary's first write, back to standby once the component is no longer primary,
+    so there is one writer."""
+
+    def __init__(self, driver: Driver, backend: ClusterBackend, component: str) -> None:
+        self._driver = driver
+        self._backend = backend
+        self._component = component
+
+    async def apply(self, state: AvailabilityState, graceful: bool) -> None:
+        await self._driver.apply(state, graceful)
+        if state is not AvailabilityState.PRIMARY:
+            await self._backend.open(self._component, "standby")
+
+    async def recover(self, level: RecoveryLevel) -> None:
+        await self._driver.recover(level)
+
+    async def close(self) -> None:
+        await self._driver.close()
 
 
 class SystemctlRebooter:
@@ -125,15 +147,15 @@ async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
         audits=HmRegistry(runner, callbacks),
         components=clients,
     )
-    # connect() builds the class it is called on
-    units = cast(SystemdServiceUnits, await SystemdServiceUnits.connect())
+    units = await SystemdServiceUnits.connect()
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(endpoint.run())
             deps = DriverDeps(units, report, tasks, endpoint, str(settings.components))
             drivers: dict[str, Driver] = {}
             for c in comps:
-                drivers[c] = await make_driver(c, _inherit(config.managers[c]), deps)
+                driver = await make_driver(c, _inherit(config.managers[c]), deps)
+                drivers[c] = CheckpointRole(driver, backend, c)
             agent = NodeAgent(drivers, ControlLink(client), SystemctlRebooter())
             holder.append(agent)
             for r in early:
