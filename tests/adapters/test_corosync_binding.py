@@ -148,6 +148,25 @@ def test_200_multicasts_come_back_to_the_sender_all_in_agreed_order(
     assert {(d.node_id, d.pid) for d in delivered} == {(1, os.getpid())}
 
 
+def test_posted_multicasts_leave_in_order_without_waiting_and_mix_with_awaited_ones(
+    attached: CorosyncTestNode,
+) -> None:
+    sent = [f"message {i:03d}".encode() for i in range(300)]
+
+    async def scenario() -> list[Delivered]:
+        async with CpgGroup.open(fresh_group()) as group:
+            await next_of(group.events, MembershipChanged)
+            for i, payload in enumerate(sent):
+                if i % 50 == 49:
+                    await group.mcast(payload)  # returns once corosync took it: in order too
+                else:
+                    group.post(payload)
+            return [await next_of(group.events, Delivered) for _ in sent]
+
+    delivered = run(scenario())
+    assert [d.payload for d in delivered] == sent
+
+
 def test_an_empty_and_a_large_message_are_delivered_intact(attached: CorosyncTestNode) -> None:
     big = os.urandom(256 * 1024)  # larger than one totem frame: libcpg fragments it
 
@@ -386,6 +405,39 @@ def test_calls_to_a_stopped_corosync_fail_in_time_while_the_loop_keeps_running(
                 await fresh.mcast(b"back")
                 assert (await next_of(fresh.events, Delivered)).payload == b"back"
                 assert (await quorum.info()).quorate
+            ticker.cancel()
+
+    run(scenario())
+
+
+def test_posts_to_a_stopped_corosync_break_the_handle_in_time_while_the_loop_runs(
+    doomed: CorosyncTestNode,
+) -> None:
+    """SIGSTOP corosync and keep posting: the handle breaks within its deadline (the stream
+    ends with CS_ERR_TIMEOUT, later posts raise at once) and the loop is never blocked."""
+
+    async def scenario() -> None:
+        ticks: list[float] = []
+        async with asyncio.TaskGroup() as tasks:
+            ticker = tasks.create_task(ticking(ticks))
+            async with CpgGroup.open(fresh_group(), call_timeout=STOPPED_DEADLINE) as group:
+                await next_of(group.events, MembershipChanged)
+                os.kill(doomed.pid, signal.SIGSTOP)
+                try:
+                    ticks.clear()
+                    started = time.monotonic()
+                    with pytest.raises(UnavailableError, match=r"CS_ERR_TIMEOUT|broke earlier"):
+                        while time.monotonic() - started < STOPPED_DEADLINE + 1.0:
+                            group.post(b"m" * 1024)
+                            await asyncio.sleep(0)  # others run between posts
+                    assert time.monotonic() - started < STOPPED_DEADLINE + 1.0
+                    with pytest.raises(CorosyncUnavailableError, match="CS_ERR_TIMEOUT"):
+                        async with asyncio.timeout(1):
+                            while True:
+                                await group.events.get()
+                    assert longest_gap(ticks) < 0.2  # never blocked
+                finally:
+                    os.kill(doomed.pid, signal.SIGCONT)
             ticker.cancel()
 
     run(scenario())

@@ -40,10 +40,12 @@ from haos.cluster.dss.ccr.model import (
 )
 from haos.cluster.dss.ccr.protocol import Replica
 from haos.cluster.dss.ccr.store import MemoryStore
-from haos.cluster.dss.ccr.wire import Data, Nonce, Order, Sync, Txn, encode_message
+from haos.cluster.dss.ccr.wire import Applied, Data, Nonce, Order, Sync, Txn, encode_message
 from haos.cluster.dss.transport import Message, View
 from haos.errors import ConflictError, UnavailableError
 from haos.testing.bus import LocalBus, LocalEndpoint
+
+ALL = (1, 2, 3)
 
 
 class Sim:
@@ -133,8 +135,8 @@ class Sim:
                 self.released[n].extend(a.entries)
 
     def write(self, n: int, ops: Sequence[Op], compares: Sequence[Compare] = ()) -> RequestId:
-        request, payload = self.replicas[n].request(compares, ops)
-        self.bus.deliver(n, payload)
+        request, actions = self.replicas[n].request(compares, ops)
+        self.execute(n, actions)
         return request
 
     def quorum(self, n: int, quorate: bool) -> None:
@@ -249,12 +251,44 @@ def test_writes_queued_during_a_sync_are_ordered_in_messages_of_bounded_size() -
 def test_writes_queued_when_the_group_changes_again_have_an_unknown_outcome() -> None:
     sim = running()
     sim.bus.partition([[1, 2], [3]])
-    request = sim.write(1, [Put("/k", b"1")])  # queued behind the view change
+    request = sim.write(2, [Put("/k", b"1")])  # queued behind the view change
     sim.step(1), sim.step(1)  # the view, then the write (START is still to come)
+    sim.step(2), sim.step(2)  # node 2 saw its TXN delivered in that view
     sim.bus.heal()
     sim.settle()
     assert isinstance(sim.outcomes[request].error, OutcomeUnknownError)
     assert sim.replicas[1].get("/k") is None
+    sim.assert_converged()
+
+
+def test_a_write_made_on_the_sequencer_is_ordered_without_a_txn() -> None:
+    sim = running()
+    before = len(sim.of(1, Send))
+    request = sim.write(1, [Put("/k", b"1")])
+    sent = [a.message for a in sim.of(1, Send)[before:] if isinstance(a, Send)]
+    assert [type(m) for m in sent] == [Order, Applied]  # no TXN; APPLIED after its append
+    assert sim.stores[1].load().image.version.revision == 1
+    conflict = sim.write(1, [Put("/k", b"2")], [Compare("/k", 0)])  # answered at once
+    assert isinstance(sim.outcomes[conflict].error, ConflictError)
+    assert request not in sim.outcomes
+    sim.settle()
+    assert sim.outcomes[request] == Resolve(request, revision=1)
+    assert not any(isinstance(a.message, Txn) for n in ALL for a in sim.of(n, Send))
+    sim.assert_converged()
+
+
+def test_a_follower_does_not_count_the_sequencer_durable_on_its_order() -> None:
+    """The ORDER leaves before the sequencer's append: only its APPLIED says it is durable."""
+    sim = running()
+    request = sim.write(1, [Put("/k", b"1")])
+    sim.lose(2, 1), sim.lose(3, 1)  # the ORDER, then the APPLIED: take the APPLIED back out
+    sim.bus.deliver(1, encode_message(Order(sim.replicas[1].state.entries_after(0))))
+    while sim.step(2):  # node 2 applies the ORDER; its own APPLIED goes out
+        pass
+    assert sim.released[2] == []  # durable on node 2 alone, as far as node 2 knows
+    sim.settle()
+    assert sim.outcomes[request] == Resolve(request, revision=1)
+    assert all([e.revision for e in sim.released[n]] == [1] for n in ALL)
     sim.assert_converged()
 
 
@@ -382,7 +416,7 @@ def test_a_joining_node_serves_reads_only_after_it_has_the_clusters_state() -> N
             with pytest.raises(UnavailableError, match="not synced"):
                 sim.replicas[3].range("/")
     assert sim.replicas[3].state.hash() == sim.replicas[1].state.hash()
-    assert sim.replicas[3].get("/k4") == Item("/k4", b"v", 5)
+    assert sim.replicas[3].get("/k4") == sim.replicas[1].get("/k4") is not None
     sim.settle()
     sim.assert_converged()
 

@@ -86,7 +86,15 @@ class CpgTransport:
         return self._node_id
 
     async def send(self, payload: bytes) -> None:
-        await self._group.mcast(payload)
+        """Hands ``payload`` to the group's worker thread and returns at once (in order with
+        the earlier sends); a send that fails later breaks the group, which ends the event
+        stream with the error (see :meth:`CpgGroup.post`)."""
+        self._group.post(payload)
+
+    @property
+    def try_again(self) -> dict[str, int]:
+        """Retries after CS_ERR_TRY_AGAIN of this group's calls, by library function."""
+        return dict(self._group.try_again)
 
     async def next_event(self) -> TransportEvent:
         while True:

@@ -30,13 +30,18 @@ for every member. If every READY arrives without that, the round ends read-only.
 
 **Writes**: a request is multicast as TXN. The *sequencer* (the view's lowest member) alone
 acts on it: while writable it evaluates the compares against its copy, applies the TXN,
-persists it and multicasts the entry as ORDER (or a REJECT: a failed compare is a
-ConflictError for the origin); the other members apply ORDERs. During a round the sequencer
-queues TXNs and orders (or refuses) them where the round ends; while read-only it refuses them
-('not quorate'). Members multicast APPLIED (coalesced): a write is *committed* once durable on
-a majority of the configured nodes, and only then is the caller acknowledged and watchers
-told. So an acknowledged write survives any crash, restart or partition that leaves a majority
-of disks: every later majority holds a member that has it.
+multicasts the entry as ORDER (or a REJECT: a failed compare is a ConflictError for the
+origin) and persists it; the other members apply and persist ORDERs. During a round the
+sequencer queues TXNs and orders (or refuses) them where the round ends; while read-only it
+refuses them ('not quorate'). A write made *on* the sequencer of a writable view skips the TXN
+hop: it is ordered at once, exactly as its TXN would have been where it was delivered (the
+sequencer's copy and its ORDER stream are the same either way; a view change that overtakes
+the ORDER is the same case as for a delivered TXN). Every member, the sequencer included,
+multicasts APPLIED (coalesced) once its copy is durable up to a revision -- an ORDER says
+nothing about the sequencer's disk, because it leaves before the sequencer's own append. A
+write is *committed* once durable on a majority of the configured nodes, and only then is the
+caller acknowledged and watchers told. So an acknowledged write survives any crash, restart
+or partition that leaves a majority of disks: every later majority holds a member that has it.
 
 Why a sequencer rather than every member applying TXNs in agreed order: at a partition, CPG's
 extended virtual synchrony lets the two sides deliver different *subsets* of the view's last
@@ -267,8 +272,13 @@ class Replica(WritePath):
             out.append(self._start())  # the last round ended read-only: count again
         return out
 
-    def request(self, compares: Sequence[Compare], ops: Sequence[Op]) -> tuple[RequestId, bytes]:
-        """Prepare a write: its id and the TXN to multicast. Raises if it cannot be accepted."""
+    def request(
+        self, compares: Sequence[Compare], ops: Sequence[Op]
+    ) -> tuple[RequestId, list[Action]]:
+        """Start a write: its id and the actions that carry it out. Raises if it cannot be
+        accepted. On another member the action is the TXN to multicast; on the sequencer of a
+        writable view the write is ordered at once (see :meth:`WritePath._order_own`).
+        """
         check_txn(compares, ops)
         if self.phase is Phase.JOINING:
             raise UnavailableError("ccr: not in the group yet")
@@ -281,11 +291,14 @@ class Replica(WritePath):
             )
         self._seq += 1
         rid = RequestId(self.node_id, self.incarnation, self._seq)
-        payload = encode_message(Txn(rid, tuple(compares), tuple(ops)))
+        txn = Txn(rid, tuple(compares), tuple(ops))
+        payload = encode_message(txn)
         if len(payload) > MAX_TXN_BYTES:
             raise UsageError(f"transaction of {len(payload)} bytes exceeds {MAX_TXN_BYTES}")
         self._pending[rid] = None
-        return rid, payload
+        if self.phase is Phase.NORMAL and self.writable and self.node_id == min(self.members):
+            return rid, self._order_own(txn)
+        return rid, [Send(txn)]
 
     def forget(self, request: RequestId) -> None:
         """The caller gave up waiting for ``request``."""

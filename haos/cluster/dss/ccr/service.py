@@ -9,17 +9,19 @@ Use::
         async for tree in follow(ccr, "/services/web"): reconfigure(tree)
 
 One task reads the group transport and feeds the replica; it carries out the replica's actions
-in order, so a store write is durable (fsynced, in a worker thread) before any message or
-acknowledgement that follows it. A second task follows the quorum source. Writes return the
-revision at which they were committed (durable on a majority) or raise: ConflictError (a
-compare failed; nothing applied), UnavailableError (not applied: not quorate, not joined, the
-group could not be reached), OutcomeUnknownError (may or may not be applied), UsageError (a
-malformed request).
+in order, so a store write is durable (fsynced) before any message or acknowledgement that
+follows it. A write made on the sequencer is ordered by the calling task (no TXN); the actions
+of one input -- a message, a view, a local write -- never interleave with another's. A
+second task follows the quorum source. Writes return the revision at which they were
+committed (durable on a majority) or raise: ConflictError (a compare failed; nothing
+applied), UnavailableError (not applied: not quorate, not joined, the group could not be
+reached), OutcomeUnknownError (may or may not be applied), UsageError (a malformed request).
 
 When the group transport breaks (corosync stopped, node evicted), the service stops: pending
 writes fail with OutcomeUnknownError, watches with UnavailableError, and :meth:`CcrService.run`
-returns. If a message cannot be sent, the service leaves the group first, so the other members
-are not left waiting for it. A store failure (FatalError) is raised from ``run``.
+returns. If a message cannot be sent, the service (or, for a send that fails after it was
+handed over, the transport) leaves the group first, so the other members are not left waiting
+for it. A store failure (FatalError) is raised from ``run``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from haos.cluster.dss.ccr.actions import (
@@ -59,6 +62,8 @@ from haos.cluster.dss.ccr.protocol import Replica
 from haos.cluster.dss.ccr.quorum import QuorumSource
 from haos.cluster.dss.ccr.store import Store
 from haos.cluster.dss.ccr.watch import Watch, WatchHub
+from haos.cluster.dss.ccr.wire import Txn
+from haos.cluster.dss.corosync.trace import EVENT
 from haos.cluster.dss.transport import GroupTransport, View
 from haos.cluster.dss.wire import DropCounter
 from haos.errors import FatalError, HaosError, UnavailableError, UsageError
@@ -90,6 +95,10 @@ class CcrService:
         self._stopped: BaseException | None = None
         self._progress = 0
         self._progressed = asyncio.Event()
+        # Held while the replica decides and its actions are carried out, so the actions of
+        # one input (a message, a local write) are never interleaved with another's.
+        self._serial = asyncio.Lock()
+        self._failure: FatalError | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -156,6 +165,7 @@ class CcrService:
                     quorum.cancel()
         finally:
             self._stop(ended)
+        failure = failure or self._failure
         if failure is not None:
             raise failure
 
@@ -175,20 +185,30 @@ class CcrService:
         while True:
             try:
                 event = await self._transport.next_event()
-            except UnavailableError as e:
-                return e
-            if isinstance(event, View):
-                actions = core.on_view(event)
-            else:
-                actions = core.on_message(event.sender, event.payload)
-            try:
-                await self._execute(actions)
-            except UnavailableError as e:
-                log.warning("ccr node %d cannot send, leaving the group: %s", self.node_id, e)
-                self._stop(e)
-                await self._transport.close()
-                return e
+            except (UnavailableError, UsageError) as e:  # broken; or closed by a local write
+                return self._stopped or e
+            async with self._serial:
+                if self._stopped is not None:
+                    return self._stopped
+                if isinstance(event, View):
+                    actions = core.on_view(event)
+                else:
+                    actions = core.on_message(event.sender, event.payload)
+                try:
+                    await self._execute(actions)
+                except UnavailableError as e:
+                    await self._leave(e)
+                    return e
             self._tick()
+
+    async def _leave(self, error: HaosError) -> None:
+        """A message could not be sent (or the store failed): stop, and leave the group so
+        the other members are not left waiting for this one."""
+        log.warning("ccr node %d cannot go on, leaving the group: %s", self.node_id, error)
+        if isinstance(error, FatalError):
+            self._failure = self._failure or error
+        self._stop(error)
+        await self._transport.close()
 
     async def _follow_quorum(self) -> None:
         core = self._live()
@@ -198,7 +218,8 @@ class CcrService:
             if self._stopped is not None:
                 return
             try:
-                await self._execute(core.on_quorum(seen))
+                async with self._serial:
+                    await self._execute(core.on_quorum(seen))
             except HaosError as e:  # the group broke or was left: the pump stops the service
                 log.warning("ccr node %d: quorum change not sent: %s", self.node_id, e)
             self._tick()
@@ -211,7 +232,8 @@ class CcrService:
         """
         core = self._live()
         try:
-            await self._execute(core.peer_fenced(node_id))
+            async with self._serial:
+                await self._execute(core.peer_fenced(node_id))
         except HaosError as e:  # the group broke or was left: the pump stops the service
             log.warning(
                 "ccr node %d: fencing of node %d not acted on: %s", self.node_id, node_id, e
@@ -225,7 +247,9 @@ class CcrService:
             elif isinstance(a, Persist):
                 # On the loop's thread: an fsynced SQLite append takes ~0.3 ms here, less than
                 # the thread hand-offs around it would cost under load.
+                sys.audit(EVENT, "ccr.persist", a.entries)
                 self._store.append(a.entries)
+                sys.audit(EVENT, "ccr.durable", a.entries)
             elif isinstance(a, Install):
                 await asyncio.to_thread(self._store.install, a.image)
             elif isinstance(a, Promise):
@@ -233,6 +257,7 @@ class CcrService:
             elif isinstance(a, Resolve):
                 self._resolve(a)
             elif isinstance(a, Release):
+                sys.audit(EVENT, "ccr.release", a.entries)
                 self._hub.publish(a.entries)
             elif isinstance(a, Reset):
                 self._hub.reset(a.generation, a.reason)
@@ -247,6 +272,7 @@ class CcrService:
             waiter.set_exception(a.error)
         else:
             assert a.revision is not None
+            sys.audit(EVENT, "ccr.resolve", a.revision)
             waiter.set_result(a.revision)
 
     def _tick(self) -> None:
@@ -354,19 +380,42 @@ class CcrService:
     ) -> int:
         """Apply ``ops`` atomically if every compare holds; the commit revision."""
         core = self._live()
-        request, payload = core.request(compares, ops)
+        sys.audit(EVENT, "ccr.write", ops)
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiters[request] = waiter
         deadline = self.config.request_timeout if timeout is None else timeout
+        request: RequestId | None = None
         try:
-            try:
-                await self._transport.send(payload)
-            except UsageError as e:  # the service left the group meanwhile
-                raise UnavailableError(f"ccr stopped: {self._stopped or e}") from e
+            async with self._serial:
+                self._live()
+                request, actions = core.request(compares, ops)
+                self._waiters[request] = waiter
+                await self._start_write(actions)
+            self._tick()
             async with asyncio.timeout(deadline):
                 return await waiter
         except TimeoutError:
             raise OutcomeUnknownError(f"no outcome within {deadline} s") from None
         finally:
-            self._waiters.pop(request, None)
-            core.forget(request)
+            if request is not None:
+                self._waiters.pop(request, None)
+                core.forget(request)
+
+    async def _start_write(self, actions: Sequence[Action]) -> None:
+        """Carry out a new write's actions: a TXN to send, or (on the sequencer) the write
+        ordered, persisted and perhaps already committed."""
+        if (
+            len(actions) == 1
+            and isinstance(actions[0], Send)
+            and isinstance(actions[0].message, Txn)
+        ):
+            try:  # the TXN: nothing applied anywhere yet if it cannot be sent
+                await self._transport.send(actions[0].payload)
+            except UsageError as e:  # the service left the group meanwhile
+                raise UnavailableError(f"ccr stopped: {self._stopped or e}") from e
+            return
+        try:
+            await self._execute(actions)
+        except (UnavailableError, UsageError, FatalError) as e:
+            # Ordered and maybe persisted here: a later sync may still commit it.
+            await self._leave(e)
+            raise OutcomeUnknownError(f"ccr stopped while ordering the write: {e}") from e

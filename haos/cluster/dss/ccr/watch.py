@@ -11,6 +11,7 @@ replaced by a snapshot. When the service stops it raises UnavailableError.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Protocol
 
 from haos.cluster.dss.ccr.errors import WatchLostError
 from haos.cluster.dss.ccr.model import Entry, Item, in_prefix
+from haos.cluster.dss.corosync.trace import EVENT
 from haos.errors import UnavailableError
 
 
@@ -61,6 +63,7 @@ class Watch:
             await self._wakeup.wait()
         batch = self._batches.popleft()
         self._queued -= len(batch)
+        sys.audit(EVENT, "ccr.watch", batch)
         return batch
 
     def __aiter__(self) -> Watch:

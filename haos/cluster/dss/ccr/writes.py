@@ -71,6 +71,19 @@ class WritePath:
             return [Send(Reject(txn.request, RejectReason.NOT_QUORATE))]
         return self._order([txn])
 
+    def _order_own(self, txn: Txn) -> list[Action]:
+        """As the sequencer of a writable view: order a write made here, without its TXN.
+
+        The TXN's round trip would only bring it back to this member, to be ordered against
+        the same copy; a failed compare is answered here instead of by a REJECT.
+        """
+        result = self.state.evaluate(txn.compares, txn.ops)
+        if isinstance(result, Compare):
+            return self._fail(txn.request, self._conflict(result))
+        return self._order_entries(
+            [self.state.apply(self.state.revision + 1, self.epoch, txn.request, result)]
+        )
+
     def _order(self, txns: Sequence[Txn]) -> list[Action]:
         """As the sequencer: apply the TXNs that pass their compares, in delivery order."""
         entries: list[Entry] = []
@@ -90,10 +103,24 @@ class WritePath:
             )
         if not entries:
             return rejects
+        return [*self._order_entries(entries), *rejects]
+
+    def _order_entries(self, entries: Sequence[Entry]) -> list[Action]:
         # ORDER leaves before the sequencer's own append: both proceed at once. The append
-        # still completes before any commit is counted, because the service carries out a
-        # message's actions (this Persist included) before it reads the next message.
-        return [*[Send(Order(b)) for b in batches(entries)], *self._applied(entries), *rejects]
+        # completes before this member counts itself or says APPLIED, because the service
+        # carries out these actions in order, and none of another event in between.
+        return [
+            *[Send(Order(b)) for b in batches(entries)],
+            *self._applied(entries),
+            *self._report_applied(),
+        ]
+
+    def _conflict(self, failed: Compare) -> ConflictError:
+        item = self.state.get(failed.key)
+        found = item.mod_revision if item else 0
+        return ConflictError(
+            f"{failed.key}: expected mod_revision {failed.mod_revision}, found {found}"
+        )
 
     def _on_order(self, sender: int, msg: Order) -> list[Action]:
         if sender == self.node_id:
@@ -107,7 +134,8 @@ class WritePath:
             return [self._start(), Note("an ORDER does not follow this copy: syncing again")]
         for entry in entries:
             self.state.append(entry)
-        self._durable[sender] = max(self._durable.get(sender, 0), self.state.revision)
+        # Not a word about the sequencer's disk: its ORDER left before its own append, and its
+        # APPLIED says when that is durable.
         return [*self._applied(entries), *self._report_applied()]
 
     def _applied(self, entries: Sequence[Entry]) -> list[Action]:
@@ -135,8 +163,10 @@ class WritePath:
         return [Resolve(request, error=error)]
 
     def _report_applied(self) -> list[Action]:
-        if self._applied_in_flight or not self.writable or self.node_id == min(self.members):
-            return []  # the sequencer's ORDERs say what it holds
+        """APPLIED for what this member just made durable (the actions before this one),
+        unless one is on its way: it is sent again when that one is delivered, if needed."""
+        if self._applied_in_flight or not self.writable or len(self.members) == 1:
+            return []  # alone, nobody needs to know
         if self.state.revision <= self._applied_sent:
             return []
         self._applied_in_flight = True

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sys
 
 from haos.cluster.dss.checkpoint import wire
 from haos.cluster.dss.checkpoint.replica import (
@@ -35,6 +36,7 @@ from haos.cluster.dss.checkpoint.replica import (
     Role,
     Write,
 )
+from haos.cluster.dss.corosync.trace import EVENT
 from haos.cluster.dss.messaging.group import GroupLink, LinkedService
 from haos.cluster.dss.messaging.statesync import Outcome, Step, SyncTracker
 from haos.cluster.dss.transport import GroupTransport, View
@@ -293,9 +295,11 @@ class CheckpointService(LinkedService):
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._writes[write_id] = future
+        sys.audit(EVENT, "crc.write", write_id)
         try:
             await self._send(msg)
             await future
+            sys.audit(EVENT, "crc.done", write_id)
         finally:
             del self._writes[write_id]
             self._acks.forget(write_id)

@@ -1,10 +1,12 @@
-"""Plumbing shared by the handles that corosync calls back: the event stream and the loop reader.
+"""Plumbing shared by the handles that corosync calls back: the event stream and the readers.
 
 Corosync libraries deliver callbacks only from inside ``*_dispatch()``, on the thread that
-calls it. The loop watches the handle's descriptor; when it turns readable, dispatch runs on
-the handle's worker thread (:mod:`._worker`), where the callbacks collect their events, and
-the loop queues them on the :class:`EventStream` when dispatch returns. So a stopped
-corosync never blocks the loop, and the events keep corosync's order.
+calls it. Dispatch runs on the handle's worker thread (:mod:`._worker`), where the callbacks
+collect their events, and the loop queues them on the :class:`EventStream` when dispatch
+returns. So a stopped corosync never blocks the loop, and the events keep corosync's order.
+Who notices that the handle's descriptor turned readable: the loop (:class:`LoopReader`,
+which then hands the dispatch to the worker), or the worker itself (:class:`WorkerReader`,
+one thread wake-up less per event, for the busy CPG handles).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -184,3 +187,69 @@ class LoopReader(Generic[E]):
             if self._overdue is not None:
                 self._overdue.cancel()
                 self._overdue = None
+
+
+class WorkerReader(Generic[E]):
+    """Has the worker thread wait for ``fd`` and run ``dispatch`` itself
+    (:meth:`HandleWorker.watch`); the events go to ``deliver`` on the loop, in order.
+
+    A dispatch that produced nothing costs the loop nothing. The first error -- a failed
+    dispatch, or a dispatch still running past the worker's deadline (a watchdog on the loop
+    looks every half deadline; that breaks the worker) -- stops the reader and goes to
+    ``on_error``.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        worker: HandleWorker,
+        dispatch: Callable[[], Dispatched[E]],
+        deliver: Callable[[tuple[E, ...]], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self._loop = loop
+        self._worker = worker
+        self._dispatch = dispatch
+        self._deliver = deliver
+        self._on_error = on_error
+        self._active = True
+        self._watchdog = loop.call_later(worker.timeout / 2, self._check)
+        worker.watch(fd, self._on_worker)
+
+    def _on_worker(self) -> bool:
+        # On the worker thread: False stops the watching (the connection broke).
+        result = self._dispatch()
+        if result.events or result.error is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads
+                self._loop.call_soon_threadsafe(self._dispatched, result)
+        return result.error is None
+
+    def _dispatched(self, result: Dispatched[E]) -> None:
+        if not self._active:
+            return
+        if result.events:
+            self._deliver(result.events)
+        if result.error is not None:
+            self._fail(result.error)
+
+    def _check(self) -> None:
+        if not self._active:
+            return
+        since = self._worker.dispatching_since
+        if since is not None and time.monotonic() - since > self._worker.timeout:
+            self._fail(self._worker.break_now("dispatch"))
+            return
+        self._watchdog = self._loop.call_later(self._worker.timeout / 2, self._check)
+
+    def _fail(self, error: BaseException) -> None:
+        if self._active:
+            self.close()
+            self._on_error(error)
+
+    def close(self) -> None:
+        """Stop reading; idempotent. A dispatch still running on the worker is ignored."""
+        if self._active:
+            self._active = False
+            self._worker.unwatch()
+            self._watchdog.cancel()

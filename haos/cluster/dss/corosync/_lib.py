@@ -266,8 +266,16 @@ class Backoff:
 
 DEFAULT_BACKOFF = Backoff()
 
-# Retries after CS_ERR_TRY_AGAIN, per library call, in this process (for status output).
+# Retries after CS_ERR_TRY_AGAIN, per library call, of every handle in this process. Kept
+# for the status output that still reads it; each handle counts its own in ``try_again``.
 TRY_AGAIN_RETRIES: collections.Counter[str] = collections.Counter()
+
+
+def count_try_again(name: str, own: collections.Counter[str] | None) -> None:
+    """One more retry of ``name`` after CS_ERR_TRY_AGAIN (in ``own``, a handle's counter)."""
+    TRY_AGAIN_RETRIES[name] += 1
+    if own is not None:
+        own[name] += 1
 
 
 def error_for(operation: str, rc: int, detail: str = "") -> CorosyncError:
@@ -312,6 +320,7 @@ async def acall(
     worker: HandleWorker | None = None,
     abandoned: Callable[[int], None] | None = None,
     keep: tuple[object, ...] = (),
+    retries: collections.Counter[str] | None = None,
 ) -> None:
     """Like :func:`call`, but backs off with ``asyncio.sleep`` so the loop keeps running.
 
@@ -321,7 +330,7 @@ async def acall(
     ``abandoned`` gets the return code of an attempt that answered after its deadline;
     ``keep`` holds objects the C side reads through ``args`` (a payload), so that they outlive
     an attempt the caller stopped waiting for. Without a worker the call is made on the
-    loop's thread (only for calls that cannot block).
+    loop's thread (only for calls that cannot block). ``retries`` counts the TRY_AGAINs.
     ``args`` must stay valid across the awaits (ctypes objects owned by the caller).
     """
     delays = backoff.delays()
@@ -341,7 +350,7 @@ async def acall(
         delay = next(delays, None)
         if delay is None:
             raise error_for(name, rc, f"still busy after {backoff.attempts} attempts")
-        TRY_AGAIN_RETRIES[name] += 1
+        count_try_again(name, retries)
         await asyncio.sleep(delay)
 
 

@@ -9,6 +9,12 @@ it with a deadline. A call that misses its deadline raises
 *breaks* the worker: its thread stays stuck inside the library until corosync answers or
 dies, and every later call fails at once. Open a new handle to try again.
 
+A worker may also *watch* a descriptor (:meth:`HandleWorker.watch`): while no call is queued
+it waits in ``poll`` for the handle's descriptor and dispatches on its own, so an event from
+corosync wakes one thread instead of the loop and then the worker. A call queued meanwhile
+wakes it through a pipe. :attr:`HandleWorker.dispatching_since` tells a watchdog on the loop
+how long such a dispatch has been running (calls have their own deadlines).
+
 The thread is a daemon: a process may exit while corosync is stopped. It is started by the
 first :meth:`HandleWorker.submit`, from the calling thread, and so inherits that thread's
 network namespace -- corosync's IPC sockets are abstract unix sockets, private to a network
@@ -22,8 +28,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import queue
+import select
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -63,6 +72,12 @@ class HandleWorker:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.broken: CorosyncUnavailableError | None = None
+        # time.monotonic() when the running dispatch of a watched descriptor began
+        self.dispatching_since: float | None = None
+        self._watched: tuple[int, Callable[[], bool]] | None = None
+        self._polling = False  # the thread waits in poll(): a new job must wake it
+        self._wakeup: tuple[int, int] | None = None  # pipe: read end, write end
+        self._poller: tuple[int, select.poll] | None = None  # the thread's, for _watched
 
     def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Queue ``fn`` for the worker thread; starts the thread on first use."""
@@ -75,7 +90,30 @@ class HandleWorker:
             )
             self._thread.start()
         self._jobs.put((future, fn))
+        self._wake()
         return future
+
+    def watch(self, fd: int, dispatch: Callable[[], bool]) -> None:
+        """While no call is queued, wait on the worker thread for ``fd`` to turn readable and
+        run ``dispatch`` there; it returns False to stop watching (the connection broke).
+        Only after the first :meth:`submit` (the thread runs in corosync's namespace)."""
+        if self._wakeup is None:
+            self._wakeup = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._watched = (fd, dispatch)
+        self.submit(lambda: None)  # the thread may wait for a call rather than in poll()
+
+    def unwatch(self) -> None:
+        """Stop watching; a dispatch already running finishes. Idempotent."""
+        if self._watched is not None:
+            self._watched = None
+            self._wake()
+
+    def _wake(self) -> None:
+        # Sequenced with _serve under the GIL: either the thread sees the new job when it
+        # checks the queue after setting _polling, or this sees _polling and writes.
+        if self._polling and self._wakeup is not None:
+            with contextlib.suppress(OSError):  # full: it is awake anyway
+                os.write(self._wakeup[1], b"\0")
 
     async def run(
         self,
@@ -92,7 +130,7 @@ class HandleWorker:
         worker thread.
         """
         if self.broken is not None:
-            raise self._still_broken(operation)
+            raise self.still_broken(operation)
         future = self.submit(fn)
         try:
             return await wait_for(future, self.timeout)
@@ -122,10 +160,13 @@ class HandleWorker:
         """Let the thread exit after the calls already queued; idempotent, never blocks."""
         if not self._stopped:
             self._stopped = True
+            self._watched = None
             if self._thread is not None:
                 self._jobs.put(None)
+                self._wake()
 
-    def _still_broken(self, operation: str) -> CorosyncUnavailableError:
+    def still_broken(self, operation: str) -> CorosyncUnavailableError:
+        """The error for ``operation`` attempted on a broken worker."""
         assert self.broken is not None
         return CorosyncUnavailableError(
             operation,
@@ -134,19 +175,75 @@ class HandleWorker:
         )
 
     def _serve(self) -> None:
+        try:
+            while (job := self._next_job()) is not None:
+                future, fn = job
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    result = fn()
+                except BaseException as e:
+                    future.set_exception(e)
+                else:
+                    future.set_result(result)
+        finally:
+            wakeup, self._wakeup = self._wakeup, None
+            if wakeup is not None:
+                for fd in wakeup:
+                    os.close(fd)
+
+    def _next_job(self) -> _Job | None:
+        """The next queued call (None: stop); dispatches while waiting if watching."""
         while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            future, fn = job
-            if not future.set_running_or_notify_cancel():
-                continue
+            watched = self._watched
+            if watched is None:
+                return self._jobs.get()
+            with contextlib.suppress(queue.Empty):
+                return self._jobs.get_nowait()
+            self._polling = True
             try:
-                result = fn()
-            except BaseException as e:
-                future.set_exception(e)
-            else:
-                future.set_result(result)
+                with contextlib.suppress(queue.Empty):
+                    return self._jobs.get_nowait()
+                assert self._wakeup is not None
+                if self._poller is None or self._poller[0] != watched[0]:
+                    poller = select.poll()
+                    poller.register(watched[0], select.POLLIN)
+                    poller.register(self._wakeup[0], select.POLLIN)
+                    self._poller = (watched[0], poller)
+                ready = {fd for fd, _ in self._poller[1].poll()}
+            finally:
+                self._polling = False
+            if self._wakeup[0] in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wakeup[0], 4096)
+            if watched[0] in ready and self._watched is watched:
+                self._dispatch(watched)
+
+    def dispatch_for(self, seconds: float) -> None:
+        """On the worker thread, inside a call: wait ``seconds``, dispatching the watched
+        descriptor meanwhile. A call that backs off must not hold up the events: corosync
+        may be waiting for this process to read them before it takes more."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            watched = self._watched
+            if watched is None:
+                time.sleep(left)
+                return
+            poller = select.poll()
+            poller.register(watched[0], select.POLLIN)
+            if poller.poll(left * 1000):
+                self._dispatch(watched)
+
+    def _dispatch(self, watched: tuple[int, Callable[[], bool]]) -> None:
+        self.dispatching_since = time.monotonic()
+        try:
+            if not watched[1]():
+                self._watched = None
+        except Exception:  # a bug: stop watching rather than spin or kill the thread
+            log.exception("%s dispatch failed", self.what)
+            self._watched = None
+        finally:
+            self.dispatching_since = None
 
 
 async def wait_for(future: concurrent.futures.Future[T], timeout: float) -> T:

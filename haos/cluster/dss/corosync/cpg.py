@@ -36,18 +36,21 @@ Contract, from corosync's CPG service:
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import ctypes
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
 from haos.cluster.dss.corosync import _lib
-from haos.cluster.dss.corosync._events import Dispatched, EventStream, LoopReader
+from haos.cluster.dss.corosync._events import Dispatched, EventStream, WorkerReader
 from haos.cluster.dss.corosync._lib import DEFAULT_BACKOFF, Backoff
 from haos.cluster.dss.corosync._worker import DEFAULT_CALL_TIMEOUT, HandleWorker, wait_for
+from haos.cluster.dss.corosync.trace import EVENT
 from haos.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -147,7 +150,11 @@ class CpgGroup:
         self._worker = HandleWorker("CPG", call_timeout, self._broken)
         self._handle: int | None = None
         self._group: _lib.CpgName | None = None
-        self._reader: LoopReader[CpgEvent] | None = None
+        self._reader: WorkerReader[CpgEvent] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._post_error: Exception | None = None  # the first posted call that failed
+        # Retries after CS_ERR_TRY_AGAIN of this handle's calls, by library function.
+        self.try_again: collections.Counter[str] = collections.Counter()
         self._send_lock = asyncio.Lock()
         # Touched only by the thread inside cpg_dispatch (the worker).
         self._collected: list[CpgEvent] = []
@@ -218,7 +225,8 @@ class CpgGroup:
         if self._reader is not None:
             raise UsageError("CPG handle is already attached to a loop")
         handle = self._live_handle()
-        self._reader = LoopReader(
+        self._loop = loop
+        self._reader = WorkerReader(
             loop,
             self.fd_get(),
             self._worker,
@@ -252,6 +260,7 @@ class CpgGroup:
         """
         handle = self._live_handle()
         self._joined()
+        sys.audit(EVENT, "cpg.mcast", payload)
         buffer = ctypes.c_char_p(payload)  # points into ``payload``; no copy
         iov = _lib.IoVec(ctypes.cast(buffer, ctypes.c_void_p), len(payload))
         async with self._send_lock:
@@ -263,6 +272,73 @@ class CpgGroup:
                 1,
                 keep=(payload, buffer, iov),
             )
+
+    def post(self, payload: bytes) -> None:
+        """``cpg_mcast_joined`` with CPG_TYPE_AGREED, without waiting for the worker thread.
+
+        The call is queued behind every earlier call of this handle, so messages leave in
+        the order they were posted; this returns at once. CS_ERR_TRY_AGAIN is retried on the
+        worker with the handle's back-off (holding back this handle's later calls, but not
+        its dispatches). Any other failure closes the handle (leaving the group if corosync
+        still answers); a call not made within the call timeout breaks it (see the module
+        docstring). Either way :attr:`events` ends with the error and later calls raise.
+        Raises at once if the handle is closed or already broken. Posting while an
+        :meth:`mcast` of this handle is still backing off may overtake it.
+        """
+        if self._post_error is not None:
+            raise self._post_error
+        handle = self._live_handle()
+        self._joined()
+        loop = self._loop
+        if loop is None:
+            raise UsageError("CPG handle is not attached to a loop")
+        if self._worker.broken is not None:
+            raise self._worker.still_broken("cpg_mcast_joined")
+        sys.audit(EVENT, "cpg.mcast", payload)
+        future = self._worker.submit(lambda: self._mcast_now(handle, payload))
+        future.add_done_callback(lambda f: self._posted(loop, f))
+        loop.call_later(self._worker.timeout, self._post_overdue, future)
+
+    def _mcast_now(self, handle: int, payload: bytes) -> None:
+        # On the worker thread.
+        buffer = ctypes.c_char_p(payload)  # points into ``payload``; no copy
+        iov = _lib.IoVec(ctypes.cast(buffer, ctypes.c_void_p), len(payload))
+        delays = self._backoff.delays()
+        while True:
+            rc = int(self._lib.cpg_mcast_joined(handle, _lib.CPG_TYPE_AGREED, ctypes.byref(iov), 1))
+            if rc != _lib.CS_ERR_TRY_AGAIN:
+                _lib.check("cpg_mcast_joined", rc)
+                sys.audit(EVENT, "cpg.sent", payload)
+                return
+            delay = next(delays, None)
+            if delay is None:
+                raise _lib.error_for(
+                    "cpg_mcast_joined", rc, f"still busy after {self._backoff.attempts} attempts"
+                )
+            _lib.count_try_again("cpg_mcast_joined", self.try_again)
+            self._worker.dispatch_for(delay)
+
+    def _posted(
+        self, loop: asyncio.AbstractEventLoop, done: concurrent.futures.Future[None]
+    ) -> None:
+        # On the worker thread (or the loop's, if cancelled): only a failure wakes the loop.
+        if done.cancelled() or done.exception() is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads any more
+            loop.call_soon_threadsafe(self._post_failed, done.exception())
+
+    def _post_failed(self, error: BaseException | None) -> None:
+        # A message was lost: the handle must not carry on as if it had been sent. Leave the
+        # group (if the connection still works), so the other members do not wait for us.
+        assert isinstance(error, Exception)
+        if self._post_error is None:
+            self._post_error = error
+            log.warning("CPG multicast failed, leaving the group: %s", error)
+        self._close(error)
+
+    def _post_overdue(self, future: concurrent.futures.Future[None]) -> None:
+        if not future.done():
+            self._broken(self._worker.break_now("cpg_mcast_joined"))
 
     async def local_get(self) -> int:
         """``cpg_local_get``: this node's corosync node id."""
@@ -326,16 +402,24 @@ class CpgGroup:
     async def _call(
         self, fn: Callable[..., int], *args: object, keep: tuple[object, ...] = ()
     ) -> None:
-        await _lib.acall(fn, *args, backoff=self._backoff, worker=self._worker, keep=keep)
+        await _lib.acall(
+            fn,
+            *args,
+            backoff=self._backoff,
+            worker=self._worker,
+            keep=keep,
+            retries=self.try_again,
+        )
 
-    def _close(self) -> concurrent.futures.Future[None] | None:
-        """Start closing; the future of the leave and finalize if worth waiting for."""
+    def _close(self, error: BaseException | None = None) -> concurrent.futures.Future[None] | None:
+        """Start closing (the event stream ends with ``error``); the future of the leave and
+        finalize if worth waiting for."""
         if self._reader is not None:
             self._reader.close()
         handle, self._handle = self._handle, None
         group, self._group = self._group, None
         healthy = not self.events.ended and self._worker.broken is None
-        self.events.end(None)
+        self.events.end(error)
         closing = None
         if handle is not None:
             closing = self._worker.submit(lambda: self._finalize(handle, group, healthy))
@@ -371,6 +455,8 @@ class CpgGroup:
 
     def _deliver(self, events: tuple[CpgEvent, ...]) -> None:
         for event in events:
+            if isinstance(event, Delivered):
+                sys.audit(EVENT, "cpg.pickup", event.payload)
             self.events.put(event)
 
     def _dispatch_here(self, handle: int) -> Dispatched[CpgEvent]:
@@ -404,6 +490,7 @@ class CpgGroup:
     ) -> None:
         def make() -> Delivered:
             payload = ctypes.string_at(msg, msg_len) if msg and msg_len else b""
+            sys.audit(EVENT, "cpg.deliver", payload)
             return Delivered(node_id, pid, payload)
 
         self._emit(make)
