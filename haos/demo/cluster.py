@@ -12,11 +12,19 @@ def member(n: int) -> str:
     return f"shelf1/slot{n}/node/counter"
 
 
-def demo_toml(spec: ClusterSpec, *, hold_time: str = "0s", restart_max: int = 1) -> str:
+def demo_toml(
+    spec: ClusterSpec,
+    *,
+    hold_time: str = "0s",
+    restart_max: int = 1,
+    audit_period: float = 0.5,
+    audit_timeout: float = 0.25,
+) -> str:
     """``cluster_toml`` plus group ``counter`` (2N, a member on every node, one instance).
 
     ``hold_time`` is the CEC's hold of reports about contained components (0: a crash goes
-    to the CRIM at once); ``restart_max`` restarts in place before the ladder fails over.
+    to the CRIM at once); ``restart_max`` restarts in place before the ladder fails over;
+    the counter registers an ``alive`` audit every ``audit_period`` s (``audit_timeout``).
     """
     lines = [
         cluster_toml(spec, "demo"),
@@ -38,7 +46,9 @@ def demo_toml(spec: ClusterSpec, *, hold_time: str = "0s", restart_max: int = 1)
             f'name = "{member(n)}"',
             'class = "application"',
             'manager = { kind = "client", command = ["python3", "-m", "haos.demo.counter"],'
-            f' environment = {{ HAOS_DEMO_PORT = "{PORT}" }} }}',
+            f' environment = {{ HAOS_DEMO_PORT = "{PORT}",'
+            f' HAOS_DEMO_AUDIT_PERIOD = "{audit_period}",'
+            f' HAOS_DEMO_AUDIT_TIMEOUT = "{audit_timeout}" }} }}',
         ]
     members = ", ".join(f'"{member(n)}"' for n in spec.node_ids)
     lines += [

@@ -120,10 +120,18 @@ class Counter:
         return str(value).encode()
 
 
-async def run(counter: Counter, client: Client) -> None:
+async def _alive() -> tuple[bool, str]:
+    return True, "serving loop answers"
+
+
+async def run(
+    counter: Counter, client: Client, audit_period: float = 0.0, audit_timeout: float = 0.0
+) -> None:
     """Register and follow the roles until the connection ends."""
     counter.client = client
     await client.register()
+    if audit_period > 0:  # the HM asks; a hung process cannot answer
+        await client.register_audit("alive", audit_period, audit_timeout, _alive)
     async for assignment in client.assignments():
         try:
             await counter.become(assignment)
@@ -144,7 +152,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     while True:
         try:
             async with Client.from_env(on_quiesce=counter.quiesce) as client:
-                await run(counter, client)
+                await run(counter, client, args.audit_period, args.audit_timeout)
         except UnavailableError as e:
             log.warning("agent connection: %s; registering again", e)
         await asyncio.sleep(RECONNECT)  # back off before registering again
@@ -156,6 +164,18 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("HAOS_DEMO_PORT", "7070")))
     parser.add_argument("--name", default="demo/counter", help="name to bind while primary")
     parser.add_argument("--advertise", default="", help="address bound to the name")
+    parser.add_argument(
+        "--audit-period",
+        type=float,
+        default=float(os.environ.get("HAOS_DEMO_AUDIT_PERIOD", "0")),
+        help="s between liveness audits the HM runs through the app (0: none)",
+    )
+    parser.add_argument(
+        "--audit-timeout",
+        type=float,
+        default=float(os.environ.get("HAOS_DEMO_AUDIT_TIMEOUT", "0.2")),
+        help="s an audit may take before the app counts as hung",
+    )
     return parser.parse_args(argv)
 
 

@@ -61,10 +61,12 @@ class Probe:
         emit({"t": time.monotonic(), "target": self.name(self.current), "value": value})
 
     def _connect(self) -> bool:
+        # The one that failed last: a hung server still accepts connections (the kernel
+        # does), so trying it first would wait out its timeout again and again.
         order = self.targets
         if self.current in order:
             i = order.index(self.current)
-            order = order[i:] + order[:i]
+            order = order[i + 1 :] + order[: i + 1]
         for t in order:
             try:
                 sock = socket.create_connection(t, timeout=self.timeout)
@@ -95,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="haos-demo-probe", description=__doc__.splitlines()[0])
     p.add_argument("--targets", required=True, help="host:port,… of the counter's members")
     p.add_argument("--interval", type=float, default=0.002, help="pause between requests, s")
-    p.add_argument("--timeout", type=float, default=0.5, help="per connect and answer, s")
+    p.add_argument("--timeout", type=float, default=0.2, help="per connect and answer, s")
     p.add_argument("--duration", type=float, default=300.0, help="stop after this many s")
     a = p.parse_args(argv)
     try:

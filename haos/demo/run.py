@@ -135,9 +135,17 @@ class DemoCluster:
         cache: Path = NODEROOT_CACHE,
         hold_time: str = "0s",
         restart_max: int = 1,
+        audit_period: float = 0.5,
+        audit_timeout: float = 0.25,
     ) -> None:
         self.spec = ClusterSpec(nodes=nodes)
-        toml = demo_toml(self.spec, hold_time=hold_time, restart_max=restart_max)
+        toml = demo_toml(
+            self.spec,
+            hold_time=hold_time,
+            restart_max=restart_max,
+            audit_period=audit_period,
+            audit_timeout=audit_timeout,
+        )
         self.cluster = SystemdCluster(
             self.spec, cache=cache, agent=True, config_toml=toml, fence=True
         )

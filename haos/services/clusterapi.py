@@ -180,8 +180,10 @@ class ClusterApi:
             await asyncio.sleep(0.05)
 
     async def pull_desired(self) -> None:
-        """Until this node has its full desired state: ask the master for it."""
-        while not self._orders.synced:
+        """Whenever this node lacks its full desired state (at start, after it lost quorum):
+        ask the master for it until it has it. Runs until cancelled."""
+        while True:
+            await self._orders.wait_unsynced()
             try:
                 obj = await self.to_master("desired", {"node": self._me.name}, within=1.0)
                 self._orders.receive(batch_from_json(obj))

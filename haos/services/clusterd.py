@@ -226,12 +226,14 @@ class NodeDaemon:
         async with self.cmm.listen() as queue:
             while True:
                 notice: Notice = await queue.get()
-                if isinstance(notice, Demote):
+                if isinstance(notice, Demote) or (
+                    isinstance(notice, Publish) and isinstance(notice.event, QuorumLost)
+                ):
                     self.demoted = True
+                    # No quorum: this node's components stop acting as primaries.
+                    self.orders.step_down()
                 elif isinstance(notice, Publish) and isinstance(notice.event, QuorumRegained):
-                    self.demoted = False
-                elif isinstance(notice, Publish) and isinstance(notice.event, QuorumLost):
-                    self.demoted = True
+                    self.demoted = False  # the agent gets the desired state again (pull_desired)
                 elif isinstance(notice, Publish) and isinstance(notice.event, NodeLeft):
                     await self._peer_fenced(notice.event.node)
                 m, v = self.cmm.master, self.cmm.vice_master

@@ -151,6 +151,8 @@ class NodeOrders:
         self.synced = False  # has had a full desired state
         self._listeners: list[Listener] = []
         self._synced = asyncio.Event()
+        self._unsynced = asyncio.Event()
+        self._unsynced.set()
 
     def receive(self, batch: Batch) -> None:
         if batch.notes and (not self.history or self.history[-1]["seq"] < batch.seq):
@@ -169,8 +171,23 @@ class NodeOrders:
                 self.roles[order.component] = order.state
             self._emit({"order": order_to_json(order)})
 
+    def step_down(self) -> None:
+        """This node lost quorum: no local component may stay primary (each becomes a spare),
+        and the next full desired state is taken whatever its sequence number."""
+        self.synced = False
+        self._synced.clear()
+        self._unsynced.set()
+        primary = AvailabilityState.PRIMARY
+        self.roles = {
+            c: AvailabilityState.SPARE if s is primary else s for c, s in self.roles.items()
+        }
+        self._emit({"roles": {c: s.value for c, s in self.roles.items()}})
+
     async def wait_synced(self) -> None:
         await self._synced.wait()
+
+    async def wait_unsynced(self) -> None:
+        await self._unsynced.wait()
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with the full state now (if known) and with every change; the

@@ -177,3 +177,15 @@ def test_a_node_that_missed_orders_gets_its_full_state_with_the_next() -> None:
     assert len(to_n2) == 1 and "roles" in to_n2[0]  # what got through carries the full state
     assert to_n2[0]["orders"]  # together with the new orders
     assert not any("roles" in p for node, p in channel.got if node != "n2")
+
+
+def test_a_node_without_quorum_steps_its_primaries_down_and_takes_the_next_full_state() -> None:
+    book = NodeOrders("n1")
+    seen: list[dict[str, Any]] = []
+    book.subscribe(seen.append)
+    book.receive(Batch(9, (), {"p": P, "s": S, "o": OFF}))
+    book.step_down()
+    assert book.roles == {"p": SP, "s": S, "o": OFF} and not book.synced
+    assert seen[-1] == {"roles": {"p": "spare", "s": "secondary", "o": "offline"}}
+    book.receive(Batch(3, (), {"p": S, "s": P, "o": OFF}))  # a new master's older numbering
+    assert book.synced and book.roles["s"] is P

@@ -45,6 +45,9 @@ from haos.services.cmf.types import (
 )
 
 log = logging.getLogger(__name__)
+# An application gets this long to acknowledge going off-line before its unit is stopped: a
+# hung one (the usual reason for taking it off-line) must not hold its repair up.
+OFFLINE_NOTICE = 1.0
 
 _PRIMARY, _OFFLINE = AvailabilityState.PRIMARY, AvailabilityState.OFFLINE
 
@@ -203,7 +206,7 @@ class ClientDriver:
                 with contextlib.suppress(EndpointError):
                     if quiesce:
                         await session.quiesce(self._quiesce_timeout)
-                    await session.assign(_OFFLINE, quiesce, min(self._timeout, self._stop_timeout))
+                    await session.assign(_OFFLINE, quiesce, min(self._timeout, OFFLINE_NOTICE))
             await stop_unit(self._units, self._tracker, self._stop_timeout)
             await self._reset_failed()
         finally:

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,13 @@ async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
         "http": HttpProbe(),
         "callback": callbacks,
     }
-    runner = AuditRunner(AuditMonitor(), probes, report, clock)
+
+    def hm_report(r: ErrorReport) -> None:
+        # The HM schedules on the monotonic clock; the CRIM judges staleness and outages on
+        # the wall clock the nodes share.
+        report(dataclasses.replace(r, observed_at=r.observed_at + time.time() - time.monotonic()))
+
+    runner = AuditRunner(AuditMonitor(), probes, hm_report, clock)
     for spec in config.audits:
         if spec.component in comps:
             runner.register(spec)
