@@ -158,11 +158,14 @@ class NodeOrders:
         if batch.notes and (not self.history or self.history[-1]["seq"] < batch.seq):
             self.history.extend(batch.notes)
         if batch.roles is not None and (batch.seq >= self.seq or not self.synced):
+            changed = not self.synced or dict(batch.roles) != self.roles
             self.roles = dict(batch.roles)
             self.seq = max(self.seq, batch.seq)
             self.synced = True
             self._synced.set()
-            self._emit({"roles": {c: s.value for c, s in self.roles.items()}})
+            self._unsynced.clear()
+            if changed:  # the same full state again (a resync) changes nothing
+                self._emit({"roles": {c: s.value for c, s in self.roles.items()}})
         for order in batch.orders:
             if order.seq < self.seq and isinstance(order, RoleOrder):
                 continue  # older than what we hold (a late retry)

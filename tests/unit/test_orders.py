@@ -189,3 +189,20 @@ def test_a_node_without_quorum_steps_its_primaries_down_and_takes_the_next_full_
     assert seen[-1] == {"roles": {"p": "spare", "s": "secondary", "o": "offline"}}
     book.receive(Batch(3, (), {"p": S, "s": P, "o": OFF}))  # a new master's older numbering
     assert book.synced and book.roles["s"] is P
+
+
+def test_the_order_book_asks_for_a_full_state_only_while_it_lacks_one() -> None:
+    async def go() -> None:
+        book = NodeOrders("n1")
+        await asyncio.wait_for(book.wait_unsynced(), 1.0)  # at start: ask
+        book.receive(Batch(1, (), {"x": S}))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(book.wait_unsynced(), 0.05)  # has one: nothing to ask
+        seen: list[dict[str, Any]] = []
+        book.subscribe(seen.append)
+        book.receive(Batch(2, (), {"x": S}))  # the same again: nothing to tell the agent
+        assert len(seen) == 1
+        book.step_down()
+        await asyncio.wait_for(book.wait_unsynced(), 1.0)
+
+    asyncio.run(go())
