@@ -11,8 +11,9 @@
 * ``commit``: ``haos-boot-commit.service``, after ``boot-complete.target``: the policy's
   ``Booted`` and ``UnitsHealthy`` events, carried out (bless, move the default, or record the
   fallback after a failed trial).
-* ``install RELEASE [--overlay DIR] [--tries N] [--reboot]``: write the running tree plus
-  ``DIR`` into the slot the policy allows, copy its kernel to the ESP, start its trial.
+* ``install RELEASE [--image FILE] [--overlay DIR] [--tries N] [--reboot]``: write the
+  release's root file system image (or the running tree) plus ``DIR`` into the slot the
+  policy allows, copy its kernel to the ESP, start its trial.
 
 Every step prints one ``haos-report {json}`` line to the report port (``/dev/ttyS1`` in
 QEMU): the host's tests read verdicts there instead of guessing from timings.
@@ -198,7 +199,8 @@ def check(paths: Paths, timeout: float) -> int:
     healthy = _healthy(units)
     trying = snap.booted is not None and snap.slot(snap.booted).state is SlotState.TRYING
     verdict = "healthy" if healthy else ("fail-boot" if trying else "unhealthy-committed")
-    report("check", {**_common(paths, snap), "units": units, "verdict": verdict}, paths.report_port)
+    fields = {"units": units, "verdict": verdict, "boot": snapshot_json(snap)}
+    report("check", {**_common(paths, snap), **fields}, paths.report_port)
     return 0 if healthy or not trying else 1
 
 
@@ -243,12 +245,14 @@ def commit(paths: Paths, now: float, reboot_fn: Callable[[str], None] = reboot) 
 def install(
     paths: Paths,
     release: str,
+    source: Path | None,
     overlay: Path | None,
     tries: int,
     now: float,
     reboot_fn: Callable[[str], None] | None = None,
 ) -> int:
-    """Write the running tree (plus ``overlay``) as ``release`` into the free slot; try it."""
+    """Write ``source`` or the running tree, plus ``overlay``, as ``release`` into the free
+    slot; start its trial."""
     loader = _loader(paths)
     snap = loader.read()
     decision = decide(BootPolicy(tries=tries), snap, BootProgress(), InstallRequested(release), now)
@@ -260,7 +264,7 @@ def install(
         )
         return 1
     target = next(a.slot for a in decision.actions if isinstance(a, WriteEntry))
-    _write_slot(loader, target, release, overlay)
+    _write_slot(loader, target, snap.booted, release, source, overlay)
     execute(loader, decision, reboot)  # InstallRequested without reboot: no Reboot action
     report(
         "install",
@@ -279,27 +283,56 @@ def install(
     return 0
 
 
-def _write_slot(loader: SystemdBoot, slot: Slot, release: str, overlay: Path | None) -> None:
-    """The slot's root: the running tree, ``overlay`` on top; its kernel onto the ESP."""
+def _write_slot(
+    loader: SystemdBoot,
+    slot: Slot,
+    running: Slot | None,
+    release: str,
+    source: Path | None,
+    overlay: Path | None,
+) -> None:
+    """The slot's root from ``source`` (a root file system image) or the running tree, with
+    ``overlay`` on top; the kernel onto the ESP.
+
+    The release runs the running system's kernel and initrd (they live on the ESP, not in
+    the root tree); a tree that brings ``boot/vmlinuz-*`` brings its own kernel.
+    """
     layout = loader.layout.slot(slot)
     device = f"/dev/disk/by-partlabel/{layout.partlabel}"
+    if source is not None:
+        run(["dd", f"if={source}", f"of={device}", "bs=4M", "conv=fsync", "status=none"], 1800)
     with tempfile.TemporaryDirectory(prefix="haos-slot-") as mnt:
         run(["mount", device, mnt])
         try:
-            # -x: the root file system only (not the ESP, the data partition, /proc, ...).
-            run(["rsync", "-aHAX", "-x", "--delete", "/", mnt + "/"], timeout=1800)
+            if source is None:
+                # -x: the root file system only (not the ESP, the data partition, /proc...).
+                run(["rsync", "-aHAX", "-x", "--delete", "/", mnt + "/"], timeout=3600)
             if overlay is not None:
                 run(["cp", "-a", "--", f"{overlay}/.", mnt + "/"])
             (Path(mnt) / "etc/haos").mkdir(parents=True, exist_ok=True)
             (Path(mnt) / "etc/haos/release").write_text(release + "\n", "utf-8")
-            kernel = sorted((Path(mnt) / "boot").glob("vmlinuz-*"))[-1]
-            initrd = Path(mnt) / "boot" / kernel.name.replace("vmlinuz-", "initrd.img-")
+            kernel, initrds = _boot_files(loader, running, Path(mnt))
             assert layout.linux is not None
             _copy_to_esp(kernel, loader.esp / layout.linux.lstrip("/"))
-            for dest in layout.initrd:
-                _copy_to_esp(initrd, loader.esp / dest.lstrip("/"))
+            for src, dest in zip(initrds, layout.initrd, strict=True):
+                _copy_to_esp(src, loader.esp / dest.lstrip("/"))
         finally:
             run(["umount", mnt])
+
+
+def _boot_files(loader: SystemdBoot, running: Slot | None, tree: Path) -> tuple[Path, list[Path]]:
+    """The new slot's kernel and initrds: its tree's own, else the running slot's on the ESP."""
+    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
+    if kernels:
+        initrd = tree / "boot" / kernels[-1].name.replace("vmlinuz-", "initrd.img-")
+        return kernels[-1], [initrd] * len(loader.layout.a.initrd)
+    if running is None:
+        raise UsageError("the release has no kernel and the running slot is unknown")
+    current = loader.layout.slot(running)
+    if current.linux is None:
+        raise UsageError(f"slot {running} boots a UKI; the release must bring its own kernel")
+    esp = loader.esp
+    return esp / current.linux.lstrip("/"), [esp / p.lstrip("/") for p in current.initrd]
 
 
 def _copy_to_esp(src: Path, dest: Path) -> None:
@@ -322,10 +355,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("esp-init", help="build time: loader.conf and slot A's committed entry")
     p.add_argument("release")
     p = sub.add_parser("check", help="is this boot healthy? (exit 1 fails a trial boot)")
-    p.add_argument("--timeout", type=float, default=150.0, help="seconds to wait for the units")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the units")
     sub.add_parser("commit", help="report the boot to the policy and carry out its decision")
-    p = sub.add_parser("install", help="install the running tree as RELEASE into the free slot")
+    p = sub.add_parser("install", help="install RELEASE into the free slot and start its trial")
     p.add_argument("release")
+    p.add_argument(
+        "--image", type=Path, help="the release's root file system image (default: copy the tree)"
+    )
     p.add_argument("--overlay", type=Path, help="a directory copied over the new slot's tree")
     p.add_argument("--tries", type=_tries, default=BootPolicy().tries)
     p.add_argument("--reboot", action="store_true", help="reboot into the trial at once")
@@ -357,9 +393,12 @@ def main(argv: list[str] | None = None) -> int:
             return commit(paths, time.time())
         if args.overlay is not None and not args.overlay.is_dir():
             raise UsageError(f"--overlay {args.overlay}: not a directory")
+        if args.image is not None and not args.image.exists():
+            raise UsageError(f"--image {args.image}: no such file or device")
         return install(
             paths,
             args.release,
+            args.image,
             args.overlay,
             args.tries,
             time.time(),

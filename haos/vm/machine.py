@@ -5,8 +5,10 @@ own variable store, so systemd-boot's boot counting and ``LoaderEntryDefault`` a
 qcow2 copy-on-write overlay over the shared image; an ``i6300esb`` watchdog whose expiry
 resets the guest; two NICs on two :class:`~haos.vm.hub.Hub` segments (MAC
 ``52:54:00:4a:NN:0L``, which the guest's haos-node-setup matches); the node number through
-``-fw_cfg opt/haos/node``; ttyS0 logged to a file, ttyS1 the report port; a QMP socket and
-the guest agent's socket; a free PCIe root port ``hp0`` for hot-plug.
+``-fw_cfg opt/haos/node`` (and, for a provisioned cluster, its /etc files); ttyS0 logged to a
+file, ttyS1 the report port; a QMP socket and the guest agent's socket; a free PCIe root port
+``hp0`` for hot-plug; the image's root partition as a read-only disk
+``/dev/disk/by-id/virtio-haos-release``, a release the guest can install into its free slot.
 
 Everything of a guest lives in the cluster's work directory as ``nodeN.*``.
 """
@@ -14,6 +16,7 @@ Everything of a guest lives in the cluster's work directory as ``nodeN.*``.
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import shutil
 import subprocess
@@ -31,6 +34,8 @@ from haos.vm.reports import ReportPort
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 LINKS = 2
+# The image's committed root, offered to every guest as a release it can install.
+RELEASE_PARTITION = "haos-root-a"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ class MachineSpec:
     watchdog: bool = True
     # (path under /etc, host file): installed in the guest by haos-node-setup at every boot.
     etc_files: tuple[tuple[str, Path], ...] = ()
+    # A read-only disk /dev/disk/by-id/virtio-haos-release: (file, offset, size) in bytes,
+    # e.g. the image's own root partition, for installing a release into the other slot.
+    release: tuple[Path, int, int] | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.node <= 254:
@@ -99,6 +107,18 @@ def qemu_argv(spec: MachineSpec) -> list[str]:
             "-device",
             f"virtio-net-pci,netdev=link{link},mac={spec.mac(link)}",
         ]
+    if spec.release is not None:
+        path, offset, size = spec.release
+        blockdev = {
+            "driver": "raw",
+            "node-name": "release",
+            "offset": offset,
+            "size": size,
+            "read-only": True,
+            "file": {"driver": "file", "filename": str(path), "read-only": True},
+        }
+        argv += ["-blockdev", json.dumps(blockdev)]
+        argv += ["-device", "virtio-blk-pci,drive=release,serial=haos-release"]
     for rel, host_file in spec.etc_files:
         argv += ["-fw_cfg", f"name=opt/haos/etc/{rel},file={host_file}"]
     if spec.watchdog:
@@ -210,6 +230,16 @@ def _connect_qmp(path: Path, timeout: float = 30.0) -> Qmp:
             time.sleep(0.2)
 
 
+def partition(image: Path, name: str) -> tuple[int, int]:
+    """(offset, size) in bytes of the GPT partition labelled ``name`` in ``image``."""
+    table = json.loads(run(["sfdisk", "--json", str(image)]))["partitiontable"]
+    sector = int(table.get("sectorsize", 512))
+    for part in table["partitions"]:
+        if part.get("name") == name:
+            return int(part["start"]) * sector, int(part["size"]) * sector
+    raise UsageError(f"{image} has no partition labelled {name}")
+
+
 def provision_files(workdir: Path, n: int, name: str) -> dict[int, tuple[tuple[str, Path], ...]]:
     """Each node's /etc files for a corosync + haos cluster of ``n`` (written to ``workdir``).
 
@@ -258,10 +288,16 @@ class Cluster:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         files = provision_files(workdir, n, f"vm{secrets.token_hex(3)}") if provision else {}
+        offset, size = partition(image, RELEASE_PARTITION)
         self.machines = [
             Machine(
                 MachineSpec(
-                    node, image, workdir, memory_mb=memory_mb, etc_files=files.get(node, ())
+                    node,
+                    image,
+                    workdir,
+                    memory_mb=memory_mb,
+                    etc_files=files.get(node, ()),
+                    release=(image, offset, size),
                 )
             )
             for node in range(1, n + 1)

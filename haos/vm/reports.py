@@ -83,6 +83,9 @@ class ReportPort:
             report = json.loads(line[start + len(PREFIX) :])
         except json.JSONDecodeError:
             return
+        if not isinstance(report, dict):
+            return
+        report["received"] = time.time()  # host clock, for timings measured on the host
         with self._cond:
             self.reports.append(report)
             self._cond.notify_all()

@@ -1,0 +1,31 @@
+"""The appliance image in QEMU: built (or taken from the cache) once per session."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from haos.vm.proc import run
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_TIMEOUT = 1200.0
+
+
+@pytest.fixture(scope="session")
+def image() -> Path:
+    """The image of this tree; image/build.sh rebuilds it only when an input changed."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: mkosi builds the image as root, QEMU guests need /dev access")
+    started = time.monotonic()
+    path = Path(run([str(REPO / "image" / "build.sh")], timeout=BUILD_TIMEOUT).strip())
+    print(f"image {path} ready after {time.monotonic() - started:.0f} s")
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("vm")
