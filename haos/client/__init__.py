@@ -119,7 +119,14 @@ class Client:
         self._close_writer()
         for task in self._tasks:
             task.cancel()
-        await self._tg.__aexit__(exc_type, exc, tb)
+        try:
+            await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # What the application's block raised comes out of the task group wrapped; give
+            # it back as itself, so ``except UnavailableError`` around the block works.
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+                raise group.exceptions[0] from None
+            raise
 
     # --- the session ----------------------------------------------------------------------
 

@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="haos-demo-probe", description=__doc__.splitlines()[0])
     p.add_argument("--targets", required=True, help="host:port,… of the counter's members")
     p.add_argument("--interval", type=float, default=0.002, help="pause between requests, s")
-    p.add_argument("--timeout", type=float, default=0.2, help="per connect and answer, s")
+    p.add_argument("--timeout", type=float, default=0.3, help="per connect and answer, s")
     p.add_argument("--duration", type=float, default=300.0, help="stop after this many s")
     a = p.parse_args(argv)
     try:

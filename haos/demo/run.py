@@ -77,7 +77,7 @@ class ProbeProcess:
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
         )
         self.answers: list[Answer] = []
-        self.lost: list[tuple[float, str]] = []
+        self.lost: list[tuple[float, str, str]] = []  # (t, target, why)
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -88,7 +88,7 @@ class ProbeProcess:
             obj = json.loads(line)
             with self._cond:
                 if "lost" in obj:
-                    self.lost.append((obj["t"], obj["lost"]))
+                    self.lost.append((obj["t"], obj["lost"], obj.get("why", "")))
                 else:
                     self.answers.append(Answer(obj["t"], obj["target"], obj["value"]))
                 self._cond.notify_all()
@@ -116,6 +116,9 @@ class ProbeProcess:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        self._reader.join(5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
 
 def first_from_other(since: float, old: str) -> Callable[[list[Answer]], Answer | None]:

@@ -386,11 +386,19 @@ class AvailabilityService:
             return ServiceRole.ACTIVE
         if self._vice == me:
             return ServiceRole.STANDBY
-        # A holder keeps its replica until quorum is back and both roles are taken by others:
-        # if every holder closed while the cluster was without quorum or a master, the state
-        # would be lost.
+        # A holder keeps its replica until quorum is back and both roles are taken by others
+        # that hold the checkpoint themselves: if every holder closed while the cluster was
+        # without quorum or a master -- or between the CMM's MasterChanged and
+        # ViceMasterChanged, before the new pair opened it -- the state would be lost.
         held = self.role in (ServiceRole.ACTIVE, ServiceRole.STANDBY)
-        settled = self._quorate and self._master is not None and self._vice is not None
+        holders = self._crc.directory.holders.get(CHECKPOINT, {})
+        settled = (
+            self._quorate
+            and self._master is not None
+            and self._vice is not None
+            and self._master in holders
+            and self._vice in holders
+        )
         return ServiceRole.STANDBY if held and not settled else ServiceRole.IDLE
 
     async def _activate(self) -> None:
