@@ -140,6 +140,7 @@ class DemoCluster:
         restart_max: int = 1,
         audit_period: float = 0.5,
         audit_timeout: float = 0.25,
+        fence_action: str = "reboot",
     ) -> None:
         self.spec = ClusterSpec(nodes=nodes)
         toml = demo_toml(
@@ -150,7 +151,12 @@ class DemoCluster:
             audit_timeout=audit_timeout,
         )
         self.cluster = SystemdCluster(
-            self.spec, cache=cache, agent=True, config_toml=toml, fence=True
+            self.spec,
+            cache=cache,
+            agent=True,
+            config_toml=toml,
+            fence=True,
+            fence_action=fence_action,
         )
         self.unit = {f"n{n}": unit_of(member(n)) for n in self.spec.node_ids}
 

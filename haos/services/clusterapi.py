@@ -75,6 +75,7 @@ class ClusterApi:
         master: Callable[[], int | None],
         orders: NodeOrders,
         availability: Callable[[], AvailabilityService | None],
+        applied: Callable[[str, str], None] = lambda component, state: None,
     ) -> None:
         self._me = me
         self._topo = topo
@@ -82,12 +83,14 @@ class ClusterApi:
         self._master = master
         self._orders = orders
         self._availability = availability
+        self._on_applied_cb = applied
         for method, handler in (
             ("orders", self._on_orders),
             ("report", self._on_report),
             ("event", self._on_event),
             ("desired", self._on_desired),
             ("crim", self._on_crim),
+            ("applied", self._on_applied),
         ):
             rpc.register(method, handler)
 
@@ -114,6 +117,14 @@ class ClusterApi:
         if make is None or not isinstance(req.get("component"), str):
             raise UsageError(f"event: bad request {req!r}")
         return encode(_decision(await self._active().submit(make(req["component"]))))
+
+    async def _on_applied(self, call: Call) -> bytes:
+        req = decode(call.payload, "applied")
+        if not isinstance(req, dict) or not isinstance(req.get("component"), str):
+            raise UsageError(f"applied: bad request {req!r}")
+        self._active()
+        self._on_applied_cb(req["component"], str(req.get("state")))
+        return b"{}"
 
     async def _on_desired(self, call: Call) -> bytes:
         req = decode(call.payload, "desired")
@@ -199,6 +210,8 @@ class ClusterApi:
             return dict(await self.to_master("report", req.get("report", {})))
         if op == "event":
             return dict(await self.to_master("event", req))
+        if op == "applied":
+            return dict(await self.to_master("applied", req))
         if op == "crim":
             return dict(await self.to_master("crim", {}))
         if op == "history":

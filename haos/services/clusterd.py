@@ -52,6 +52,7 @@ from haos.cluster.dss.corosync.quorum import VoteQuorum
 from haos.cluster.dss.messaging.rrpc import RpcService
 from haos.cluster.dss.transport import CpgTransport
 from haos.cluster.fencing.callback import CallbackFencer
+from haos.cluster.fencing.types import FenceAction
 from haos.config.model import ClusterConfig, NodeSpec
 from haos.errors import ConfigError, HaosError, UsageError
 from haos.services.clusterapi import ClusterApi, RpcChannel
@@ -76,6 +77,7 @@ class Settings:
     demote_within: float = 1.0
     fence_delay: float = 1.0
     fence_base_delay: float = 0.0
+    fence_action: FenceAction = "reboot"
 
 
 def _jsonable(obj: object) -> Any:
@@ -121,7 +123,10 @@ class NodeDaemon:
 
     async def run(self) -> None:
         cmm_config = CmmConfig(
-            nodes=self.config.nodes, local=self.me.node_id, demote_within=self.s.demote_within
+            nodes=self.config.nodes,
+            local=self.me.node_id,
+            demote_within=self.s.demote_within,
+            fence_action=self.s.fence_action,
         )
         self.s.state_dir.mkdir(parents=True, exist_ok=True)
         store = SqliteStore(self.s.state_dir / "ccr.sqlite")
@@ -146,7 +151,13 @@ class NodeDaemon:
                     self.topo, RpcChannel(rpc, ids, local=(self.me.name, self.orders))
                 )
                 self.api = ClusterApi(
-                    self.me, self.topo, rpc, self._master, self.orders, lambda: self.availability
+                    self.me,
+                    self.topo,
+                    rpc,
+                    self._master,
+                    self.orders,
+                    lambda: self.availability,
+                    self.dispatcher.applied,
                 )
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self.crc.run())
@@ -442,7 +453,15 @@ def parse(argv: Sequence[str] | None) -> Settings:
     p.add_argument(
         "--fence-base-delay", type=float, default=0.0, help="s to wait before any fencing"
     )
+    p.add_argument(
+        "--fence-action",
+        default="",
+        help="what fencing a departed node does: reboot (default; also when empty) or off",
+    )
     a = p.parse_args(argv)
+    action = a.fence_action or "reboot"
+    if action not in ("off", "reboot"):
+        p.error(f"--fence-action must be off or reboot, not {a.fence_action!r}")
     fence = tuple(shlex.split(a.fence_command))
     return Settings(
         a.config,
@@ -453,6 +472,7 @@ def parse(argv: Sequence[str] | None) -> Settings:
         a.demote_within,
         a.fence_delay,
         a.fence_base_delay,
+        "off" if action == "off" else "reboot",
     )
 
 

@@ -16,6 +16,7 @@ which order, is tested without corosync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -24,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from haos.cluster.crim.actions import Decision
+from haos.cluster.crim.actions import AssignRole, Decision
 from haos.cluster.crim.state import CrimState
 from haos.cluster.crim.topology import Topology
 from haos.errors import HaosError, UsageError
@@ -86,11 +87,18 @@ class Dispatcher:
     """See the module docstring. Run :meth:`run` in the daemon's task group."""
 
     def __init__(
-        self, topo: Topology, channel: OrderChannel, clock: Callable[[], float] = time.time
+        self,
+        topo: Topology,
+        channel: OrderChannel,
+        clock: Callable[[], float] = time.time,
+        quiesce_wait: float = 10.0,
     ) -> None:
         self._topo = topo
         self._channel = channel
         self._clock = clock
+        self._quiesce_wait = quiesce_wait
+        self._confirmed: set[tuple[str, str]] = set()
+        self._confirm = asyncio.Event()
         self._outbox: dict[str, asyncio.Queue[Batch]] = {n: asyncio.Queue() for n in topo.nodes}
         self._stale: set[str] = set()
         self._crim: CrimState | None = None
@@ -99,11 +107,47 @@ class Dispatcher:
         self.failed = 0
 
     async def carry_out(self, seq: int, decision: Decision) -> None:
+        """Queue the decision's orders; a planned switchover is carried out in two steps:
+        the primaries that quiesce first, the rest once they confirmed (or ``quiesce_wait``
+        passed), so the new primary never serves beside the old one."""
         self._crim, self._seq = decision.state, seq
         orders = orders_for(self._topo, seq, decision)
         notes = tuple(notes_of(seq, self._clock(), decision))
+        gates = {
+            (a.component, a.new.value)
+            for a in decision.actions
+            if isinstance(a, AssignRole)
+            and a.graceful
+            and a.old is AvailabilityState.PRIMARY
+            and a.new is not AvailabilityState.PRIMARY
+        }
+        first = {self._topo.host_of.get(c) for c, _ in gates}
         for node, box in self._outbox.items():  # every node keeps the history
-            box.put_nowait(Batch(seq, tuple(orders.get(node, ())), None, notes))
+            if node in first:
+                box.put_nowait(Batch(seq, tuple(orders.get(node, ())), None, notes))
+        if gates:
+            await self._wait_applied(gates)
+        for node, box in self._outbox.items():
+            if node not in first:
+                box.put_nowait(Batch(seq, tuple(orders.get(node, ())), None, notes))
+
+    def applied(self, component: str, state: str) -> None:
+        """A node confirmed that ``component`` reached ``state`` (a graceful change)."""
+        self._confirmed.add((component, state))
+        self._confirm.set()
+
+    async def _wait_applied(self, gates: set[tuple[str, str]]) -> None:
+        deadline = asyncio.get_running_loop().time() + self._quiesce_wait
+        while not gates <= self._confirmed:
+            self._confirm.clear()
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                log.warning("switchover: %s not confirmed in time; going on", gates)
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._confirm.wait()
+        self._confirmed -= gates
 
     def resync(self, seq: int, crim: CrimState) -> None:
         """Send every node its full desired state (after a take-over)."""

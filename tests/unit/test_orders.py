@@ -206,3 +206,29 @@ def test_the_order_book_asks_for_a_full_state_only_while_it_lacks_one() -> None:
         await asyncio.wait_for(book.wait_unsynced(), 1.0)
 
     asyncio.run(go())
+
+
+def test_a_planned_switchover_promotes_only_after_the_old_primary_confirmed() -> None:
+    state, _ = formed()
+    primary = next(c for c in DEMO if state.components[c].state is P)
+    d = decide(TOPO, state, ev.OperatorSwitchover(primary), 3.0)
+    demoted = [a for a in d.actions if getattr(a, "graceful", False)]
+    assert demoted, d.actions  # the CRIM asks the primary to quiesce
+
+    async def go() -> tuple[list[str], list[str]]:
+        channel = Channel(down=set())
+        dispatcher = Dispatcher(TOPO, channel, quiesce_wait=5.0)
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(dispatcher.run())
+            carried = tg.create_task(dispatcher.carry_out(9, d))
+            await asyncio.sleep(0.1)
+            early = [node for node, _ in channel.got]
+            dispatcher.applied(primary, "spare")
+            await carried
+            await asyncio.sleep(0.05)
+            task.cancel()
+        return early, [node for node, _ in channel.got]
+
+    early, final = asyncio.run(go())
+    assert early == [TOPO.host_of[primary]]  # only the old primary's node, at first
+    assert sorted(final) == ["n1", "n2", "n3"]

@@ -95,6 +95,7 @@ class SystemdCluster:
         config_toml: str | None = None,
         fence: bool = False,
         fence_command: str = "",
+        fence_action: str = "reboot",
         boot_timeout: float = 90.0,
     ) -> None:
         """Describe the cluster; entering it builds and boots it. Does no I/O.
@@ -115,6 +116,7 @@ class SystemdCluster:
         self.config_toml = config_toml
         self.fence = fence
         self.fence_command = fence_command
+        self.fence_action = fence_action
         self.bridge: FenceBridge | None = None
         self.boot_timeout = boot_timeout
         self.topo: Topology | None = None
@@ -178,7 +180,10 @@ class SystemdCluster:
     def _node_files(self, name: str, toml: str) -> dict[str, str]:
         venv = sorted((self.repo / ".venv" / "lib").glob("python3*/site-packages"))
         path = ":".join(str(p) for p in [self.repo, *venv])
-        env = f"HAOS_NODE={name}\nHAOS_FENCE_COMMAND={self.fence_command}\n"
+        env = (
+            f"HAOS_NODE={name}\nHAOS_FENCE_COMMAND={self.fence_command}\n"
+            f"HAOS_FENCE_ACTION={self.fence_action}\n"
+        )
         files = {"/etc/haos/cluster.toml": toml, "/etc/haos/node.env": env}
         for unit in (CLUSTERD, AGENTD):
             files[f"/etc/systemd/system/{unit}"] = (self.repo / "units" / unit).read_text()

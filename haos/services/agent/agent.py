@@ -69,6 +69,10 @@ class ClusterLink(Protocol):
 
     async def event(self, kind: str, component: str) -> None: ...
 
+    async def applied(self, component: str, state: str) -> None:
+        """Tell the master that ``component`` reached ``state`` (a graceful change)."""
+        ...
+
 
 class Rebooter(Protocol):
     async def reboot(self, reason: str) -> None: ...
@@ -177,7 +181,10 @@ class NodeAgent:
             return
         if isinstance(order, RoleOrder):
             what = f"{order.state}{' (graceful)' if order.graceful else ''}"
-            self._queue(comp, what, self._apply(comp, order.state, order.graceful))
+            # a graceful change is confirmed: the master holds the other side of a planned
+            # switchover back until this component has quiesced and left its role
+            work = self._apply(comp, order.state, order.graceful, confirm=order.graceful)
+            self._queue(comp, what, work)
         elif isinstance(order, RecoverOrder):
             self._queue(comp, str(order.level), self._recover(comp, order.level))
         elif isinstance(order, StopOrder):
@@ -191,13 +198,20 @@ class NodeAgent:
     # -- doing ----------------------------------------------------------------------------
 
     def _apply(
-        self, comp: str, state: AvailabilityState, graceful: bool, announce: bool = False
+        self,
+        comp: str,
+        state: AvailabilityState,
+        graceful: bool,
+        announce: bool = False,
+        confirm: bool = False,
     ) -> Work:
         async def work() -> None:
             await self._drivers[comp].apply(state, graceful)
             self.stats.states[comp] = state.value
             if announce:
                 self._reports.put_nowait(("available", {"component": comp}))
+            if confirm:
+                self._reports.put_nowait(("applied", {"component": comp, "state": state.value}))
 
         return work
 
@@ -238,6 +252,8 @@ class NodeAgent:
                     if kind == "report":
                         await self._link.report(body)
                         self.stats.reports += 1
+                    elif kind == "applied":
+                        await self._link.applied(body["component"], body["state"])
                     else:
                         await self._link.event(kind, body["component"])
                     break

@@ -25,3 +25,6 @@ class ControlLink:
         if answer.get("refused"):
             # e.g. the node is not a member yet: the CRIM will take it once it is
             raise UnavailableError(f"{kind} {component} refused: {answer.get('reason')}")
+
+    async def applied(self, component: str, state: str) -> None:
+        await self._client.request("applied", component=component, state=state)
