@@ -97,6 +97,7 @@ class SystemdCluster:
         fence_command: str = "",
         fence_action: str = "reboot",
         boot_timeout: float = 90.0,
+        host_dirs: Sequence[Path] = (),
     ) -> None:
         """Describe the cluster; entering it builds and boots it. Does no I/O.
 
@@ -117,6 +118,7 @@ class SystemdCluster:
         self.fence = fence
         self.fence_command = fence_command
         self.fence_action = fence_action
+        self.host_dirs = tuple(host_dirs)  # shown read-only in every node (e.g. /usr/lib/ocf)
         self.bridge: FenceBridge | None = None
         self.boot_timeout = boot_timeout
         self.topo: Topology | None = None
@@ -207,7 +209,7 @@ class SystemdCluster:
             authkey=self._authkey,
             files=self._files[name],
             enable=self.units,
-            bind_ro=(self.repo,),
+            bind_ro=(self.repo, *self.host_dirs),
             bind=() if self.bridge is None else (self.bridge.directory,),
             boot_timeout=self.boot_timeout,
         )
