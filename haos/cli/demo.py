@@ -19,7 +19,7 @@ from typing import Any
 from haos.cli.ops import render_status
 from haos.cluster.harness import nspawn
 from haos.cluster.harness.systemd_cluster import NODEROOT_CACHE, REPO
-from haos.errors import UsageError
+from haos.errors import HaosError, UsageError
 
 
 def add_parser(sub: Any) -> None:
@@ -55,12 +55,15 @@ def run(args: argparse.Namespace) -> int:
             f"{args.nodes} nodes running systemd, corosync and haos "
             f"(booted in {demo.cluster.up_after:.1f} s)",
         )
-        demo.wait_settled()
+        demo.cluster.wait_for(
+            lambda: sorted(demo.roles().values()) == ["primary", "secondary", "spare"],
+            60.0,
+            "the counter placed: a primary, a secondary and a spare",
+        )
         primary = demo.holder("primary")
         spare = demo.holder("spare") or demo.names[-1]
         assert primary is not None
-        status = demo.cluster.control(spare).request("status")
-        print(render_status(status, demo.cluster.control(spare).request("crim")), flush=True)
+        print(_status(demo), flush=True)
         ok = True
         with probing(demo, spare) as probe:
             first = probe.wait(lambda a: a[-1] if len(a) >= 20 else None, 30.0)
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 demo,
                 probe,
                 primary,
-                "SIGKILL of the counter's process",
+                f"SIGKILL of the counter's process on {primary}",
                 lambda: demo.kill_component(primary),
                 first_from_other,
             )
@@ -101,6 +104,17 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _status(demo: Any) -> str:
+    """``haosctl status`` as seen from the first node that answers."""
+    for name in demo.names:
+        try:
+            control = demo.cluster.control(name)
+            return render_status(control.request("status"), control.request("crim"))
+        except HaosError:
+            continue
+    return "(no node answered)"
+
+
 def _fault(
     started: float,
     demo: Any,
@@ -112,7 +126,7 @@ def _fault(
 ) -> bool:
     old = demo.address(primary)
     at = inject()
-    say(started, f"{what} on {primary}")
+    say(started, what)
     after = probe.wait(first_from_other(at, old), 30.0)
     last_old = max(a.value for a in probe.answers if a.target == old)
     new_primary = next(n for n in demo.names if demo.address(n) == after.target)
