@@ -18,7 +18,6 @@ import json
 import logging
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -197,43 +196,8 @@ class TracedDaemons(Daemons):
     """The cluster daemons run by :mod:`bench.tracing`: each keeps its tracepoints and writes
     them to ``n<N>.trace`` on SIGUSR1 (:meth:`collect`)."""
 
-    def start(self, node: int) -> None:
-        old = self.procs.get(node)
-        if old is not None and old.poll() is None:
-            old.kill()
-            old.wait(10)
-        fence = (
-            f"{sys.executable} -m haos.cluster.harness fence --cluster {self.cluster.cluster_id}"
-            " --node {node_id} --action {action}"
-        )
-        argv = [
-            "nsenter",
-            f"--net=/run/netns/{self.cluster.names.node(node)}",
-            "--",
-            sys.executable,
-            __file__,
-            TRACED,
-            str(self.trace(node)),
-            "--",
-            "--config",
-            str(self.config),
-            "--node",
-            f"n{node}",
-            "--state-dir",
-            str(self.dir / f"n{node}-state"),
-            "--control",
-            str(self.dir / f"n{node}.sock"),
-            "--fence-command",
-            fence,
-            "--fence-delay",
-            str(self.fence_delay),
-            "--fence-base-delay",
-            str(self.fence_base_delay),
-        ]
-        with open(self.log(node), "ab") as log:
-            self.procs[node] = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
+    def program(self, node: int) -> list[str]:
+        return [sys.executable, __file__, TRACED, str(self.trace(node)), "--"]
 
     def trace(self, node: int) -> Path:
         return self.dir / f"n{node}.trace"

@@ -92,7 +92,8 @@ def test_roles_reach_every_node_and_follow_a_switchover(three: tuple[Cluster, Da
     # what every node holds is exactly what the CRIM on the master decided
     crim = d.control(3).request("crim")
     assert {c: crim["crim"]["components"][c]["state"] for c in roles(d)} == roles(d)
-    answer = d.control(2).request("operator", action="switchover", target=primary)
+    # no agents here: the master waits out the old primary's quiesce confirmation (10 s)
+    answer = d.control(2).request("operator", action="switchover", target=primary, timeout=30)
     assert not answer["refused"], answer
     d.wait(lambda: roles(d)[primary] != "primary", 10, "primary moved away")
     assert sorted(roles(d).values()) == ["primary", "secondary", "spare"]

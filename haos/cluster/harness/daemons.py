@@ -103,17 +103,25 @@ class Daemons:
         if old is not None and old.poll() is None:
             old.kill()
             old.wait(10)
+        netns = f"--net=/run/netns/{self.cluster.names.node(node)}"
+        argv = ["nsenter", netns, "--", *self.program(node), *self.clusterd_args(node)]
+        with open(self.log(node), "ab") as log:
+            self.procs[node] = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def program(self, node: int) -> list[str]:
+        """What runs the cluster daemon (a benchmark wraps it)."""
+        del node
+        return [sys.executable, "-m", "haos.services.clusterd"]
+
+    def clusterd_args(self, node: int) -> list[str]:
+        """The cluster daemon's arguments for harness node ``node``."""
         fence = (
             f"{sys.executable} -m haos.cluster.harness fence --cluster {self.cluster.cluster_id}"
             " --node {node_id} --action {action}"
         )
-        argv = [
-            "nsenter",
-            f"--net=/run/netns/{self.cluster.names.node(node)}",
-            "--",
-            sys.executable,
-            "-m",
-            "haos.services.clusterd",
+        return [
             "--config",
             str(self.config),
             "--node",
@@ -129,10 +137,6 @@ class Daemons:
             "--fence-base-delay",
             str(self.fence_base_delay),
         ]
-        with open(self.log(node), "ab") as log:
-            self.procs[node] = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
 
     def status(self, node: int) -> dict[str, Any] | None:
         try:
