@@ -214,9 +214,11 @@ class NodeDaemon:
         if not self.s.fence_command:
             raise UsageError("no fence command configured")
         await asyncio.sleep(self.live.fence_base_delay)  # like pcmk_delay_base
-        if (node.priority, -node.node_id) > (self.me.priority, -self.me.node_id):
-            # Priority fencing delay: in a split where both sides fence each other, the
-            # preferred node (higher priority, then lower id) shoots first and survives.
+        two_node = len(self.config.nodes) == 2
+        if two_node and (node.priority, -node.node_id) > (self.me.priority, -self.me.node_id):
+            # Priority fencing delay: in a two-node split both sides are quorate and fence
+            # each other; the preferred node (higher priority, then lower id) shoots first
+            # and survives. With three or more nodes only the quorate side fences: no race.
             await asyncio.sleep(self.live.fence_delay)
         argv = [
             a.format(node=node.name, node_id=node.node_id, action=action)
