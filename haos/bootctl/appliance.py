@@ -193,8 +193,16 @@ def _healthy(states: dict[str, str]) -> bool:
 
 
 def check(paths: Paths, timeout: float) -> int:
-    """Exit status for haos-boot-check: 1 only for an unhealthy release on trial."""
-    snap = _loader(paths).read()
+    """Exit status for haos-boot-check: 1 only for an unhealthy release on trial.
+
+    A boot state that cannot be read is reported, not failed: failing would reboot a
+    committed release too, over and over.
+    """
+    try:
+        snap = _loader(paths).read()
+    except HaosError as e:
+        report("check", {"boot_id": _text(paths.boot_id), "error": str(e)}, paths.report_port)
+        return 0
     units = wait_healthy(health_units(paths), timeout)
     healthy = _healthy(units)
     trying = snap.booted is not None and snap.slot(snap.booted).state is SlotState.TRYING

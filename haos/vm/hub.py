@@ -2,7 +2,8 @@
 
 Each guest NIC is a QEMU ``-netdev dgram`` whose local end is its own socket file and whose
 remote end is the hub's. The hub repeats every frame it receives to every other port, as a
-hub does. Frames never leave the host's unix sockets: no host interface, no host multicast.
+hub does, without ever blocking on a slow port. Frames never leave the host's unix sockets:
+no host interface, no host multicast.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class Hub:
             self.frames += 1
             for port in self.ports:
                 if port != sender:
-                    # A port whose guest is down (not started, killed) just misses the frame.
+                    # Never block: a guest that is down, or too slow to drain its socket,
+                    # misses the frame (as on a congested hub), and the others go on.
                     with contextlib.suppress(OSError):
-                        self._sock.sendto(frame, port)
+                        self._sock.sendto(frame, socket.MSG_DONTWAIT, port)
 
     def close(self) -> None:
         self._closed = True

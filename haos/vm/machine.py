@@ -275,11 +275,18 @@ class Cluster:
     """``n`` guests of ``image`` on two hub segments, in ``workdir``.
 
     With ``provision`` every guest gets corosync's and haos' configuration for the cluster
-    (see :func:`provision`), so haos' daemons run as on a provisioned board.
+    (see :func:`provision_files`), so haos' daemons run as on a provisioned board. Without
+    ``watchdog`` the guests have no i6300esb (see the cluster test for why).
     """
 
     def __init__(
-        self, image: Path, workdir: Path, n: int, memory_mb: int = 1024, provision: bool = True
+        self,
+        image: Path,
+        workdir: Path,
+        n: int,
+        memory_mb: int = 1024,
+        provision: bool = True,
+        watchdog: bool = True,
     ) -> None:
         if not 1 <= n <= 8:
             raise UsageError(f"a cluster has 1..8 guests, not {n}")
@@ -298,6 +305,7 @@ class Cluster:
                     memory_mb=memory_mb,
                     etc_files=files.get(node, ()),
                     release=(image, offset, size),
+                    watchdog=watchdog,
                 )
             )
             for node in range(1, n + 1)
