@@ -85,7 +85,9 @@ def _bench_boot(args: argparse.Namespace) -> int:
             assert m.reports is not None
             commit = m.reports.wait_event("commit", timeout=900)
             took = commit["received"] - started
-            analyze = m.sh("systemd-analyze time | head -n 2", check=False).strip()
+            analyze = m.sh(
+                "systemd-analyze time | head -n 2; df -h / | tail -n 1", check=False
+            ).strip()
             units = " ".join(f"{u}={s}" for u, s in commit["units"].items())
             print(f"n{m.spec.node}: commit report {took:.0f} s after start; {units}")
             print(f"    {analyze}", flush=True)
