@@ -26,7 +26,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +49,8 @@ from haos.bootctl.policy import (
     decide,
 )
 from haos.bootctl.systemd_boot import SystemdBoot, atomic_write, find_esp, set_default_line
-from haos.errors import HaosError, UnavailableError, UsageError
+from haos.errors import HaosError, UsageError
+from haos.proc import run
 
 # Kernel command line of every haos entry: the serial console, no first-boot questions.
 OPTIONS = "rw console=ttyS0,115200 systemd.firstboot=off panic=10"
@@ -74,29 +74,6 @@ def esp_init(esp: Path, release: str, layout: Layout = LAYOUT) -> None:
 
 
 # --- the outside world: commands, files, the report port ---------------------------------
-
-_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-
-
-def run(argv: list[str], timeout: float = 600.0) -> str:
-    """Run ``argv`` (stdin closed, clean environment); its stdout, or UnavailableError."""
-    try:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=_ENV,
-            timeout=timeout,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as e:
-        raise UnavailableError(f"{argv[0]} failed: {e}") from e
-    if done.returncode != 0:
-        raise UnavailableError(
-            f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[-500:]}"
-        )
-    return done.stdout
 
 
 @dataclasses.dataclass(frozen=True)

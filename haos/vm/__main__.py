@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from haos.errors import HaosError, UsageError
+from haos.proc import run
 from haos.vm.machine import Cluster
-from haos.vm.proc import run
 from haos.vm.qga import wait_agent
 from haos.vm.qmp import Qmp
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from haos.errors import UnavailableError, UsageError
+from haos.proc import ENV, run
 from haos.vm.hub import Hub
-from haos.vm.proc import ENV, run
 from haos.vm.qga import Agent, wait_agent
 from haos.vm.qmp import Qmp
 from haos.vm.reports import ReportPort

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from haos.vm.proc import run
+from haos.proc import run
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 1200.0

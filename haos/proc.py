@@ -1,4 +1,4 @@
-"""The one way haos.vm runs a host command: argv list, stdin closed, clean environment."""
+"""The one way haos runs a short host command: argv list, stdin closed, clean environment."""
 
 from __future__ import annotations
 
