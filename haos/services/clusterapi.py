@@ -17,7 +17,6 @@ daemon). Operator commands go through the repository instead (:mod:`haos.service
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -228,7 +227,3 @@ class ClusterApi:
 
 def _decision(d: Decision) -> dict[str, Any]:
     return {"reason": d.reason, "refused": d.refused}
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, default=str)

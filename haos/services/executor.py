@@ -194,7 +194,6 @@ class NodeOrders:
         self.roles: dict[str, AvailabilityState] = {}
         self.synced = False  # has had a full desired state
         self._listeners: list[Listener] = []
-        self._synced = asyncio.Event()
         self._unsynced = asyncio.Event()
         self._unsynced.set()
 
@@ -206,7 +205,6 @@ class NodeOrders:
             self.roles = dict(batch.roles)
             self.seq = max(self.seq, batch.seq)
             self.synced = True
-            self._synced.set()
             self._unsynced.clear()
             if changed:  # the same full state again (a resync) changes nothing
                 self._emit({"roles": {c: s.value for c, s in self.roles.items()}})
@@ -222,16 +220,12 @@ class NodeOrders:
         """This node lost quorum: no local component may stay primary (each becomes a spare),
         and the next full desired state is taken whatever its sequence number."""
         self.synced = False
-        self._synced.clear()
         self._unsynced.set()
         primary = AvailabilityState.PRIMARY
         self.roles = {
             c: AvailabilityState.SPARE if s is primary else s for c, s in self.roles.items()
         }
         self._emit({"roles": {c: s.value for c, s in self.roles.items()}})
-
-    async def wait_synced(self) -> None:
-        await self._synced.wait()
 
     async def wait_unsynced(self) -> None:
         await self._unsynced.wait()

@@ -25,6 +25,9 @@ class FakeDriver:
     async def recover(self, level: RecoveryLevel) -> None:
         self.log.append(f"{self.name}:{level}")
 
+    async def current(self) -> AvailabilityState | None:
+        return None
+
     async def close(self) -> None:
         pass
 

@@ -57,9 +57,7 @@ def test_role_orders_go_to_the_node_hosting_each_component() -> None:
     for i, d in enumerate(decisions):
         for node, orders in orders_for(TOPO, i + 1, d).items():
             sent.setdefault(node, []).extend(orders)
-    assert all(
-        TOPO.host_of[o.component] == node for node, orders in sent.items() for o in orders
-    )
+    assert all(TOPO.host_of[o.component] == node for node, orders in sent.items() for o in orders)
     final = {c: desired_roles(TOPO, state, TOPO.host_of[c] or "")[c] for c in DEMO}
     assert sorted(s.value for s in final.values()) == ["primary", "secondary", "spare"]
     last: dict[str, AvailabilityState] = {}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from haos.proc import run
+from haos.vm.machine import Cluster, Machine
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 1200.0
@@ -29,3 +30,21 @@ def image() -> Path:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield tmp_path_factory.mktemp("vm")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed VM test carries the tail of each guest's serial console in its report."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    machines: list[Machine] = []
+    for value in funcargs.values():
+        if isinstance(value, Machine):
+            machines.append(value)
+        elif isinstance(value, Cluster):
+            machines.extend(value.machines)
+    for m in machines:
+        rep.sections.append((f"serial console of node{m.spec.node}", m.console_tail(60)))

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from haos.errors import HaosError
 from haos.model.reports import ErrorKind, ErrorReport, RecoveryLevel
 from haos.model.states import AvailabilityState
+from haos.services.agent.base import Driver
 from haos.services.orders import (
     Order,
     RebootOrder,
@@ -46,16 +47,6 @@ from haos.services.orders import (
 
 log = logging.getLogger(__name__)
 _SPARE, _OFF = AvailabilityState.SPARE, AvailabilityState.OFFLINE
-
-
-class Driver(Protocol):
-    """One component's manager (see ``haos.services.agent.drivers``)."""
-
-    async def apply(self, state: AvailabilityState, graceful: bool) -> None: ...
-
-    async def recover(self, level: RecoveryLevel) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 class ClusterLink(Protocol):

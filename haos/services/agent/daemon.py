@@ -30,8 +30,9 @@ from haos.config.model import AuditSpec, ClusterConfig, ManagerSpec, NodeSpec
 from haos.errors import HaosError
 from haos.model.reports import ErrorReport, RecoveryLevel
 from haos.model.states import AvailabilityState
-from haos.services.agent.agent import Driver, NodeAgent
+from haos.services.agent.agent import NodeAgent
 from haos.services.agent.backend import AuditCallback
+from haos.services.agent.base import Driver
 from haos.services.agent.cluster_backend import ClusterBackend
 from haos.services.agent.drivers import DriverDeps, make_driver
 from haos.services.agent.endpoint import Endpoint
@@ -84,6 +85,7 @@ class CheckpointRole:
         self._driver = driver
         self._backend = backend
         self._component = component
+        self.name = driver.name
 
     async def apply(self, state: AvailabilityState, graceful: bool) -> None:
         await self._driver.apply(state, graceful)
@@ -92,6 +94,9 @@ class CheckpointRole:
 
     async def recover(self, level: RecoveryLevel) -> None:
         await self._driver.recover(level)
+
+    async def current(self) -> AvailabilityState | None:
+        return await self._driver.current()
 
     async def close(self) -> None:
         await self._driver.close()

@@ -100,7 +100,34 @@ class Dispatched(Generic[E]):
     error: BaseException | None = None
 
 
-class LoopReader(Generic[E]):
+class _Reader(Generic[E]):
+    """What both readers share: the callbacks, and failing once (close, then ``on_error``)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        worker: HandleWorker,
+        dispatch: Callable[[], Dispatched[E]],
+        deliver: Callable[[tuple[E, ...]], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self._loop = loop
+        self._worker = worker
+        self._dispatch = dispatch
+        self._deliver = deliver
+        self._on_error = on_error
+        self._active = True
+
+    def _fail(self, error: BaseException) -> None:
+        if self._active:
+            self.close()
+            self._on_error(error)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class LoopReader(_Reader[E]):
     """Runs ``dispatch`` on the handle's worker thread each time ``fd`` turns readable.
 
     The loop only watches the descriptor: while a dispatch runs on the worker the reader is
@@ -119,13 +146,8 @@ class LoopReader(Generic[E]):
         deliver: Callable[[tuple[E, ...]], None],
         on_error: Callable[[BaseException], None],
     ) -> None:
-        self._loop = loop
+        super().__init__(loop, worker, dispatch, deliver, on_error)
         self._fd = fd
-        self._worker = worker
-        self._dispatch = dispatch
-        self._deliver = deliver
-        self._on_error = on_error
-        self._active = True
         self._running: concurrent.futures.Future[Dispatched[E]] | None = None
         self._overdue: asyncio.TimerHandle | None = None
         loop.add_reader(fd, self._readable)
@@ -173,11 +195,6 @@ class LoopReader(Generic[E]):
             self._running = None
             self._fail(self._worker.break_now("dispatch"))
 
-    def _fail(self, error: BaseException) -> None:
-        if self._active:
-            self.close()
-            self._on_error(error)
-
     def close(self) -> None:
         """Stop reading; idempotent. A dispatch still running on the worker is ignored."""
         if self._active:
@@ -189,7 +206,7 @@ class LoopReader(Generic[E]):
                 self._overdue = None
 
 
-class WorkerReader(Generic[E]):
+class WorkerReader(_Reader[E]):
     """Has the worker thread wait for ``fd`` and run ``dispatch`` itself
     (:meth:`HandleWorker.watch`); the events go to ``deliver`` on the loop, in order.
 
@@ -208,12 +225,7 @@ class WorkerReader(Generic[E]):
         deliver: Callable[[tuple[E, ...]], None],
         on_error: Callable[[BaseException], None],
     ) -> None:
-        self._loop = loop
-        self._worker = worker
-        self._dispatch = dispatch
-        self._deliver = deliver
-        self._on_error = on_error
-        self._active = True
+        super().__init__(loop, worker, dispatch, deliver, on_error)
         self._watchdog = loop.call_later(worker.timeout / 2, self._check)
         worker.watch(fd, self._on_worker)
 
@@ -241,11 +253,6 @@ class WorkerReader(Generic[E]):
             self._fail(self._worker.break_now("dispatch"))
             return
         self._watchdog = self._loop.call_later(self._worker.timeout / 2, self._check)
-
-    def _fail(self, error: BaseException) -> None:
-        if self._active:
-            self.close()
-            self._on_error(error)
 
     def close(self) -> None:
         """Stop reading; idempotent. A dispatch still running on the worker is ignored."""
