@@ -11,7 +11,7 @@ from typing import Any
 
 from haos.config.loader import load_config
 from haos.config.model import ClusterConfig, NodeSpec
-from haos.errors import HaosError, UsageError
+from haos.errors import ConfigError, HaosError, UsageError
 
 
 def load_node(path: Path, node: str) -> tuple[ClusterConfig, NodeSpec]:
@@ -23,15 +23,42 @@ def load_node(path: Path, node: str) -> tuple[ClusterConfig, NodeSpec]:
     return config, me
 
 
+# Exit statuses. The units restart a daemon on anything but EXIT_CONFIG
+# (RestartPreventExitStatus=): a bad configuration or command line does not mend itself, while
+# a daemon that lost corosync or timed out waiting for it starts again and rejoins.
+EXIT_CONFIG = 2
+EXIT_TEMPFAIL = 75  # sysexits' EX_TEMPFAIL
+
+
+def exit_status(error: BaseException) -> int:
+    """EXIT_CONFIG when every error in ``error`` (an exception group is looked into) is a
+    configuration or usage error; EXIT_TEMPFAIL otherwise."""
+    if isinstance(error, BaseExceptionGroup):
+        statuses = {exit_status(e) for e in error.exceptions}
+        return EXIT_CONFIG if statuses == {EXIT_CONFIG} else EXIT_TEMPFAIL
+    return EXIT_CONFIG if isinstance(error, (ConfigError, UsageError)) else EXIT_TEMPFAIL
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for e in error.exceptions for leaf in _leaves(e)]
+    return [error]
+
+
 def run_daemon(name: str, start: Callable[[], Coroutine[Any, Any, None]]) -> int:
-    """Run ``start()`` until it ends; exit status 2 (not to be restarted: see the units'
-    RestartPreventExitStatus=) for a HaosError, 0 on Ctrl-C or a clean end."""
+    """Run ``start()`` until it ends: 0 on Ctrl-C or a clean end; for a HaosError (also inside
+    an exception group) its message and :func:`exit_status`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         asyncio.run(start())
-    except HaosError as e:
-        print(f"{name}: {e.code} error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 0
+    except (HaosError, BaseExceptionGroup) as e:
+        leaves = _leaves(e)
+        if not all(isinstance(leaf, HaosError) for leaf in leaves):
+            raise  # a bug: the traceback is what helps (and systemd restarts the daemon)
+        for leaf in leaves:
+            assert isinstance(leaf, HaosError)
+            print(f"{name}: {leaf.code} error: {leaf}", file=sys.stderr)
+        return exit_status(e)
     return 0

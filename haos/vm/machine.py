@@ -240,18 +240,31 @@ def partition(image: Path, name: str) -> tuple[int, int]:
     raise UsageError(f"{image} has no partition labelled {name}")
 
 
+# corosync's timers for TCG guests. The host harness's 150 ms token holds in network
+# namespaces, but emulated guests sharing two host cores stall for hundreds of milliseconds:
+# there such a token flaps the membership, and corosync, at real-time priority, then starves
+# the guest (its agent and network stop answering). corosync's own default token (3 s) with
+# knet timers below it keeps a cut link a link event, not a membership change.
+GUEST_TIMING = {
+    "token_ms": 3000,
+    "knet_ping_interval_ms": 500,
+    "knet_ping_timeout_ms": 2000,
+    "knet_pong_count": 2,
+}
+
+
 def provision_files(workdir: Path, n: int, name: str) -> dict[int, tuple[tuple[str, Path], ...]]:
     """Each node's /etc files for a corosync + haos cluster of ``n`` (written to ``workdir``).
 
-    The same corosync.conf (two knet links, the settings measured stable here), one fresh
-    authkey, haos' cluster.toml for nodes n1..nN and each node's node.env.
+    The same corosync.conf (two knet links; :data:`GUEST_TIMING`), one fresh authkey, haos'
+    cluster.toml for nodes n1..nN and each node's node.env.
     """
     # Imported here: the harness is needed only by clusters that run haos' daemons.
     from haos.cluster.harness.config import ClusterSpec, render_corosync_conf
     from haos.cluster.harness.netns import Names
     from haos.cluster.harness.systemd_cluster import cluster_toml
 
-    spec = ClusterSpec(nodes=n)
+    spec = ClusterSpec(nodes=n, **GUEST_TIMING)
     shared = {
         "corosync/corosync.conf": render_corosync_conf(spec, Names(name)).encode(),
         "corosync/authkey": secrets.token_bytes(256),
