@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 
 from haos.client import Assignment, Client
@@ -51,6 +52,8 @@ class Counter:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._lock = asyncio.Lock()  # one increment at a time, in checkpoint order
+        self._bind: asyncio.Task[None] | None = None
+        self._since: float | None = None  # serving began, until the first increment
 
     async def become(self, assignment: Assignment) -> None:
         if assignment.primary and not self.primary:
@@ -71,12 +74,16 @@ class Counter:
         self.value = int(data.decode()) if data else 0
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.primary = True
+        self._since = time.monotonic()
         log.info("primary: serving on %s:%d from %d", self.host, self.port, self.value)
-        if self.name:
-            try:
-                await self.client.name_bind(self.name, self.advertise)
-            except HaosError as e:
-                log.warning("cannot bind %s to %s: %s", self.name, self.advertise, e)
+        if self.name:  # a repository write: not on the way to serving and acking the role
+            self._bind = asyncio.create_task(self._bind_name(self.client))
+
+    async def _bind_name(self, client: Client) -> None:
+        try:
+            await client.name_bind(self.name, self.advertise)
+        except HaosError as e:
+            log.warning("cannot bind %s to %s: %s", self.name, self.advertise, e)
 
     async def _step_down(self) -> None:
         self.primary = False
@@ -117,6 +124,10 @@ class Counter:
             except HaosError as e:
                 return f"ERR not checkpointed: {e}".encode()
             self.value = value
+            if self._since is not None:
+                took = (time.monotonic() - self._since) * 1e3
+                log.info("first increment answered %.1f ms after serving began", took)
+                self._since = None
         return str(value).encode()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from haos.config.model import AuditSpec
@@ -16,7 +17,8 @@ class MemoryBackend:
 
     ``checkpoints`` maps (component, section) to data, ``names`` name to (handle, component);
     ``writes`` records each write as (component, section, data, sync). Set ``fail`` to make
-    every call raise it (the cluster unreachable, say) until it is cleared.
+    every call raise it (the cluster unreachable, say) until it is cleared. While
+    ``names_gate`` is set to an unset event, name binds wait for it (a slow repository).
     """
 
     def __init__(self) -> None:
@@ -24,6 +26,7 @@ class MemoryBackend:
         self.names: dict[str, tuple[str, str]] = {}
         self.writes: list[tuple[str, str, bytes, bool]] = []
         self.fail: HaosError | None = None
+        self.names_gate: asyncio.Event | None = None
 
     def _check(self) -> None:
         if self.fail is not None:
@@ -40,6 +43,8 @@ class MemoryBackend:
 
     async def name_bind(self, component: str, name: str, handle: str) -> None:
         self._check()
+        if self.names_gate is not None:
+            await self.names_gate.wait()
         self.names[name] = (handle, component)
 
     async def name_lookup(self, name: str) -> str | None:

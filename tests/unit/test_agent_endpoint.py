@@ -164,6 +164,27 @@ def test_checkpoints_and_names_go_through_the_backend(tmp_path: Path) -> None:
     run(body, tmp_path)
 
 
+def test_a_slow_name_bind_does_not_hold_up_checkpoint_writes(tmp_path: Path) -> None:
+    """Requests run in lanes: checkpoint writes stay in order among themselves but do not
+    wait behind a repository write (a name bind) of the same application."""
+
+    async def body(b: Bench) -> None:
+        b.backend.names_gate = asyncio.Event()
+        async with Client(APP, str(b.path)) as client:
+            await client.register()
+            bind = asyncio.create_task(client.name_bind("demo/counter", "10.0.0.1:7070"))
+            await asyncio.sleep(0.05)
+            for value in (b"1", b"2", b"3"):
+                await client.checkpoint_write("counter", value, sync=True)
+            assert [w[2] for w in b.backend.writes] == [b"1", b"2", b"3"]
+            assert not bind.done() and b.backend.names == {}
+            b.backend.names_gate.set()
+            await asyncio.wait_for(bind, 5)
+            assert b.backend.names == {"demo/counter": ("10.0.0.1:7070", APP)}
+
+    run(body, tmp_path)
+
+
 def test_reported_errors_reach_the_report_callback(tmp_path: Path) -> None:
     async def body(b: Bench) -> None:
         async with Client(APP, str(b.path)) as client:

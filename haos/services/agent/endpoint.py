@@ -36,6 +36,16 @@ from haos.services.agent.backend import AuditRegistry, Backend
 log = logging.getLogger(__name__)
 
 _ANSWERS = frozenset({"ack", "quiesced", "audit_result"})
+# A session's requests are served in order within their lane, the lanes side by side: a
+# name bound in the repository (a quorum write) does not hold up the checkpoint writes the
+# application's clients wait for, nor its error reports.
+_LANES = {"ckpt_write": "checkpoint", "ckpt_read": "checkpoint"}
+_LANES |= {"name_bind": "names", "name_lookup": "names"}
+
+
+def lane_of(op: object) -> str:
+    """The lane of request ``op`` (see ``_LANES``): checkpoint, names, or control."""
+    return _LANES.get(str(op), "control")
 
 
 class EndpointError(HaosError):
@@ -272,20 +282,35 @@ class Endpoint:
             await writer.drain()
 
     async def _converse(self, session: Session, reader: asyncio.StreamReader) -> None:
-        """Read until the connection ends: answers go to the session, requests to a worker."""
-        requests: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        """Read until the connection ends: answers go to the session, requests to the worker
+        of their lane (see ``lane_of``)."""
+        lanes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         async with asyncio.TaskGroup() as tg:
-            worker = tg.create_task(self._serve_requests(session, requests))
+            workers: list[asyncio.Task[None]] = []
+
+            def lane(name: str) -> asyncio.Queue[dict[str, Any]]:
+                queue = lanes.get(name)
+                if queue is None:
+                    queue = lanes[name] = asyncio.Queue()
+                    workers.append(tg.create_task(self._serve_requests(session, queue)))
+                return queue
+
             try:
                 while not session.closed.is_set() and (line := await reader.readline()):
-                    self._take(session, line, requests)
+                    self._take(session, line, lane)
             except (ConnectionError, ValueError) as e:  # ValueError: a line over the limit
                 self.bad_messages += isinstance(e, ValueError)
                 log.warning("connection of %s ended: %s", session.component, e)
             finally:
-                worker.cancel()
+                for worker in workers:
+                    worker.cancel()
 
-    def _take(self, session: Session, line: bytes, requests: asyncio.Queue[dict[str, Any]]) -> None:
+    def _take(
+        self,
+        session: Session,
+        line: bytes,
+        lane: Callable[[str], asyncio.Queue[dict[str, Any]]],
+    ) -> None:
         try:
             message = wire.decode(line)
             if message["op"] in _ANSWERS:
@@ -294,7 +319,7 @@ class Endpoint:
             elif not isinstance(message.get("id"), int):
                 raise BadMessage(f"request {message['op']} has no integer id")
             else:
-                requests.put_nowait(message)
+                lane(lane_of(message["op"])).put_nowait(message)
         except BadMessage as e:
             self.bad_messages += 1
             log.warning("bad message from %s: %s", session.component, e)
