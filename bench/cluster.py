@@ -14,6 +14,7 @@ Needs root, network namespaces and corosync (scripts/setup.sh installs it).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -368,13 +369,22 @@ def main() -> None:
         action="store_true",
         help="run the daemons with their tracepoints recorded; print where the time goes",
     )
+    parser.add_argument(
+        "--seqno-unchanged", type=int, help="totem seqno_unchanged_const (default: the harness's)"
+    )
+    parser.add_argument("--hold", type=int, help="totem hold, ms")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # a killed node's broken connections are expected
     spec = ClusterSpec(nodes=3)
+    if args.seqno_unchanged is not None:
+        spec = dataclasses.replace(spec, seqno_unchanged_const=args.seqno_unchanged)
+    if args.hold is not None:
+        spec = dataclasses.replace(spec, hold_ms=args.hold)
     print(
         f"3 nodes, two knet links each, crypto on; token {spec.token_ms} ms, knet ping "
         f"interval {spec.knet_ping_interval_ms} ms, timeout {spec.knet_ping_timeout_ms} ms, "
-        f"pong count {spec.knet_pong_count}"
+        f"pong count {spec.knet_pong_count}; seqno_unchanged_const "
+        f"{spec.seqno_unchanged_const or 'default'}, hold {spec.hold_ms or 'default'}"
     )
     with Cluster(spec) as cluster:
         for how in ("kill", "freeze"):

@@ -1,11 +1,14 @@
 """Fail-over as a client of the service sees it, on three nodes with a real systemd.
 
-    python bench/failover.py [--trials 30] [--kinds kill,hang,node] [--json]   (as root)
+    python bench/failover.py [--trials 30] [--kinds kill,hang,node] [--json] [--trace]
+                                                                        (as root)
 
 The demo cluster (:class:`haos.demo.run.DemoCluster`: corosync, haos-clusterd and
 haos-agentd as services of each node's systemd; the 2N counter as a client component) with a
 client (:mod:`haos.demo.probe`) in a node's network namespace sending ``INCR`` every 2 ms.
-Each trial injects one fault into the node or process that serves the counter and measures,
+Each trial waits until the roles have settled and ``--pause`` more seconds (default 1: the
+previous trial's repair is over), injects one fault into the node or process that serves
+the counter and measures,
 on the machine's monotonic clock, from the fault to the client's first answer from another
 member:
 
@@ -17,17 +20,22 @@ member:
   corosync, fencing, then fail-over. The node is booted again after each trial.
 
 Every trial also checks that the counter went on from the last answered value (no answered
-increment lost). Prints p50, p99 and max per kind.
+increment lost). Prints p50, p99 and max per kind. With ``--trace`` every node records the
+tracepoints of :mod:`haos.trace`, and each kind also gets its breakdown: per point, p50 and
+p99 of the time from the fault to the point's first passage.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,9 +43,30 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from haos.cluster.harness import nspawn
+from haos.cluster.harness.config import ClusterSpec
 from haos.cluster.harness.systemd_cluster import NODEROOT_CACHE, REPO
 from haos.demo.run import DemoCluster, ProbeProcess, first_from_other
 from haos.errors import HaosError
+from haos.trace import read as read_trace
+
+# The points of a fail-over, in the order a fault passes them (see haos.trace).
+STAGES = (
+    "agent.crash",
+    "agent.report",
+    "crim.report",
+    "crim.decided",
+    "crim.commit",
+    "orders.recv",
+    "agent.apply",
+    "app.role",
+    "app.serving",
+    "app.incr",
+    "cd.ckpt_open",
+    "cd.ckpt_write",
+    "cd.ckpt_written",
+    "app.first",
+    "agent.applied",
+)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -53,8 +82,9 @@ def settle(demo: DemoCluster, timeout: float = 60.0) -> None:
     )
 
 
-def trial(demo: DemoCluster, probe: ProbeProcess, kind: str) -> dict[str, Any]:
+def trial(demo: DemoCluster, probe: ProbeProcess, kind: str, pause: float) -> dict[str, Any]:
     settle(demo)
+    time.sleep(pause)  # the last trial's repair (restart, registration, name bind) is over
     primary = demo.holder("primary")
     assert primary is not None
     old = demo.address(primary)
@@ -69,6 +99,8 @@ def trial(demo: DemoCluster, probe: ProbeProcess, kind: str) -> dict[str, Any]:
     answer = probe.wait(first_from_other(at, old), 60.0)
     last_old = max(a.value for a in probe.answers if a.target == old)
     result: dict[str, Any] = {
+        "at": at,
+        "answered": answer.t,
         "ms": (answer.t - at) * 1000.0,
         "lost": answer.value <= last_old,  # an answered increment went missing
         "from": primary,
@@ -93,6 +125,38 @@ def detected(demo: DemoCluster, since: float) -> float | None:
     return None
 
 
+def breakdown(trace_dir: Path, trials: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per stage and node: p50 and p99 ms from each trial's fault to the stage's first point
+    after it (and before the trial's answer + 1 s or the next fault) on that node. A node is
+    named by its part: ``old`` (where the component crashed), ``new`` (where the new primary
+    serves) or ``other``; stages no trial passed are left out."""
+    points = sorted(
+        (p.t, f.stem, p.name) for f in sorted(trace_dir.glob("*.trace")) for p in read_trace(f)
+    )
+    offsets: dict[str, list[float]] = {}
+    for i, r in enumerate(trials):
+        end = r["answered"] + 1.0
+        if i + 1 < len(trials):
+            end = min(end, trials[i + 1]["at"])
+        window = [
+            (t, node, name) for t, node, name in points if r["at"] <= t <= end and name in STAGES
+        ]
+        old = next((node for _, node, name in window if name == "agent.crash"), None)
+        new = next((node for _, node, name in window if name == "app.serving"), None)
+        seen: set[str] = set()
+        for t, node, name in window:
+            part = "old" if node == old else "new" if node == new else "other"
+            key = f"{part}:{name}"
+            if key not in seen:
+                seen.add(key)
+                offsets.setdefault(key, []).append((t - r["at"]) * 1000.0)
+    rows = {
+        key: {"n": len(ms), "p50_ms": statistics.median(ms), "p99_ms": pct(ms, 0.99)}
+        for key, ms in offsets.items()
+    }
+    return dict(sorted(rows.items(), key=lambda kv: kv[1]["p50_ms"]))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--trials", type=int, default=30)
@@ -100,6 +164,14 @@ def main() -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--audit-period", type=float, default=0.5, help="the counter's audit, s")
     p.add_argument("--audit-timeout", type=float, default=0.1, help="its timeout, s")
+    p.add_argument(
+        "--pause", type=float, default=1.0, help="s of quiet after the roles settled, per trial"
+    )
+    p.add_argument(
+        "--seqno-unchanged", type=int, help="totem seqno_unchanged_const (default: the harness's)"
+    )
+    p.add_argument("--hold", type=int, help="totem hold, ms")
+    p.add_argument("--trace", action="store_true", help="break each kind down by tracepoint")
     a = p.parse_args()
     kinds = [k for k in a.kinds.split(",") if k]
     if a.trials < 1 or not kinds or any(k not in ("kill", "hang", "node") for k in kinds):
@@ -111,12 +183,20 @@ def main() -> int:
         p.error(reason)
     cache = nspawn.build_noderoot(REPO, NODEROOT_CACHE)
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    trace_dir = Path(tempfile.mkdtemp(prefix="haos-trace-")) if a.trace else None
+    spec = ClusterSpec(nodes=3)
+    if a.seqno_unchanged is not None:
+        spec = dataclasses.replace(spec, seqno_unchanged_const=a.seqno_unchanged)
+    if a.hold is not None:
+        spec = dataclasses.replace(spec, hold_ms=a.hold)
     demo_cluster = DemoCluster(
         3,
         cache=cache,
         restart_max=0,
         audit_period=a.audit_period,
         audit_timeout=a.audit_timeout,
+        trace_dir=trace_dir,
+        spec=spec,
     )
     with demo_cluster as demo:
         demo.wait_settled()
@@ -125,7 +205,7 @@ def main() -> int:
         try:
             for kind in kinds:
                 for i in range(a.trials):
-                    r = trial(demo, probe, kind)
+                    r = trial(demo, probe, kind, a.pause)
                     results[kind].append(r)
                     print(f"{kind} {i + 1}/{a.trials}: {r}", file=sys.stderr, flush=True)
         finally:
@@ -143,6 +223,8 @@ def main() -> int:
         det = [r["detected_ms"] for r in rs if r.get("detected_ms") is not None]
         if det:
             row |= {"detected_p50_ms": statistics.median(det), "detected_p99_ms": pct(det, 0.99)}
+        if trace_dir is not None:
+            row["stages"] = breakdown(trace_dir, rs)
         summary[kind] = row
     if a.json:
         print(json.dumps(summary, indent=2))
@@ -158,6 +240,13 @@ def main() -> int:
                 f"{kind:5} n={row['n']:3}  p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms"
                 f"  max {row['max_ms']:7.1f} ms  lost {row['lost']}{extra}"
             )
+            for stage, st in row.get("stages", {}).items():
+                print(
+                    f"      {stage:22} n={st['n']:3}  p50 {st['p50_ms']:7.1f} ms"
+                    f"  p99 {st['p99_ms']:7.1f} ms"
+                )
+    if trace_dir is not None:
+        shutil.rmtree(trace_dir, ignore_errors=True)
     return 0
 
 

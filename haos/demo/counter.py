@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from haos import trace
 from haos.client import Assignment, Client
 from haos.errors import HaosError, UnavailableError
 
@@ -56,6 +57,7 @@ class Counter:
         self._since: float | None = None  # serving began, until the first increment
 
     async def become(self, assignment: Assignment) -> None:
+        trace.point("app.role", assignment.state)
         if assignment.primary and not self.primary:
             await self._take_over()
         elif not assignment.primary and self.primary:
@@ -75,6 +77,7 @@ class Counter:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.primary = True
         self._since = time.monotonic()
+        trace.point("app.serving", self.value)
         log.info("primary: serving on %s:%d from %d", self.host, self.port, self.value)
         if self.name:  # a repository write: not on the way to serving and acking the role
             self._bind = asyncio.create_task(self._bind_name(self.client))
@@ -119,6 +122,8 @@ class Counter:
             if not self.primary or self.client is None:
                 return b"ERR not primary"
             value = self.value + 1
+            if self._since is not None:
+                trace.point("app.incr", value)
             try:
                 await self.client.checkpoint_write(SECTION, str(value).encode(), sync=True)
             except HaosError as e:
@@ -126,6 +131,7 @@ class Counter:
             self.value = value
             if self._since is not None:
                 took = (time.monotonic() - self._since) * 1e3
+                trace.point("app.first", value)
                 log.info("first increment answered %.1f ms after serving began", took)
                 self._since = None
         return str(value).encode()
@@ -159,6 +165,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         print("haos.demo.counter: run it under a haos node agent (HAOS_COMPONENT and "
               "HAOS_AGENT_SOCKET are not set)", file=sys.stderr)  # fmt: skip
         return 2
+    trace.from_env()
     counter = Counter(args.host, args.port, args.name, args.advertise)
     while True:
         try:

@@ -141,8 +141,10 @@ class DemoCluster:
         audit_period: float = 0.5,
         audit_timeout: float = 0.25,
         fence_action: str = "reboot",
+        trace_dir: Path | None = None,
+        spec: ClusterSpec | None = None,
     ) -> None:
-        self.spec = ClusterSpec(nodes=nodes)
+        self.spec = spec or ClusterSpec(nodes=nodes)
         toml = demo_toml(
             self.spec,
             hold_time=hold_time,
@@ -157,6 +159,7 @@ class DemoCluster:
             config_toml=toml,
             fence=True,
             fence_action=fence_action,
+            trace_dir=trace_dir,
         )
         self.unit = {f"n{n}": unit_of(member(n)) for n in self.spec.node_ids}
 

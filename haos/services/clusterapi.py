@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from haos import trace
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.actions import Decision
 from haos.cluster.crim.snapshot import to_data
@@ -107,6 +108,7 @@ class ClusterApi:
 
     async def _on_report(self, call: Call) -> bytes:
         report = report_from_json(decode(call.payload, "report"))
+        trace.point("crim.report", report.component)
         correlation = await self._active().report(report)
         return encode({"forwarded": len(correlation.reports)})
 

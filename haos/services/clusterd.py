@@ -35,6 +35,7 @@ from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from haos import trace
 from haos.cluster.cmm.model import CmmConfig, Demote, Publish, QuorumLost, QuorumRegained
 from haos.cluster.cmm.service import CmmService, Notice
 from haos.cluster.cmm.service import VoteQuorumSource as CmmQuorum
@@ -376,6 +377,7 @@ class NodeDaemon:
         """ckpt_open (name, role), ckpt_write (name, section, data, sync), ckpt_read."""
         assert self.crc is not None
         name = str(req["name"])
+        trace.point(f"cd.{op}", name)
         if op == "ckpt_open":
             role = Role.ACTIVE if req.get("role") == "active" else Role.STANDBY
             if name in self.checkpoints:
@@ -391,6 +393,7 @@ class NodeDaemon:
             await ckpt.write(
                 str(req["section"]), str(req["data"]).encode(), sync=bool(req.get("sync", True))
             )
+            trace.point("cd.ckpt_written", name)
             return {"elapsed_ms": (time.perf_counter() - started) * 1000.0}
         if op == "ckpt_read":
             data = ckpt.read(str(req["section"]))

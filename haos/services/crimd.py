@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from haos import trace
 from haos.cluster.cec.policy import Correlation, Correlator
 from haos.cluster.cmm.model import (
     Demote,
@@ -483,10 +484,12 @@ class AvailabilityService:
         """Store the state, then hand the decisions' actions over (the safety rule)."""
         brain, ckpt = self.brain, self._ckpt
         assert brain is not None and ckpt is not None
+        trace.point("crim.decided", brain.seq)
         try:
             await ckpt.write(SECTION, brain.encode(), sync=True)
         except HaosError as e:
             raise FatalError(f"availability checkpoint not written, stopping: {e}") from e
+        trace.point("crim.commit", brain.seq)
         first = brain.seq - len(decisions) + 1
         for i, decision in enumerate(decisions):
             log.info("decision %d: %s", first + i, decision.reason)

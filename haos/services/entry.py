@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from haos import trace
 from haos.config.loader import load_config
 from haos.config.model import ClusterConfig, NodeSpec
 from haos.errors import ConfigError, HaosError, UsageError
@@ -49,6 +50,7 @@ def run_daemon(name: str, start: Callable[[], Coroutine[Any, Any, None]]) -> int
     """Run ``start()`` until it ends: 0 on Ctrl-C or a clean end; for a HaosError (also inside
     an exception group) its message and :func:`exit_status`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    trace.from_env()
     try:
         asyncio.run(start())
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from haos import trace
 from haos.cluster.crim.actions import AssignRole, Decision
 from haos.cluster.crim.state import CrimState
 from haos.cluster.crim.topology import Topology
@@ -198,6 +199,7 @@ class NodeOrders:
         self._unsynced.set()
 
     def receive(self, batch: Batch) -> None:
+        trace.point("orders.recv", batch.seq)
         if batch.notes and (not self.history or self.history[-1]["seq"] < batch.seq):
             self.history.extend(batch.notes)
         if batch.roles is not None and (batch.seq >= self.seq or not self.synced):

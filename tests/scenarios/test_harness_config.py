@@ -35,8 +35,10 @@ def test_three_nodes_get_the_measured_stable_timers_on_both_links() -> None:
         "crypto_cipher: aes256",
         "crypto_hash: sha256",
         "cluster_name: haos-0a1b2c",
+        "seqno_unchanged_const: 1",
     ):
         assert f"    {line}\n" in totem
+    assert "hold:" not in totem  # corosync's own, derived from the token
     interfaces = re.findall(r"interface \{\n(.*?)\}", conf, re.DOTALL)
     assert len(interfaces) == 2
     for link, body in enumerate(interfaces):
@@ -49,6 +51,14 @@ def test_three_nodes_get_the_measured_stable_timers_on_both_links() -> None:
         assert f"ring1_addr: 10.11.0.{node}\n" in conf
     assert "provider: corosync_votequorum" in conf
     assert "two_node" not in conf
+
+
+def test_totem_idle_settings_are_left_to_corosync_or_set() -> None:
+    default = section(render_corosync_conf(ClusterSpec(seqno_unchanged_const=None), NAMES), "totem")
+    assert "seqno_unchanged_const" not in default and "hold" not in default
+    tuned = ClusterSpec(seqno_unchanged_const=5, hold_ms=20)
+    totem = section(render_corosync_conf(tuned, NAMES), "totem")
+    assert "    seqno_unchanged_const: 5\n" in totem and "    hold: 20\n" in totem
 
 
 def test_only_a_two_node_cluster_gets_two_node() -> None:
@@ -72,6 +82,9 @@ def test_every_opening_brace_stays_on_its_section_line() -> None:
         ({"nodes": 33}, "nodes"),
         ({"token_ms": 100}, "token_ms"),
         ({"knet_ping_timeout_ms": 200}, "knet_ping_timeout_ms"),
+        ({"seqno_unchanged_const": 0}, "seqno_unchanged_const"),
+        ({"hold_ms": 150}, "hold_ms"),
+        ({"hold_ms": 0}, "hold_ms"),
     ],
 )
 def test_a_spec_corosync_would_refuse_or_flap_with_is_rejected(

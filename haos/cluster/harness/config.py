@@ -26,6 +26,15 @@ class ClusterSpec:
     knet_ping_interval_ms: int = 200
     knet_ping_timeout_ms: int = 600
     knet_pong_count: int = 2
+    # totem's idle behaviour (None: corosync's default). After seqno_unchanged_const token
+    # rotations without a message the ring holds the token for up to hold_ms between
+    # rotations; until then it circulates at full speed, which costs CPU on every node.
+    # corosync's 30 rotations after every message kept three corosyncs on more than one of
+    # two cores whenever messages flowed, and the daemons waited for a core: with 1, a CCR
+    # write reaches every watcher in a third of the time and a checkpoint write in half
+    # (bench/cluster.py, BENCHMARKS.md), for ~10 ms more node-loss detection.
+    seqno_unchanged_const: int | None = 1
+    hold_ms: int | None = None
     start_timeout: float = 30.0  # every corosync READY=1 and the first full membership
     stop_timeout: float = 10.0  # processes gone after SIGKILL
 
@@ -40,6 +49,10 @@ class ClusterSpec:
             problems.append(
                 ConfigProblem(_WHERE, "knet_ping_timeout_ms", "must exceed knet_ping_interval_ms")
             )
+        if self.seqno_unchanged_const is not None and self.seqno_unchanged_const < 1:
+            problems.append(ConfigProblem(_WHERE, "seqno_unchanged_const", "must be at least 1"))
+        if self.hold_ms is not None and not 1 <= self.hold_ms < self.token_ms:
+            problems.append(ConfigProblem(_WHERE, "hold_ms", "must be 1..token_ms-1"))
         if self.knet_pong_count < 1:
             problems.append(ConfigProblem(_WHERE, "knet_pong_count", "must be at least 1"))
         if self.start_timeout <= 0 or self.stop_timeout <= 0:
@@ -77,6 +90,11 @@ def render_corosync_conf(spec: ClusterSpec, names: Names) -> str:
         for node in spec.node_ids
     )
     two_node = "    two_node: 1\n" if spec.nodes == 2 else ""
+    idle = ""
+    if spec.seqno_unchanged_const is not None:
+        idle += f"    seqno_unchanged_const: {spec.seqno_unchanged_const}\n"
+    if spec.hold_ms is not None:
+        idle += f"    hold: {spec.hold_ms}\n"
     return f"""totem {{
     version: 2
     cluster_name: haos-{names.cluster_id}
@@ -84,7 +102,7 @@ def render_corosync_conf(spec: ClusterSpec, names: Names) -> str:
     link_mode: active
     token: {spec.token_ms}
     token_coefficient: 0
-    crypto_cipher: aes256
+{idle}    crypto_cipher: aes256
     crypto_hash: sha256
     keyfile: /etc/corosync/authkey
 {interfaces}}}

@@ -98,6 +98,7 @@ class SystemdCluster:
         fence_action: str = "reboot",
         boot_timeout: float = 90.0,
         host_dirs: Sequence[Path] = (),
+        trace_dir: Path | None = None,
     ) -> None:
         """Describe the cluster; entering it builds and boots it. Does no I/O.
 
@@ -107,6 +108,8 @@ class SystemdCluster:
         ``fence_command`` is their ``--fence-command`` template (default none: a departed node
         stays "to be fenced").
         ``boot_timeout``: seconds from launch until every node runs with its daemons ready.
+        ``trace_dir``: a host directory, writable in every node, where each node's daemons and
+        applications record their tracepoints (``<node>.trace``, see :mod:`haos.trace`).
         """
         if agent and not agent_available(repo):
             raise UsageError(f"no node agent in {repo} ({AGENT_MODULE})")
@@ -119,6 +122,7 @@ class SystemdCluster:
         self.fence_command = fence_command
         self.fence_action = fence_action
         self.host_dirs = tuple(host_dirs)  # shown read-only in every node (e.g. /usr/lib/ocf)
+        self.trace_dir = trace_dir
         self.bridge: FenceBridge | None = None
         self.boot_timeout = boot_timeout
         self.topo: Topology | None = None
@@ -186,6 +190,8 @@ class SystemdCluster:
             f"HAOS_NODE={name}\nHAOS_FENCE_COMMAND={self.fence_command}\n"
             f"HAOS_FENCE_ACTION={self.fence_action}\n"
         )
+        if self.trace_dir is not None:
+            env += f"HAOS_TRACE={self.trace_dir / (name + '.trace')}\n"
         files = {"/etc/haos/cluster.toml": toml, "/etc/haos/node.env": env}
         for unit in (CLUSTERD, AGENTD):
             files[f"/etc/systemd/system/{unit}"] = (self.repo / "units" / unit).read_text()
@@ -210,7 +216,11 @@ class SystemdCluster:
             files=self._files[name],
             enable=self.units,
             bind_ro=(self.repo, *self.host_dirs),
-            bind=() if self.bridge is None else (self.bridge.directory,),
+            bind=tuple(
+                d
+                for d in (self.bridge.directory if self.bridge else None, self.trace_dir)
+                if d is not None
+            ),
             boot_timeout=self.boot_timeout,
         )
         self.nodes[name] = node

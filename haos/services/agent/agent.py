@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from haos import trace
 from haos.errors import HaosError
 from haos.model.reports import ErrorKind, ErrorReport, RecoveryLevel
 from haos.model.states import AvailabilityState
@@ -197,7 +198,9 @@ class NodeAgent:
         confirm: bool = False,
     ) -> Work:
         async def work() -> None:
+            trace.point("agent.apply", f"{comp} {state.value}")
             await self._drivers[comp].apply(state, graceful)
+            trace.point("agent.applied", f"{comp} {state.value}")
             self.stats.states[comp] = state.value
             if announce:
                 self._reports.put_nowait(("available", {"component": comp}))
@@ -241,6 +244,7 @@ class NodeAgent:
             while True:
                 try:
                     if kind == "report":
+                        trace.point("agent.report", body.get("component"))
                         await self._link.report(body)
                         self.stats.reports += 1
                     elif kind == "applied":

@@ -22,6 +22,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from haos import trace
 from haos.config.model import ManagerSpec
 from haos.errors import HaosError
 from haos.model.reports import ErrorKind, ErrorReport, RecoveryLevel
@@ -277,6 +278,7 @@ class ClientDriver:
         if self._settling or self._desired is _OFFLINE:
             return
         if old in UP and change.active_state in DOWN:
+            trace.point("agent.crash", self.name)
             self._acked = None
             detail = (
                 f"{self.unit} is {change.active_state}/{change.sub_state} "

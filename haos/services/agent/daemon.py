@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from haos import trace
 from haos.cluster.crim.topology import Topology
 from haos.cluster.hm.policy import AuditMonitor
 from haos.config.model import AuditSpec, ClusterConfig, ManagerSpec, NodeSpec
@@ -185,11 +186,18 @@ async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
 
 
 def _inherit(spec: ManagerSpec) -> ManagerSpec:
-    """An application linked with haos.client finds haos where the agent found it."""
-    path = os.environ.get("PYTHONPATH")
-    if spec.kind != "client" or not path or "PYTHONPATH" in spec.environment:
+    """An application linked with haos.client finds haos where the agent found it (and
+    traces where the agent traces)."""
+    if spec.kind != "client":
         return spec
-    return dataclasses.replace(spec, environment={**spec.environment, "PYTHONPATH": path})
+    inherited = {
+        key: value
+        for key in ("PYTHONPATH", trace.ENV)
+        if (value := os.environ.get(key)) and key not in spec.environment
+    }
+    if not inherited:
+        return spec
+    return dataclasses.replace(spec, environment={**spec.environment, **inherited})
 
 
 async def _announce(agent: NodeAgent, notifier: Notifier, me: NodeSpec) -> None:

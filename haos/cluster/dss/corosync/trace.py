@@ -19,4 +19,6 @@ unheard tracepoint costs one C call. Points, in the order a message passes them:
 
 from __future__ import annotations
 
-EVENT = "haos.trace"
+from haos.trace import EVENT
+
+__all__ = ["EVENT"]
