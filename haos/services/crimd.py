@@ -79,6 +79,8 @@ from haos.errors import FatalError, HaosError, ModelError, UnavailableError
 from haos.model.reports import ErrorReport, RecoveryInitiated
 
 log = logging.getLogger(__name__)
+# How long a new master waits for the checkpoint directory of the members it joined.
+SETTLE_WAIT = 5.0
 
 CHECKPOINT = "crim"
 SECTION = "state"
@@ -404,6 +406,14 @@ class AvailabilityService:
 
     async def _activate(self) -> None:
         started = self._clock()
+        # A node that just joined (a restarted one, say) may be made master before the
+        # checkpoint directory of the nodes it joined reached it: opening then would find no
+        # checkpoint and invent an initial state beside the real one.
+        try:
+            async with asyncio.timeout(SETTLE_WAIT):
+                await self._crc.wait_settled()
+        except TimeoutError:  # a member of an older release sends no NEED
+            log.warning("checkpoint directory not settled after %g s; going on", SETTLE_WAIT)
         ckpt = await self._open(Role.ACTIVE)
         raw = ckpt.read(SECTION)
         try:

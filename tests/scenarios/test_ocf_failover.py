@@ -1,9 +1,13 @@
-"""An unchanged OCF resource agent as a 2N component on nodes with a real systemd.
+"""Unchanged OCF resource agents as 2N components on nodes with a real systemd.
 
-Debian's ``ocf:heartbeat:Dummy`` (the host's ``/usr/lib/ocf``, shown read-only in every node)
-is the component of a 2N group with a member on each node. Its agent's ``monitor`` is the
-health check: removing the primary's state file behind the agent's back is a failure that
-only the monitor sees, and the ladder moves the service to the secondary.
+The host's ``/usr/lib/ocf`` is shown read-only in every node. Each test's agent is the
+component of a 2N group with a member on each node, and its ``monitor`` is the health check:
+
+* Debian's ``ocf:heartbeat:Dummy``: removing the primary's state file behind the agent's back
+  is a failure only the monitor sees, and the ladder moves the service to the secondary;
+* the promotable ``ocf:pacemaker:Stateful``: the primary is *promoted*, the secondary started
+  *unpromoted*, the spare stopped; a failing monitor of the promoted instance (the agent's
+  own ``<state>.rc`` override) demotes it and promotes the secondary.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def state_file(n: int) -> str:
     return f"/run/haos-dummy-{n}.state"
 
 
-def config() -> str:
+def config(agent: str = "ocf:heartbeat:Dummy", extra: str = "") -> str:
     lines = [cluster_toml(SPEC, "ocf"), "[recovery]", "soft_reset_max = 0", "restart_max = 0"]
     for n in SPEC.node_ids:
         lines += [
@@ -45,7 +49,7 @@ def config() -> str:
             "[[components]]",
             f'name = "{member(n)}"',
             'class = "application"',
-            'manager = { kind = "ocf", agent = "ocf:heartbeat:Dummy",'
+            f'manager = {{ kind = "ocf", agent = "{agent}",{extra}'
             f' params = {{ state = "{state_file(n)}" }} }}',
         ]
     members = ", ".join(f'"{member(n)}"' for n in SPEC.node_ids)
@@ -55,17 +59,31 @@ def config() -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture
-def cluster() -> Iterator[SystemdCluster]:
+def ocf_cluster(agent: str, toml: str) -> SystemdCluster:
     reason = nspawn.unavailable()
     if reason is not None:
         pytest.skip(reason)
-    if not (OCF / "resource.d" / "heartbeat" / "Dummy").exists():
-        pytest.fail("resource-agents is not installed (scripts/setup.sh installs it)")
+    provider, kind = agent.split(":")[1:]
+    if not (OCF / "resource.d" / provider / kind).exists():
+        pytest.fail(f"{agent} is not installed (scripts/setup.sh installs it)")
     cache = nspawn.build_noderoot(REPO, NODEROOT_CACHE)
-    with SystemdCluster(
-        SPEC, cache=cache, agent=True, config_toml=config(), fence=True, host_dirs=(OCF,)
-    ) as c:
+    return SystemdCluster(
+        SPEC, cache=cache, agent=True, config_toml=toml, fence=True, host_dirs=(OCF,)
+    )
+
+
+@pytest.fixture
+def cluster() -> Iterator[SystemdCluster]:
+    with ocf_cluster("ocf:heartbeat:Dummy", config()) as c:
+        yield c
+
+
+STATEFUL = "ocf:pacemaker:Stateful"
+
+
+@pytest.fixture
+def stateful() -> Iterator[SystemdCluster]:
+    with ocf_cluster(STATEFUL, config(STATEFUL, " promotable = true,")) as c:
         yield c
 
 
@@ -106,4 +124,39 @@ def test_dummy_agent_is_placed_2n_and_fails_over_when_its_monitor_fails(
     assert new != primary
     c.wait_for(lambda: running(c, new), 30.0, "the new primary's resource started")
     history = c.control(f"n{new}").request("history", limit=50)["history"]
+    assert any("fail-over" in str(e.get("reason", "")) for e in history), history
+
+
+def agent_state(c: SystemdCluster, n: int) -> str:
+    """What Stateful's state file on node ``n`` says (Promoted, Unpromoted), or "stopped"."""
+    out = c.node(f"n{n}").run(["cat", state_file(n)], check=False)
+    return out.stdout.strip() if out.returncode == 0 else "stopped"
+
+
+def test_promotable_stateful_agent_is_promoted_2n_and_fails_over_when_its_monitor_fails(
+    stateful: SystemdCluster,
+) -> None:
+    c = stateful
+    c.wait_for(
+        lambda: sorted(roles(c).values()) == ["primary", "secondary", "spare"],
+        60.0,
+        "Stateful placed: primary, secondary, spare",
+    )
+    primary, secondary = holder(c, "primary"), holder(c, "secondary")
+    spare = holder(c, "spare")
+    c.wait_for(
+        lambda: (
+            (agent_state(c, primary), agent_state(c, secondary), agent_state(c, spare))
+            == ("Promoted", "Unpromoted", "stopped")
+        ),
+        30.0,
+        "primary promoted, secondary started unpromoted, spare stopped",
+    )
+    # The agent's own test hook: its monitor answers what <state>.rc holds (1: generic error).
+    c.node(f"n{primary}").run(["sh", "-c", f"echo 1 > {state_file(primary)}.rc"])
+    c.wait_for(lambda: roles(c)[primary] != "primary", 60.0, "the monitor failed: fail-over")
+    c.node(f"n{primary}").run(["rm", "-f", f"{state_file(primary)}.rc"])
+    assert holder(c, "primary") == secondary  # 2N: the secondary takes over
+    c.wait_for(lambda: agent_state(c, secondary) == "Promoted", 30.0, "the secondary was promoted")
+    history = c.control(f"n{secondary}").request("history", limit=50)["history"]
     assert any("fail-over" in str(e.get("reason", "")) for e in history), history

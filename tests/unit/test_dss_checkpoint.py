@@ -320,3 +320,50 @@ def test_after_a_partition_heals_replicas_of_both_sides_converge() -> None:
             await net.wait_for(lambda: a.directory.holders == c.directory.holders)
 
     asyncio.run(go())
+
+
+def test_a_member_that_booted_alone_is_settled_only_once_the_other_side_merged() -> None:
+    """A restarted node founds an empty directory while alone; when it meets the nodes that
+    hold a checkpoint it is not settled until their directory reached it, and then it sees
+    the checkpoint and gets its content (not a new, empty one) when it opens it."""
+
+    async def go() -> None:
+        async with LocalNet(CheckpointService) as net:
+            net.bus.partition([[1], [2, 3]])  # node 1 will boot alone
+            b, c = await net.start_all(2, 3)
+            active, _ = await b.open("crim", Role.ACTIVE), await c.open("crim")
+            await active.write("state", b"seq 194")
+            a = await net.start(1)
+            assert a.settled and "crim" not in a.directory.holders  # founded, alone
+            net.taps[2].hold()  # the other side is slow to react to the merge
+            net.taps[3].hold()
+            net.bus.heal()
+            await net.wait_for(lambda: bool(net.taps[1].views()) and
+                               net.taps[1].views()[-1].members == (1, 2, 3))  # fmt: skip
+            assert not a.settled
+            waiting = asyncio.create_task(a.wait_settled())
+            await asyncio.sleep(0.1)
+            assert not waiting.done()  # an open now would have founded an empty "crim"
+            net.taps[2].release()
+            net.taps[3].release()
+            await asyncio.wait_for(waiting, DEADLINE)
+            assert set(a.directory.holders["crim"]) == {2, 3}
+            mine = await a.open("crim", Role.ACTIVE)
+            assert mine.read("state") == b"seq 194"
+            # A fresh joiner holds nothing: its NEED settles the others at once.
+            net.taps[2].hold()
+            d = await net.start(4)
+            await net.wait_for(lambda: net.taps[1].views()[-1].members == (1, 2, 3, 4))
+            await asyncio.wait_for(a.wait_settled(), DEADLINE)
+            assert d.settled
+            net.taps[2].release()
+
+    asyncio.run(go())
+
+
+def test_a_need_carries_nothing() -> None:
+    kind, body = wire.encode(wire.NeedMsg())
+    assert (kind, body) == (wire.Kind.NEED, b"")
+    assert wire.decode(kind, body) == wire.NeedMsg()
+    with pytest.raises(WireError):
+        wire.decode(kind, b"\x00")

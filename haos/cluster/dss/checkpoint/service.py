@@ -104,6 +104,11 @@ class CheckpointService(LinkedService):
         self.directory = Directory()
         self._dir_sync: SyncTracker[DirEvent] = SyncTracker(transport.node_id)
         self._in_sync = asyncio.Event()
+        self._dir_changed = asyncio.Event()  # set on every view and directory transfer step
+        # Members that joined this member's view and might hold a directory of their own (the
+        # other side of a healed partition): until their side's offer (or their NEED, from a
+        # fresh joiner) arrives, this member's directory may lack their checkpoints.
+        self._unaccounted: set[int] = set()
         self._replicas: dict[str, Replica] = {}
         self._handles: dict[str, Checkpoint] = {}
         self._opening: dict[str, asyncio.Future[None]] = {}
@@ -117,6 +122,21 @@ class CheckpointService(LinkedService):
         await self._link.wait_ready()
         await self._in_sync.wait()
         self._link.check_running()
+
+    @property
+    def settled(self) -> bool:
+        """This member holds the directory, and every member that joined its view has either
+        said it holds none (NEED) or had its side's directory merged here: a checkpoint this
+        member does not list is held by nobody in the view."""
+        return self._dir_sync.in_sync and not self._unaccounted
+
+    async def wait_settled(self) -> None:
+        """Return once :attr:`settled` (right away, unless members just joined the view)."""
+        await self.wait_ready()
+        while not self.settled:
+            self._dir_changed.clear()
+            await self._dir_changed.wait()
+            self._link.check_running()
 
     async def open(self, name: str, role: Role = Role.STANDBY) -> Checkpoint:
         """Open (creating if new) checkpoint ``name``; return once this member holds its
@@ -161,13 +181,28 @@ class CheckpointService(LinkedService):
                 self._on_content(sender, msg)
             case wire.SyncMsg() as msg:
                 self._on_dir_sync(sender, msg)
+            case wire.NeedMsg():
+                self._account({sender})
 
     def on_view(self, view: View) -> None:
+        had_directory = self._dir_sync.in_sync
         self._deliver_dir(DirEvent(0, Members(view.members)))
         self._follow_dir(self._dir_sync.membership(view.members, view.joined, view.left))
+        self._unaccounted &= set(view.members)
+        if had_directory:
+            self._unaccounted |= set(view.joined) - {self.node_id}
+        elif not self._dir_sync.in_sync and view.joined:
+            self._post(wire.NeedMsg())
+        self._dir_changed.set()
+
+    def _account(self, nodes: set[int]) -> None:
+        if self._unaccounted & nodes:
+            self._unaccounted -= nodes
+            self._dir_changed.set()
 
     def on_stop(self, error: HaosError | None) -> None:
         self._in_sync.set()
+        self._dir_changed.set()
         reason = error or UnavailableError("the CRC service was closed")
         for future in [*self._writes.values(), *self._opening.values()]:
             if not future.done():
@@ -183,6 +218,8 @@ class CheckpointService(LinkedService):
                 self._holders_changed(change)
 
     def _on_dir_sync(self, sender: int, msg: wire.SyncMsg) -> None:
+        if sender != self.node_id:  # the sender's side: merged or installed below
+            self._account({sender, *msg.offer.synced})
         step = self._dir_sync.on_offer(sender, msg.offer)
         if step.outcome is Outcome.INSTALL:
             self.directory.install(msg.directory)
@@ -192,6 +229,7 @@ class CheckpointService(LinkedService):
         elif step.outcome is Outcome.REJECT:
             self._link.drop("unexpected-sync", sender, step.reason)
         self._follow_dir(step)
+        self._dir_changed.set()
 
     def _follow_dir(self, step: Step[DirEvent]) -> None:
         if step.reason:

@@ -9,9 +9,12 @@
                       | sections: count u32, then (section Text, version u64, data Blob)
     SYNC    (kind 6): offer | members | checkpoints: count u32, then
                       (checkpoint Text, holders: count u32, then (node u32, role u8))
+    NEED    (kind 7): (empty) -- "I hold no directory": a joiner says so after each view
 
 ACKs go to one writer (others drop them silently); CONTENT is state transfer of one checkpoint
-to the holders that just opened it; SYNC is state transfer of the directory to group joiners.
+to the holders that just opened it; SYNC is state transfer of the directory to group joiners;
+NEED lets the members that hold the directory tell a fresh joiner from the other side of a
+healed partition.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Kind(enum.IntEnum):
     ACK = 4
     CONTENT = 5
     SYNC = 6
+    NEED = 7
 
 
 _SYNC_WRITE = 0x01
@@ -84,7 +88,12 @@ class SyncMsg:
     directory: DirSnapshot
 
 
-Msg = OpenMsg | CloseMsg | WriteMsg | AckMsg | ContentMsg | SyncMsg
+@dataclass(frozen=True)
+class NeedMsg:
+    pass
+
+
+Msg = OpenMsg | CloseMsg | WriteMsg | AckMsg | ContentMsg | SyncMsg | NeedMsg
 
 _OPEN = body("role" / Int8ub, "name" / Text)
 _CLOSE = body("name" / Text)
@@ -103,6 +112,7 @@ _CONTENT = body(
     "version" / Int64ub,
     "sections" / PrefixedArray(Int32ub, _SECTION),
 )
+_NEED = body()
 _HOLDER = Struct("node" / Int32ub, "role" / Int8ub)
 _CHECKPOINT = Struct("name" / Text, "holders" / PrefixedArray(Int32ub, _HOLDER))
 _SYNC = body(
@@ -159,6 +169,8 @@ def encode(msg: Msg) -> tuple[Kind, bytes]:
                 "checkpoints": checkpoints,
             }
             return Kind.SYNC, build(_SYNC, value)
+        case NeedMsg():
+            return Kind.NEED, build(_NEED, {})
     raise AssertionError(f"not a CRC message: {msg!r}")
 
 
@@ -222,4 +234,7 @@ def decode(kind: int, data: bytes) -> Msg:
                 raise WireError("CRC sync: a holder appears twice")
         directory = DirSnapshot(tuple(int(n) for n in raw.members), checkpoints)
         return SyncMsg(offer_from(raw.offer), directory)
+    if kind == Kind.NEED:
+        parse(_NEED, data, "CRC need")
+        return NeedMsg()
     raise WireError(f"unknown CRC kind {kind}")
