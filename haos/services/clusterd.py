@@ -187,8 +187,9 @@ class NodeDaemon:
         assert self.cmm is not None and self.dispatcher is not None and self.api is not None
         async with self.cmm.listen() as notices:
             settings = AvailabilitySettings(self.me.node_id, self.topo, self.config.correlation)
+            cmm = self.cmm
             self.availability = AvailabilityService(
-                settings, crc, notices, self.dispatcher, time.time
+                settings, crc, notices, self.dispatcher, time.time, view=lambda: cmm.view
             )
             await self.availability.run()
 

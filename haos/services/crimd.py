@@ -50,7 +50,7 @@ import contextlib
 import enum
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -254,8 +254,12 @@ class AvailabilityService:
         notices: NoticeSource,
         sink: ActionSink,
         clock: Callable[[], float],
+        view: Callable[[], Collection[int]] = frozenset,
     ) -> None:
+        """``view``: the node ids the membership service sees now; a new master waits until
+        the checkpoint service's view has them all and its directory settled."""
         self._s = settings
+        self._view = view
         self._crc = crc
         self._notices = notices
         self._sink = sink
@@ -411,7 +415,7 @@ class AvailabilityService:
         # checkpoint and invent an initial state beside the real one.
         try:
             async with asyncio.timeout(SETTLE_WAIT):
-                await self._crc.wait_settled()
+                await self._crc.wait_settled(covering=self._view())
         except TimeoutError:  # a member of an older release sends no NEED
             log.warning("checkpoint directory not settled after %g s; going on", SETTLE_WAIT)
         ckpt = await self._open(Role.ACTIVE)

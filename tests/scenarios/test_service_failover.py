@@ -208,6 +208,43 @@ def test_stopped_node_loses_its_service_to_another_and_rejoins_as_spare(
     assert demo.roles()[old] == "spare"
 
 
+def _availability(demo: DemoCluster) -> tuple[str, int]:
+    """(the master's name, its availability service's decision sequence number)."""
+    for name in demo.names:
+        status = demo.cluster.status(name)
+        if status is None or status["master"] is None:
+            continue
+        master = status["node_names"][str(status["master"])]
+        active = demo.cluster.status(master)
+        if active is not None and active["availability"]["role"] == "active":
+            return master, int(active["availability"]["seq"])
+    raise AssertionError("no active availability service")
+
+
+def test_master_node_cut_and_booted_again_at_once_keeps_the_decisions(
+    demo: DemoCluster, probe: ProbeProcess
+) -> None:
+    """The master's node comes back before its peers finished fencing it and, with the
+    highest priority, is master again at once: it must continue from the checkpoint its
+    successor wrote, not start the service from the initial state beside it."""
+    master, seq = _availability(demo)
+    primary = demo.holder("primary")
+    demo.power_cut(master)
+    demo.cluster.start_node(master)
+    settled(demo)
+    demo.cluster.wait_for(
+        lambda: _clusterd_back(demo, master), SETTLE, f"{master}'s daemon back in the cluster"
+    )
+    settled(demo)
+    now_master, now_seq = _availability(demo)
+    assert now_seq > seq, f"decisions restarted at {now_seq} after {seq} on {now_master}"
+    serving_now = demo.holder("primary")
+    assert serving_now is not None
+    answer = serving(probe, demo.address(serving_now), time.monotonic())
+    if primary is not None and primary != serving_now:
+        continued(probe, demo.address(primary), answer)
+
+
 def _stop(demo: DemoCluster, node: str) -> float:
     at = time.monotonic()
     demo.cluster.stop_node(node)

@@ -108,6 +108,11 @@ class CmmService:
         return self.state.master
 
     @property
+    def view(self) -> frozenset[int]:
+        """The node ids of the CMM group's current view (empty before the first one)."""
+        return self._members or frozenset()
+
+    @property
     def vice_master(self) -> int | None:
         return self.state.vice_master
 

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import secrets
 import sys
+from collections.abc import Collection
 
 from haos.cluster.dss.checkpoint import wire
 from haos.cluster.dss.checkpoint.replica import (
@@ -130,10 +131,11 @@ class CheckpointService(LinkedService):
         member does not list is held by nobody in the view."""
         return self._dir_sync.in_sync and not self._unaccounted
 
-    async def wait_settled(self) -> None:
-        """Return once :attr:`settled` (right away, unless members just joined the view)."""
+    async def wait_settled(self, covering: Collection[int] = ()) -> None:
+        """Return once :attr:`settled` with every node of ``covering`` in the view (e.g. the
+        nodes another group already sees: this group's view may lag behind)."""
         await self.wait_ready()
-        while not self.settled:
+        while not (self.settled and set(covering) <= self._dir_sync.members):
             self._dir_changed.clear()
             await self._dir_changed.wait()
             self._link.check_running()
