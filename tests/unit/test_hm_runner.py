@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -15,41 +14,10 @@ from haos.errors import ModelError
 from haos.model.reports import ErrorKind, ErrorReport
 from haos.services.hm.probes import CallbackProbe, CommandProbe, HttpProbe
 from haos.services.hm.runner import AuditRunner
+from haos.testing.clock import FakeClock, until
 
 T0 = 1000.0
 PING = AuditSpec("web", "ping", period=10.0, timeout=2.0, kind="callback", target="ping")
-
-
-class FakeClock:
-    """A clock the test advances; waiters wake when their deadline is reached."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.t = now
-        self.waiting_until: float | None = None
-        self.sleeping = False
-        self._advanced = asyncio.Event()
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-        self._advanced.set()
-
-    async def wait(self, event: asyncio.Event, deadline: float | None) -> None:
-        self.sleeping, self.waiting_until = True, deadline
-        try:
-            while not event.is_set() and (deadline is None or self.t < deadline):
-                self._advanced.clear()
-                woken = asyncio.ensure_future(event.wait())
-                advanced = asyncio.ensure_future(self._advanced.wait())
-                try:
-                    await asyncio.wait({woken, advanced}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    woken.cancel()
-                    advanced.cancel()
-        finally:
-            self.sleeping = False
 
 
 class Scripted:
@@ -75,18 +43,9 @@ class Scripted:
         return answer
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Wait (real time, bounded) until ``predicate`` holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.001)
-
-
 class Rig:
     def __init__(self, *callbacks: tuple[str, Scripted]) -> None:
-        self.clock = FakeClock()
+        self.clock = FakeClock(T0)
         self.monitor = AuditMonitor()
         self.callbacks = CallbackProbe()
         for name, cb in callbacks:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,46 +16,9 @@ from haos.cluster.cmm.model import Demote, MasterChanged, Publish, QuorumRegaine
 from haos.errors import UnavailableError, UsageError
 from haos.services.hm.watchdog import SdNotifier
 from haos.services.notify import Notifier, WatchdogGate, in_words, watchdog_usec
+from haos.testing.clock import FakeClock, until
 
 T0 = 500.0
-
-
-class FakeClock:
-    """A clock the test advances; waiters wake when their deadline is reached."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.t = now
-        self.deadlines: list[float] = []  # of the waits in progress
-        self._advanced = asyncio.Event()
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-        self._advanced.set()
-
-    def idle(self, waiters: int) -> bool:
-        """``waiters`` tasks wait, each for a deadline still ahead."""
-        return len(self.deadlines) == waiters and all(d > self.t for d in self.deadlines)
-
-    async def wait(self, event: asyncio.Event, deadline: float | None) -> None:
-        assert deadline is not None
-        self.deadlines.append(deadline)
-        try:
-            while not event.is_set() and self.t < deadline:
-                self._advanced.clear()
-                await self._advanced.wait()
-        finally:
-            self.deadlines.remove(deadline)
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Let the loop run (real time, bounded) until ``predicate`` holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -80,7 +42,7 @@ def make() -> Iterator[Make]:
     made: list[Notifier] = []
 
     def notifier(env: dict[str, str], clock: FakeClock | None = None) -> Notifier:
-        made.append(Notifier.from_env(env, os.getpid(), clock or FakeClock()))
+        made.append(Notifier.from_env(env, os.getpid(), clock or FakeClock(T0)))
         return made[-1]
 
     yield notifier
@@ -190,7 +152,7 @@ def test_ready_status_and_stopping_go_out_as_datagrams(
     notify_socket: tuple[socket.socket, str], make: Make
 ) -> None:
     sock, path = notify_socket
-    notifier = make({"NOTIFY_SOCKET": path}, FakeClock())
+    notifier = make({"NOTIFY_SOCKET": path}, FakeClock(T0))
     assert notifier.interval is None
     notifier.status("joining\nthe cluster")
     notifier.status("joining the cluster")  # unchanged: not sent again
@@ -219,7 +181,7 @@ def test_consult_pets_only_through_the_gate_and_shows_why_it_withholds(
     notify_socket: tuple[socket.socket, str], make: Make
 ) -> None:
     sock, path = notify_socket
-    clock = FakeClock()
+    clock = FakeClock(T0)
     env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "4000000"}
     notifier = make(env, clock)
     assert notifier.interval == 2.0
@@ -238,7 +200,7 @@ def test_consult_pets_only_through_the_gate_and_shows_why_it_withholds(
 
 
 def test_without_systemd_nothing_is_sent_but_the_gate_still_decides(make: Make) -> None:
-    notifier = make({}, FakeClock())
+    notifier = make({}, FakeClock(T0))
     notifier.ready("up")
     notifier.heartbeat()
     assert notifier.consult().pet
@@ -247,7 +209,7 @@ def test_without_systemd_nothing_is_sent_but_the_gate_still_decides(make: Make) 
 
 
 def test_a_send_error_is_logged_not_raised(tmp_path: Path) -> None:
-    notifier = Notifier(SdNotifier(os.fspath(tmp_path / "gone")), FakeClock(), 2_000_000)
+    notifier = Notifier(SdNotifier(os.fspath(tmp_path / "gone")), FakeClock(T0), 2_000_000)
     try:
         notifier.heartbeat()
         notifier.ready("up")
@@ -257,7 +219,7 @@ def test_a_send_error_is_logged_not_raised(tmp_path: Path) -> None:
 
 
 def test_the_hm_can_pet_a_check_through_the_watchdog_protocol(make: Make) -> None:
-    notifier = make({}, FakeClock())
+    notifier = make({}, FakeClock(T0))
     hm = notifier.check("hm")
     hm.arm()
     notifier.heartbeat()
@@ -311,7 +273,7 @@ def test_tasks_pet_while_the_probe_answers_and_stop_when_it_hangs(
             await until(lambda: clock.idle(3), timeout=5.0)
 
     async def main() -> None:
-        clock = FakeClock()
+        clock = FakeClock(T0)
         notifier = make(env, clock)
         async with asyncio.TaskGroup() as tasks:
             running = [
@@ -346,7 +308,7 @@ def test_tasks_pet_while_the_probe_answers_and_stop_when_it_hangs(
 
 def test_a_loop_that_wakes_too_late_gives_no_heartbeat(make: Make) -> None:
     async def main() -> None:
-        clock = FakeClock()
+        clock = FakeClock(T0)
         notifier = make({"WATCHDOG_USEC": "2000000"}, clock)
         async with asyncio.TaskGroup() as tasks:
             beat = tasks.create_task(notifier.beat())
@@ -364,7 +326,7 @@ def test_a_loop_that_wakes_too_late_gives_no_heartbeat(make: Make) -> None:
 
 def test_no_watchdog_no_tasks(make: Make) -> None:
     async def main() -> None:
-        notifier = make({}, FakeClock())
+        notifier = make({}, FakeClock(T0))
         await asyncio.wait_for(notifier.run(), 1.0)
         await asyncio.wait_for(notifier.beat(), 1.0)
         await asyncio.wait_for(notifier.probe("corosync", Corosync()), 1.0)
