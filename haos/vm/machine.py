@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from haos.errors import UnavailableError, UsageError
+from haos.lifecycle import Closing
 from haos.proc import ENV, run
 from haos.vm.hub import Hub
 from haos.vm.qga import Agent, wait_agent
@@ -284,7 +285,7 @@ def provision_files(workdir: Path, n: int, name: str) -> dict[int, tuple[tuple[s
     return out
 
 
-class Cluster:
+class Cluster(Closing):
     """``n`` guests of ``image`` on two hub segments, in ``workdir``.
 
     With ``provision`` every guest gets corosync's and haos' configuration for the cluster
@@ -341,9 +342,3 @@ class Cluster:
             m.close()
         for hub in self.hubs:
             hub.close()
-
-    def __enter__(self) -> Cluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

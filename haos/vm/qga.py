@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from haos.errors import UnavailableError
+from haos.lifecycle import Closing
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class ExecResult:
         return self.exitcode == 0
 
 
-class Agent:
+class Agent(Closing):
     """One connection to a guest agent."""
 
     def __init__(self, path: Path, timeout: float = 10.0) -> None:
@@ -48,12 +49,6 @@ class Agent:
 
     def close(self) -> None:
         self._sock.close()
-
-    def __enter__(self) -> Agent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _send(self, request: dict[str, Any]) -> None:
         self._sock.sendall(json.dumps(request).encode() + b"\n")

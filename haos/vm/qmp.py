@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from haos.errors import UnavailableError
+from haos.lifecycle import Closing
 
 
 class QmpError(UnavailableError):
@@ -23,7 +24,7 @@ class QmpError(UnavailableError):
     code = "qmp"
 
 
-class Qmp:
+class Qmp(Closing):
     """A QMP session: capabilities negotiated on connect, commands answered in order."""
 
     def __init__(self, path: Path, timeout: float = 30.0) -> None:
@@ -45,12 +46,6 @@ class Qmp:
 
     def close(self) -> None:
         self._sock.close()
-
-    def __enter__(self) -> Qmp:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _read(self, deadline: float) -> dict[str, Any]:
         while b"\n" not in self._buf:

@@ -41,7 +41,6 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from haos.cluster.harness import _proc, netns, owner
 from haos.cluster.harness.config import ClusterSpec, render_corosync_conf
@@ -50,6 +49,7 @@ from haos.cluster.harness.netns import LINKS, Names, NsIdent
 from haos.cluster.harness.node import CorosyncProcess, Spawner, node_argv, prepare_nodedir
 from haos.cluster.harness.watch import Journal, NodeWatcher, Observation, View
 from haos.errors import UsageError
+from haos.lifecycle import Closing
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ DEFAULT_BASE = owner.DEFAULT_BASE
 _POLL = 0.05  # predicates that do not depend on observations are re-checked this often
 
 
-class Cluster:
+class Cluster(Closing):
     """See the module docstring."""
 
     def __init__(self, spec: ClusterSpec | None = None, *, base_dir: Path = DEFAULT_BASE) -> None:
@@ -76,17 +76,8 @@ class Cluster:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def __enter__(self) -> Cluster:
+    def _open(self) -> None:
         self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def start(self, timeout: float | None = None) -> None:
         """Build the namespaces, start every corosync and wait until each sees all N nodes and

@@ -14,12 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from haos.cluster.harness.cluster import Cluster
 from haos.cluster.harness.errors import HarnessTimeout
 from haos.errors import HaosError
+from haos.lifecycle import Closing
 from haos.services.control import ControlClient
 
 
@@ -57,7 +57,7 @@ def cluster_toml(cluster: Cluster, priorities: dict[int, int] | None = None) -> 
     return "\n".join(lines) + "\n"
 
 
-class Daemons:
+class Daemons(Closing):
     def __init__(
         self,
         cluster: Cluster,
@@ -77,15 +77,13 @@ class Daemons:
         self.fence_base_delay = fence_base_delay
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
-    def __enter__(self) -> Daemons:
+    def _open(self) -> None:
         for n in self.cluster.node_ids:
             self.start(n)
         self.wait_ready(self.cluster.node_ids)
-        return self
 
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def close(self) -> None:
+        """Kill every daemon started (idempotent)."""
         for proc in self.procs.values():
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

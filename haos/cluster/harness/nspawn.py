@@ -43,13 +43,13 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 from typing import TypeVar
 
 from haos.cluster.harness import _proc, netns, owner
 from haos.cluster.harness.errors import CommandFailed, HarnessError, HarnessTimeout
 from haos.cluster.harness.netns import Names, NsIdent
 from haos.errors import UsageError
+from haos.lifecycle import Closing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,7 +63,7 @@ _ENTER_CGROUPS = (
 )
 
 
-class NspawnNode:
+class NspawnNode(Closing):
     """One booted systemd-nspawn container; see the module docstring."""
 
     def __init__(
@@ -133,22 +133,9 @@ class NspawnNode:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def __enter__(self) -> NspawnNode:
-        try:
-            self.launch()
-            self.await_running()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _open(self) -> None:
+        self.launch()
+        self.await_running()
 
     def close(self) -> None:
         """Power off, kill leftovers, unmount, remove cgroups (see the module docstring)."""

@@ -43,13 +43,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from haos.cluster.harness.config import ClusterSpec, render_corosync_conf
 from haos.cluster.harness.errors import HarnessError, HarnessTimeout
 from haos.cluster.harness.nspawn import NspawnNode, Topology, topology
 from haos.errors import HaosError, UsageError
+from haos.lifecycle import Closing
 from haos.services.control import ControlClient
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def agent_available(repo: Path = REPO) -> bool:
     return (repo / AGENT_MODULE).is_file()
 
 
-class SystemdCluster:
+class SystemdCluster(Closing):
     """See the module docstring."""
 
     def __init__(
@@ -142,29 +142,13 @@ class SystemdCluster:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def __enter__(self) -> SystemdCluster:
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def close(self) -> None:
         """Power every node off and remove everything (see the module docstring)."""
         if self.bridge is not None:
             self.bridge.stop()  # first: it must not boot a node while they are torn down
         self._stack.close()
 
-    def _start(self) -> None:
+    def _open(self) -> None:
         self.topo = self._stack.enter_context(topology(self.spec.nodes))
         self._corosync_conf = render_corosync_conf(self.spec, self.topo.names)
         self._authkey = secrets.token_bytes(256)
