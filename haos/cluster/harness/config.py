@@ -17,6 +17,9 @@ from haos.errors import ConfigError, ConfigProblem
 _WHERE = "ClusterSpec"
 
 
+MIN_HOLD_MS = 14  # corosync: MINIMUM_TIMEOUT * 0.8 - 1000 / HZ
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """Size and corosync timing of a test cluster; validated on construction."""
@@ -51,8 +54,9 @@ class ClusterSpec:
             )
         if self.seqno_unchanged_const is not None and self.seqno_unchanged_const < 1:
             problems.append(ConfigProblem(_WHERE, "seqno_unchanged_const", "must be at least 1"))
-        if self.hold_ms is not None and not 1 <= self.hold_ms < self.token_ms:
-            problems.append(ConfigProblem(_WHERE, "hold_ms", "must be 1..token_ms-1"))
+        if self.hold_ms is not None and not MIN_HOLD_MS <= self.hold_ms < self.token_ms:
+            reason = f"must be {MIN_HOLD_MS}..token_ms-1 (corosync refuses a shorter hold)"
+            problems.append(ConfigProblem(_WHERE, "hold_ms", reason))
         if self.knet_pong_count < 1:
             problems.append(ConfigProblem(_WHERE, "knet_pong_count", "must be at least 1"))
         if self.start_timeout <= 0 or self.stop_timeout <= 0:
