@@ -120,3 +120,4 @@ def test_a_driver_that_fails_is_reported_and_error_reports_reach_the_link() -> N
     kinds = [(r["component"], r["kind"], r["source"]) for r in link.reports]
     assert kinds == [("a", "hang", "hm"), ("a", "error", "agent")]
     assert agent.stats.failed == 1 and "cannot be primary" in agent.stats.last
+    assert agent.done.is_set()  # what the daemon's STATUS= waits on

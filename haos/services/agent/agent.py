@@ -107,6 +107,7 @@ class NodeAgent:
         self._reports: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self.stats = AgentStats()
         self.synced = asyncio.Event()  # had a full desired state at least once
+        self.done = asyncio.Event()  # set whenever stats.last changes (cleared by who waits)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ class NodeAgent:
                 await work()
             except HaosError as e:
                 self.stats.failed += 1
-                self.stats.last = f"{comp}: {what} failed: {e}"
+                self._did(f"{comp}: {what} failed: {e}")
                 log.error("%s", self.stats.last)
                 # The driver could not reach the state: that is the component's error.
                 self.report(
@@ -234,8 +235,12 @@ class NodeAgent:
             else:
                 self.stats.applied += 1
                 ms = (time.perf_counter() - started) * 1000.0
-                self.stats.last = f"{comp}: {what} in {ms:.1f} ms"
+                self._did(f"{comp}: {what} in {ms:.1f} ms")
                 log.info("%s", self.stats.last)
+
+    def _did(self, what: str) -> None:
+        self.stats.last = what
+        self.done.set()
 
     async def _sender(self) -> None:
         while True:

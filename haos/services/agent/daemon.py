@@ -204,12 +204,10 @@ async def _announce(agent: NodeAgent, notifier: Notifier, me: NodeSpec) -> None:
     await agent.synced.wait()
     notifier.ready(f"node {me.name}: following the cluster's orders")
     log.info("agent of %s ready", me.name)
-    last = ""
     while True:  # STATUS= follows the last thing done
-        if agent.stats.last != last:
-            last = agent.stats.last
-            notifier.status(last)
-        await asyncio.sleep(0.5)
+        await agent.done.wait()
+        agent.done.clear()
+        notifier.status(agent.stats.last)
 
 
 def parse(argv: Sequence[str] | None) -> Settings:
