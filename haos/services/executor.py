@@ -16,13 +16,12 @@ which order, is tested without corosync.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from haos import trace
@@ -84,6 +83,16 @@ def batch_from_json(obj: object) -> Batch:
     return Batch(seq, tuple(order_from_json(o) for o in raw), roles, tuple(notes))
 
 
+@dataclass
+class _Hold:
+    """In a node's outbox: what follows waits until ``gates`` (component, state) were all
+    confirmed applied, or ``until`` (loop time) passed."""
+
+    gates: frozenset[tuple[str, str]]
+    until: float
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Dispatcher:
     """See the module docstring. Run :meth:`run` in the daemon's task group."""
 
@@ -99,8 +108,10 @@ class Dispatcher:
         self._clock = clock
         self._quiesce_wait = quiesce_wait
         self._confirmed: set[tuple[str, str]] = set()
-        self._confirm = asyncio.Event()
-        self._outbox: dict[str, asyncio.Queue[Batch]] = {n: asyncio.Queue() for n in topo.nodes}
+        self._holds: list[_Hold] = []
+        self._outbox: dict[str, asyncio.Queue[Batch | _Hold]] = {
+            n: asyncio.Queue() for n in topo.nodes
+        }
         self._stale: set[str] = set()
         self._crim: CrimState | None = None
         self._seq = 0
@@ -108,9 +119,11 @@ class Dispatcher:
         self.failed = 0
 
     async def carry_out(self, seq: int, decision: Decision) -> None:
-        """Queue the decision's orders; a planned switchover is carried out in two steps:
-        the primaries that quiesce first, the rest once they confirmed (or ``quiesce_wait``
-        passed), so the new primary never serves beside the old one."""
+        """Queue the decision's orders; returns at once. A planned switchover is carried out
+        in two steps: the nodes of the primaries that quiesce get theirs first; every other
+        node's outbox holds (this decision's orders and whatever follows them) until those
+        primaries confirmed, or ``quiesce_wait`` passed, so the new primary never serves
+        beside the old one -- and nothing else waits meanwhile."""
         self._crim, self._seq = decision.state, seq
         orders = orders_for(self._topo, seq, decision)
         notes = tuple(notes_of(seq, self._clock(), decision))
@@ -123,32 +136,40 @@ class Dispatcher:
             and a.new is not AvailabilityState.PRIMARY
         }
         first = {self._topo.host_of.get(c) for c, _ in gates}
-        for node, box in self._outbox.items():  # every node keeps the history
-            if node in first:
-                box.put_nowait(Batch(seq, tuple(orders.get(node, ())), None, notes))
+        hold = None
         if gates:
-            await self._wait_applied(gates)
-        for node, box in self._outbox.items():
-            if node not in first:
-                box.put_nowait(Batch(seq, tuple(orders.get(node, ())), None, notes))
+            until = asyncio.get_running_loop().time() + self._quiesce_wait
+            hold = _Hold(frozenset(gates), until)
+            self._holds.append(hold)
+            self._release()  # confirmed already (a fast agent)?
+        for node, box in self._outbox.items():  # every node keeps the history
+            if hold is not None and node not in first:
+                box.put_nowait(hold)
+            box.put_nowait(Batch(seq, tuple(orders.get(node, ())), None, notes))
 
     def applied(self, component: str, state: str) -> None:
         """A node confirmed that ``component`` reached ``state`` (a graceful change)."""
         self._confirmed.add((component, state))
-        self._confirm.set()
+        self._release()
 
-    async def _wait_applied(self, gates: set[tuple[str, str]]) -> None:
-        deadline = asyncio.get_running_loop().time() + self._quiesce_wait
-        while not gates <= self._confirmed:
-            self._confirm.clear()
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                log.warning("switchover: %s not confirmed in time; going on", gates)
-                break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
-                    await self._confirm.wait()
-        self._confirmed -= gates
+    def _release(self) -> None:
+        for hold in [h for h in self._holds if h.gates <= self._confirmed]:
+            self._holds.remove(hold)
+            self._confirmed -= hold.gates
+            hold.released.set()
+
+    async def _wait(self, hold: _Hold) -> None:
+        left = hold.until - asyncio.get_running_loop().time()
+        if hold.released.is_set():
+            return
+        try:
+            async with asyncio.timeout(max(0.0, left)):
+                await hold.released.wait()
+        except TimeoutError:
+            if hold in self._holds:
+                self._holds.remove(hold)
+                log.warning("switchover: %s not confirmed in time; going on", set(hold.gates))
+            hold.released.set()
 
     def resync(self, seq: int, crim: CrimState) -> None:
         """Send every node its full desired state (after a take-over)."""
@@ -169,6 +190,9 @@ class Dispatcher:
         box = self._outbox[node]
         while True:
             batch = await box.get()
+            if isinstance(batch, _Hold):
+                await self._wait(batch)
+                continue
             if node in self._stale and batch.roles is None and self._crim is not None:
                 batch = Batch(batch.seq, batch.orders, self._full(node).roles, batch.notes)
             try:

@@ -230,3 +230,36 @@ def test_a_planned_switchover_promotes_only_after_the_old_primary_confirmed() ->
     early, final = asyncio.run(go())
     assert early == [TOPO.host_of[primary]]  # only the old primary's node, at first
     assert sorted(final) == ["n1", "n2", "n3"]
+
+
+def test_a_held_switchover_blocks_no_other_decision_and_keeps_each_nodes_order() -> None:
+    """carry_out returns at once; the nodes that wait for the old primary get this decision
+    and the next one in order once it confirmed, or once quiesce_wait passed without it."""
+    state, _ = formed()
+    primary = next(c for c in DEMO if state.components[c].state is P)
+    switch = decide(TOPO, state, ev.OperatorSwitchover(primary), 3.0)
+    later = decide(TOPO, switch.state, ev.OperatorLock("n3"), 4.0)
+    first = TOPO.host_of[primary]
+
+    async def go(confirm: bool) -> list[tuple[str, int]]:
+        channel = Channel(down=set())
+        dispatcher = Dispatcher(TOPO, channel, quiesce_wait=0.3)
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(dispatcher.run())
+            await asyncio.wait_for(dispatcher.carry_out(9, switch), 0.05)  # returns at once
+            await asyncio.wait_for(dispatcher.carry_out(10, later), 0.05)
+            await asyncio.sleep(0.1)
+            assert {node for node, _ in channel.got} == {first}
+            assert [p["seq"] for _, p in channel.got] == [9, 10]
+            if confirm:
+                dispatcher.applied(primary, "spare")
+                await asyncio.sleep(0.05)
+            else:
+                await asyncio.sleep(0.4)
+            task.cancel()
+        return [(node, p["seq"]) for node, p in channel.got]
+
+    for confirm in (True, False):
+        got = asyncio.run(go(confirm))
+        for node in TOPO.nodes:
+            assert [seq for n, seq in got if n == node] == [9, 10], (confirm, node, got)
