@@ -18,6 +18,7 @@ import pytest
 
 from haos.cluster.harness import nspawn
 from haos.cluster.harness.systemd_cluster import AGENTD, CLUSTERD, NODEROOT_CACHE, REPO
+from haos.demo.cluster import member
 from haos.demo.run import Answer, DemoCluster, ProbeProcess, first_from_other, probing
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -267,6 +268,30 @@ def test_locked_node_moves_its_services_away_until_unlocked(
     assert not answer["refused"], answer
     settled(demo)
     assert demo.holder("primary") == new  # no fail-back: the service stays where it is
+
+
+def test_switchover_quiesces_the_primary_then_promotes_the_secondary(
+    demo: DemoCluster, probe: ProbeProcess
+) -> None:
+    """A planned switchover (haosctl switchover): the old primary quiesces (stops serving
+    once its last increment is checkpointed), then the secondary is promoted; the client
+    loses no answered increment and the old primary stays on as the new secondary."""
+    secondary = demo.holder("secondary")
+    assert secondary is not None
+
+    def switch(node: str) -> float:
+        at = time.monotonic()
+        target = member(int(node[1:]))
+        answer = demo.cluster.control(node).request("operator", action="switchover", target=target)
+        assert not answer["refused"], answer
+        return at
+
+    old, new, took = fail_over(demo, probe, switch)
+    assert new == secondary and took < 10.0
+    settled(demo)
+    assert demo.roles()[old] in ("secondary", "spare")
+    history = demo.cluster.control(new).request("history", limit=50)["history"]
+    assert any("switchover" in str(e.get("reason", "")) for e in history), history
 
 
 def test_all_nodes_started_at_once_place_the_service(
