@@ -79,10 +79,7 @@ def qemu_argv(spec: MachineSpec) -> list[str]:
         "qemu-system-x86_64",
         "-name", f"node{spec.node}",
         "-machine", "q35,accel=tcg",
-        # No virtualisation extensions: the guest's kvm module would switch emulated SVM on
-        # and off (it did at every reboot), and a warm reset after that once left a guest
-        # in its firmware for good. An appliance runs no VMs of its own.
-        "-cpu", "max,svm=off,vmx=off",
+        "-cpu", "max",
         "-smp", str(spec.cpus),
         "-m", str(spec.memory_mb),
         "-nodefaults", "-display", "none", "-vga", "none",
