@@ -22,6 +22,7 @@ from haos.model.reports import ErrorKind, ErrorReport
 from haos.services.hm.probes import CallbackProbe, CommandProbe, HttpProbe, Probe
 from haos.services.hm.runner import AuditRunner, MonotonicClock
 from haos.services.hm.watchdog import SdNotifier, SystemdWatchdog, WatchdogPetter
+from haos.testing.procs import alive
 
 SLACK = 1.0  # how late an overdue report may come, beyond the audit's timeout
 
@@ -72,15 +73,6 @@ def with_runner(body: Callable[[Rig], Awaitable[None]]) -> None:
                 task.cancel()
 
     asyncio.run(main())
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie is dead: it only waits to be reaped by its parent)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def command(name: str, target: str, timeout: float = 2.0) -> AuditSpec:

@@ -22,6 +22,7 @@ from haos.services.ocf import (
     parse_metadata,
 )
 from haos.services.ocf.metadata import MetadataError
+from haos.testing.procs import alive as _alive
 
 # A fake agent: start/stop/monitor/promote/demote over a state file; OCF_RESKEY_rc forces the
 # exit status of every action; OCF_RESKEY_envdump gets the environment; action "hang" is what
@@ -233,14 +234,6 @@ def test_agent_that_hangs_is_killed_with_its_helpers_within_its_timeout(ocf_root
     while _alive(helper) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not _alive(helper), "the agent's helper outlived the timeout"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat_line.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_missing_agent_is_unavailable(ocf_root: Path) -> None:
