@@ -361,8 +361,9 @@ class NspawnNode(Closing):
         deadline = time.monotonic() + self.stop_timeout
         for cgroup in self.cgroups:
             while cgroup.exists():
-                dirs = sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=_depth)
+                # A cgroup may vanish under the walk (its last process was just reaped).
                 with contextlib.suppress(OSError):
+                    dirs = sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=_depth)
                     for d in [*dirs, cgroup]:
                         d.rmdir()
                 if cgroup.exists() and time.monotonic() > deadline:
