@@ -384,7 +384,8 @@ class NodeDaemon:
             if name in self.checkpoints:
                 await self.checkpoints[name].set_role(role)
             else:
-                self.checkpoints[name] = await self.crc.open(name, role)
+                view = self.cmm.view if self.cmm is not None else ()
+                self.checkpoints[name] = await self.crc.open(name, role, covering=view)
             return {"replicas": list(self.checkpoints[name].replicas)}
         ckpt = self.checkpoints.get(name)
         if ckpt is None:

@@ -79,8 +79,6 @@ from haos.errors import FatalError, HaosError, ModelError, UnavailableError
 from haos.model.reports import ErrorReport, RecoveryInitiated
 
 log = logging.getLogger(__name__)
-# How long a new master waits for the checkpoint directory of the members it joined.
-SETTLE_WAIT = 5.0
 
 CHECKPOINT = "crim"
 SECTION = "state"
@@ -257,7 +255,8 @@ class AvailabilityService:
         view: Callable[[], Collection[int]] = frozenset,
     ) -> None:
         """``view``: the node ids the membership service sees now; a new master waits until
-        the checkpoint service's view has them all and its directory settled."""
+        the checkpoint service's view has them all and its directory settled before it opens
+        the checkpoint (as master or vice-master)."""
         self._s = settings
         self._view = view
         self._crc = crc
@@ -410,14 +409,6 @@ class AvailabilityService:
 
     async def _activate(self) -> None:
         started = self._clock()
-        # A node that just joined (a restarted one, say) may be made master before the
-        # checkpoint directory of the nodes it joined reached it: opening then would find no
-        # checkpoint and invent an initial state beside the real one.
-        try:
-            async with asyncio.timeout(SETTLE_WAIT):
-                await self._crc.wait_settled(covering=self._view())
-        except TimeoutError:  # a member of an older release sends no NEED
-            log.warning("checkpoint directory not settled after %g s; going on", SETTLE_WAIT)
         ckpt = await self._open(Role.ACTIVE)
         raw = ckpt.read(SECTION)
         try:
@@ -474,7 +465,11 @@ class AvailabilityService:
 
     async def _open(self, role: Role) -> Checkpoint:
         if self._ckpt is None or self._ckpt.closed:
-            self._ckpt = await self._crc.open(CHECKPOINT, role)
+            # A node that just joined (a restarted one, say) may be made master or vice-master
+            # before the checkpoint directory of the nodes it joined reached it (the CRC's view
+            # may lag the CMM's): opening then would find no checkpoint, and invent an initial
+            # state beside the real one. The CRC waits until its view covers the CMM's.
+            self._ckpt = await self._crc.open(CHECKPOINT, role, covering=self._view())
         elif self._ckpt.role is not role:
             await self._ckpt.set_role(role)
         return self._ckpt

@@ -364,6 +364,55 @@ def test_a_member_that_booted_alone_is_settled_only_once_the_other_side_merged()
     asyncio.run(go())
 
 
+def test_a_member_that_booted_alone_opens_only_once_the_other_side_merged() -> None:
+    """Made vice-master at once on rejoining, a restarted node opens the availability
+    checkpoint while the holders' directory has not reached it: the open waits for it and
+    joins the real holders, so the active's synchronous writes go on being acknowledged.
+    (Opened at once, it founded an empty replica of its own and dropped the active's writes,
+    which then waited for its acknowledgement for ever.)"""
+
+    async def go() -> None:
+        async with LocalNet(CheckpointService) as net:
+            net.bus.partition([[1], [2, 3]])
+            b, c = await net.start_all(2, 3)
+            active, _ = await b.open("crim", Role.ACTIVE), await c.open("crim")
+            await active.write("state", b"seq 9")
+            a = await net.start(1)
+            net.taps[2].hold()  # the holders are slow to react to the merge
+            net.taps[3].hold()
+            net.bus.heal()
+            await net.wait_for(lambda: net.taps[1].views()[-1].members == (1, 2, 3))
+            opening = asyncio.create_task(a.open("crim", covering=(1, 2, 3)))
+            await asyncio.sleep(0.1)
+            assert not opening.done()
+            net.taps[2].release()
+            net.taps[3].release()
+            mine = await asyncio.wait_for(opening, DEADLINE)
+            assert mine.read("state") == b"seq 9"
+            assert active.replicas == (1, 3)
+            await asyncio.wait_for(active.write("state", b"seq 10"), DEADLINE)
+            assert mine.read("state") == b"seq 10"
+            assert a.drops.counts["unexpected-write"] == 0
+
+    asyncio.run(go())
+
+
+def test_a_sync_write_that_a_standby_never_acknowledges_fails_naming_it() -> None:
+    async def go() -> None:
+        async with LocalNet(lambda t: CheckpointService(t, ack_timeout=0.3)) as net:
+            a, b, c = await net.start_all(1, 2, 3)
+            active = await a.open("db", Role.ACTIVE)
+            await b.open("db")
+            await c.open("db")
+            net.taps[3].hold()  # node 3 stays a member and a holder, but never answers
+            with pytest.raises(UnavailableError, match=r"db/rows: no acknowledgement from node\(s\) \[3\]"):
+                await active.write("rows", b"x")
+            net.taps[3].release()
+            await asyncio.wait_for(active.write("rows", b"y"), DEADLINE)
+
+    asyncio.run(go())
+
+
 def test_a_need_carries_nothing() -> None:
     kind, body = wire.encode(wire.NeedMsg())
     assert (kind, body) == (wire.Kind.NEED, b"")

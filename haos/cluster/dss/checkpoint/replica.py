@@ -241,5 +241,10 @@ class AckTracker:
     def forget(self, write_id: int) -> None:
         self._waiting.pop(write_id, None)
 
+    def waiting(self, write_id: int) -> frozenset[int]:
+        """The standbys ``write_id`` still waits for."""
+        entry = self._waiting.get(write_id)
+        return frozenset(entry[1]) if entry else frozenset()
+
     def __contains__(self, write_id: int) -> bool:
         return write_id in self._waiting

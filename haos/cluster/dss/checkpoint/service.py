@@ -12,8 +12,14 @@ Use::
 
 A synchronous write returns once the writer's own copy applied it (it is ordered) and every
 standby that held the checkpoint at that point of the order acknowledged storing it (a
-standby that leaves or closes is no longer waited for). An asynchronous write returns once
-sent. See ``checkpoint.replica`` for the state and its rules.
+standby that leaves or closes is no longer waited for); UnavailableError, naming the silent
+standbys, if they did not within ``ack_timeout``. An asynchronous write returns once sent.
+
+A member opens a checkpoint only once its directory has *settled* (see :attr:`settled`), or
+after ``settle_timeout``: a member that booted alone founded a directory of its own, and one
+that opened a checkpoint before the other side's directory was merged would hold an empty
+replica of its own beside the real one, and drop the real holders' writes.
+See ``checkpoint.replica`` for the state and its rules.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ from haos.cluster.dss.wire import DropCounter, Service
 from haos.errors import HaosError, UnavailableError, UsageError
 
 log = logging.getLogger(__name__)
+
+SETTLE_TIMEOUT = 5.0  # seconds an open waits for the directory to settle, then goes on
+ACK_TIMEOUT = 10.0  # seconds a synchronous write waits for its standbys' acknowledgements
 
 
 class Checkpoint:
@@ -100,7 +109,16 @@ class Checkpoint:
 class CheckpointService(LinkedService):
     """See the module docstring."""
 
-    def __init__(self, transport: GroupTransport, *, drops: DropCounter | None = None) -> None:
+    def __init__(
+        self,
+        transport: GroupTransport,
+        *,
+        drops: DropCounter | None = None,
+        settle_timeout: float = SETTLE_TIMEOUT,
+        ack_timeout: float = ACK_TIMEOUT,
+    ) -> None:
+        self._settle_timeout = settle_timeout
+        self._ack_timeout = ack_timeout
         self._link = GroupLink(transport, Service.CRC, self, drops=drops)
         self.directory = Directory()
         self._dir_sync: SyncTracker[DirEvent] = SyncTracker(transport.node_id)
@@ -140,11 +158,30 @@ class CheckpointService(LinkedService):
             await self._dir_changed.wait()
             self._link.check_running()
 
-    async def open(self, name: str, role: Role = Role.STANDBY) -> Checkpoint:
+    async def open(
+        self, name: str, role: Role = Role.STANDBY, *, covering: Collection[int] = ()
+    ) -> Checkpoint:
         """Open (creating if new) checkpoint ``name``; return once this member holds its
-        content. Opening an open checkpoint with another role changes the role."""
+        content. Opening an open checkpoint with another role changes the role.
+
+        A new open first waits (at most ``settle_timeout``) until the directory has settled
+        with every node of ``covering`` in the view (e.g. the membership another group
+        already sees), so this member joins the checkpoint's real holders."""
         wire.validate_name(name)
         await self.wait_ready()
+        if name not in self._handles and name not in self._opening:
+            try:
+                async with asyncio.timeout(self._settle_timeout):
+                    await self.wait_settled(covering)
+            except TimeoutError:  # e.g. a member of an older release, which sends no NEED
+                log.warning(
+                    "CRC on node %d: directory not settled after %g s (waiting for %s);"
+                    " opening %s regardless",
+                    self.node_id,
+                    self._settle_timeout,
+                    sorted(self._unaccounted) or "the view",
+                    name,
+                )
         handle = self._handles.get(name)
         if handle is None and name in self._opening:
             await asyncio.shield(self._opening[name])
@@ -338,7 +375,15 @@ class CheckpointService(LinkedService):
         sys.audit(EVENT, "crc.write", write_id)
         try:
             await self._send(msg)
-            await future
+            try:
+                async with asyncio.timeout(self._ack_timeout):
+                    await asyncio.shield(future)
+            except TimeoutError:
+                silent = sorted(self._acks.waiting(write_id))
+                raise UnavailableError(
+                    f"synchronous write of {name}/{section}: no acknowledgement from"
+                    f" node(s) {silent} within {self._ack_timeout:g} s"
+                ) from None
             sys.audit(EVENT, "crc.done", write_id)
         finally:
             del self._writes[write_id]
