@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from haos.model.reports import ErrorKind, ErrorReport
 from haos.services.hm.probes import CallbackProbe, CommandProbe, HttpProbe, Probe
 from haos.services.hm.runner import AuditRunner, MonotonicClock
 from haos.services.hm.watchdog import SdNotifier, SystemdWatchdog, WatchdogPetter
+from haos.testing.clock import until as _until
 from haos.testing.procs import alive
 
 SLACK = 1.0  # how late an overdue report may come, beyond the audit's timeout
@@ -54,12 +54,8 @@ class Rig:
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``predicate`` holds, at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
+    """:func:`haos.testing.clock.until` with room for subprocess audits on a busy machine."""
+    await _until(predicate, timeout)
 
 
 def with_runner(body: Callable[[Rig], Awaitable[None]]) -> None:

@@ -405,7 +405,9 @@ def test_a_sync_write_that_a_standby_never_acknowledges_fails_naming_it() -> Non
             await b.open("db")
             await c.open("db")
             net.taps[3].hold()  # node 3 stays a member and a holder, but never answers
-            with pytest.raises(UnavailableError, match=r"db/rows: no acknowledgement from node\(s\) \[3\]"):
+            with pytest.raises(
+                UnavailableError, match=r"db/rows: no acknowledgement from node\(s\) \[3\]"
+            ):
                 await active.write("rows", b"x")
             net.taps[3].release()
             await asyncio.wait_for(active.write("rows", b"y"), DEADLINE)
