@@ -14,7 +14,6 @@ Needs root, network namespaces and corosync (scripts/setup.sh installs it).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import signal
@@ -37,7 +36,9 @@ from haos.cluster.dss.checkpoint import wire as crc_wire
 from haos.cluster.dss.corosync.trace import EVENT
 from haos.cluster.dss.wire import WireError
 from haos.cluster.harness import Cluster, ClusterSpec, Kind, soak
+from haos.cluster.harness.config import add_totem_options, with_totem_options
 from haos.cluster.harness.daemons import Daemons
+from haos.errors import ConfigError
 
 DEADLINE = 15.0
 NODES = (1, 2, 3)
@@ -369,17 +370,13 @@ def main() -> None:
         action="store_true",
         help="run the daemons with their tracepoints recorded; print where the time goes",
     )
-    parser.add_argument(
-        "--seqno-unchanged", type=int, help="totem seqno_unchanged_const (default: the harness's)"
-    )
-    parser.add_argument("--hold", type=int, help="totem hold, ms")
+    add_totem_options(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # a killed node's broken connections are expected
-    spec = ClusterSpec(nodes=3)
-    if args.seqno_unchanged is not None:
-        spec = dataclasses.replace(spec, seqno_unchanged_const=args.seqno_unchanged)
-    if args.hold is not None:
-        spec = dataclasses.replace(spec, hold_ms=args.hold)
+    try:
+        spec = with_totem_options(ClusterSpec(nodes=3), args)
+    except ConfigError as e:
+        parser.error(str(e))
     print(
         f"3 nodes, two knet links each, crypto on; token {spec.token_ms} ms, knet ping "
         f"interval {spec.knet_ping_interval_ms} ms, timeout {spec.knet_ping_timeout_ms} ms, "

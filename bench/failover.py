@@ -28,7 +28,6 @@ p99 of the time from the fault to the point's first passage.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -43,10 +42,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from haos.cluster.harness import nspawn
-from haos.cluster.harness.config import ClusterSpec
+from haos.cluster.harness.config import ClusterSpec, add_totem_options, with_totem_options
 from haos.cluster.harness.systemd_cluster import NODEROOT_CACHE, REPO
 from haos.demo.run import DemoCluster, ProbeProcess, first_from_other
-from haos.errors import HaosError
+from haos.errors import ConfigError, HaosError
 from haos.trace import read as read_trace
 
 # The points of a fail-over, in the order a fault passes them (see haos.trace).
@@ -167,10 +166,7 @@ def main() -> int:
     p.add_argument(
         "--pause", type=float, default=1.0, help="s of quiet after the roles settled, per trial"
     )
-    p.add_argument(
-        "--seqno-unchanged", type=int, help="totem seqno_unchanged_const (default: the harness's)"
-    )
-    p.add_argument("--hold", type=int, help="totem hold, ms")
+    add_totem_options(p)
     p.add_argument("--trace", action="store_true", help="break each kind down by tracepoint")
     a = p.parse_args()
     kinds = [k for k in a.kinds.split(",") if k]
@@ -184,11 +180,10 @@ def main() -> int:
     cache = nspawn.build_noderoot(REPO, NODEROOT_CACHE)
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     trace_dir = Path(tempfile.mkdtemp(prefix="haos-trace-")) if a.trace else None
-    spec = ClusterSpec(nodes=3)
-    if a.seqno_unchanged is not None:
-        spec = dataclasses.replace(spec, seqno_unchanged_const=a.seqno_unchanged)
-    if a.hold is not None:
-        spec = dataclasses.replace(spec, hold_ms=a.hold)
+    try:
+        spec = with_totem_options(ClusterSpec(nodes=3), a)
+    except ConfigError as e:
+        p.error(str(e))
     demo_cluster = DemoCluster(
         3,
         cache=cache,

@@ -9,7 +9,8 @@ timeout derived from a short token makes every link flap about every 9 s).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+from dataclasses import dataclass, replace
 
 from haos.cluster.harness.netns import LINKS, MAX_NODES, Names
 from haos.errors import ConfigError, ConfigProblem
@@ -123,3 +124,21 @@ quorum {{
 nodelist {{
 {nodes}}}
 """
+
+
+def add_totem_options(parser: argparse.ArgumentParser) -> None:
+    """The totem knobs the benchmarks let a run override (see :func:`with_totem_options`)."""
+    parser.add_argument(
+        "--seqno-unchanged", type=int, help="totem seqno_unchanged_const (default: the harness's)"
+    )
+    parser.add_argument("--hold", type=int, help="totem hold, ms (default: corosync's)")
+
+
+def with_totem_options(spec: ClusterSpec, args: argparse.Namespace) -> ClusterSpec:
+    """``spec`` with the options of :func:`add_totem_options` that were given (ConfigError
+    if a value is out of range)."""
+    if args.seqno_unchanged is not None:
+        spec = replace(spec, seqno_unchanged_const=args.seqno_unchanged)
+    if args.hold is not None:
+        spec = replace(spec, hold_ms=args.hold)
+    return spec
