@@ -377,7 +377,7 @@ class CheckpointService(LinkedService):
             await self._send(msg)
             try:
                 async with asyncio.timeout(self._ack_timeout):
-                    await asyncio.shield(future)
+                    await future  # cancelled at the deadline: nobody else waits for it
             except TimeoutError:
                 silent = sorted(self._acks.waiting(write_id))
                 raise UnavailableError(
