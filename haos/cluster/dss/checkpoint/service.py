@@ -321,12 +321,14 @@ class CheckpointService(LinkedService):
             and write.writer != me
             and self.directory.role(replica.name, me) is Role.STANDBY
         ):
+            sys.audit(EVENT, "crc.applied", write.write_id)
             self._post(wire.AckMsg(write.writer, write.write_id, replica.name))
 
     def _on_ack(self, sender: int, msg: wire.AckMsg) -> None:
         if msg.writer != self.node_id:
             return  # for another writer
         if self._acks.ack(msg.write_id, sender):
+            sys.audit(EVENT, "crc.acked", msg.write_id)
             self._complete(msg.write_id)
         elif msg.write_id not in self._acks:
             self.late_acks += 1
