@@ -26,6 +26,9 @@ class LocalEndpoint:
         return self._node_id
 
     async def send(self, payload: bytes) -> None:
+        self.post(payload)
+
+    def post(self, payload: bytes) -> None:
         if self.closed:
             raise UnavailableError(f"node {self._node_id} is not in the group")
         self._bus.deliver(self._node_id, payload)

@@ -91,6 +91,10 @@ class CpgTransport:
         stream with the error (see :meth:`CpgGroup.post`)."""
         self._group.post(payload)
 
+    def post(self, payload: bytes) -> None:
+        """:meth:`send` without a coroutine (``haos.cluster.dss.messaging.group.Poster``)."""
+        self._group.post(payload)
+
     @property
     def try_again(self) -> dict[str, int]:
         """Retries after CS_ERR_TRY_AGAIN of this group's calls, by library function."""

@@ -8,9 +8,12 @@ the group's order. A malformed envelope, a body the receiver refuses with
 :class:`~haos.cluster.dss.wire.WireError`, or a receiver bug is dropped, counted in the
 :class:`~haos.cluster.dss.wire.DropCounter` and logged — never raised out of the loop.
 
-Sends go through one outbox drained by one task, so they leave in the order they were made,
-whether made by an API call (:meth:`GroupLink.send`, which waits for the local send) or by a
-receiver reacting to a message (:meth:`GroupLink.post`, fire and forget).
+Sends leave in the order they were made, whether made by an API call (:meth:`GroupLink.send`,
+which waits for the local send) or by a receiver reacting to a message (:meth:`GroupLink.post`,
+fire and forget). A transport that can take a message without waiting (:class:`Poster`, e.g.
+CPG's, which queues it for its worker thread) is handed each message at once while nothing
+waits before it; otherwise, and behind a message still waiting, they go through one outbox
+drained by one task (a loop iteration later).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +50,15 @@ class Receiver(Protocol):
         Fail every waiter (with UnavailableError when closed); end streams (cleanly when
         closed, with ``error`` when broken).
         """
+        ...
+
+
+class Poster(Protocol):
+    """A transport's optional non-waiting send (see the module docstring)."""
+
+    def post(self, payload: bytes) -> None:
+        """Hand ``payload`` over for sending, in order with earlier sends; raise
+        UnavailableError at once if the group cannot be reached."""
         ...
 
 
@@ -84,6 +96,9 @@ class GroupLink:
         self.view: View | None = None
         self._ready = asyncio.Event()
         self._outbox: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
+        post = getattr(transport, "post", None)
+        self._poster: Callable[[bytes], None] | None = post if callable(post) else None
+        self._sending = False  # the send loop is handing a message over
         self._tasks: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
         self._started = False
@@ -127,13 +142,13 @@ class GroupLink:
     def post(self, kind: int, body: bytes) -> None:
         """Queue a message to multicast; send failures are logged (the loop will stop too)."""
         if self._stopped is None:
-            self._outbox.put_nowait(_Outgoing(self._encode(kind, body), None))
+            self._queue(_Outgoing(self._encode(kind, body), None))
 
     async def send(self, kind: int, body: bytes) -> None:
         """Multicast a message; return once handed to the transport (not when delivered)."""
         self.check_running()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox.put_nowait(_Outgoing(self._encode(kind, body), done))
+        self._queue(_Outgoing(self._encode(kind, body), done))
         await done
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -230,18 +245,39 @@ class GroupLink:
                 "%s: failed to handle a message from %d", self._service.name, message.sender
             )
 
+    def _queue(self, item: _Outgoing) -> None:
+        if self._poster is None or self._sending or not self._outbox.empty():
+            self._outbox.put_nowait(item)
+            return
+        try:
+            self._poster(item.payload)
+        except HaosError as e:
+            self._failed(item, e)
+        else:
+            self._sent(item)
+
     async def _send_loop(self) -> None:
         while (item := await self._outbox.get()) is not None:
+            self._sending = True
             try:
                 await self._transport.send(item.payload)
             except HaosError as e:
-                if item.done is None:
-                    log.warning("%s: send failed: %s", self._service.name, e)
-                elif not item.done.done():
-                    item.done.set_exception(e)
+                self._failed(item, e)
                 continue
-            if item.done is not None and not item.done.done():
-                item.done.set_result(None)
+            finally:
+                self._sending = False
+            self._sent(item)
+
+    def _failed(self, item: _Outgoing, error: HaosError) -> None:
+        if item.done is None:
+            log.warning("%s: send failed: %s", self._service.name, error)
+        elif not item.done.done():
+            item.done.set_exception(error)
+
+    @staticmethod
+    def _sent(item: _Outgoing) -> None:
+        if item.done is not None and not item.done.done():
+            item.done.set_result(None)
 
 
 @contextlib.asynccontextmanager

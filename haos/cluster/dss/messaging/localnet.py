@@ -58,6 +58,11 @@ class Tap:
     async def send(self, payload: bytes) -> None:
         await self.inner.send(payload)
 
+    def post(self, payload: bytes) -> None:
+        """The inner transport's non-waiting send (the in-memory bus has one)."""
+        post: Callable[[bytes], None] = self.inner.post  # type: ignore[attr-defined]
+        post(payload)
+
     async def next_event(self) -> TransportEvent:
         if self.events and self.on_resume is not None:
             self.on_resume(self.events[-1])
