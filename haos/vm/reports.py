@@ -25,9 +25,19 @@ Report = dict[str, Any]
 class ReportPort:
     """Listens on ``path``; collects the reports of the guest connected to it."""
 
-    def __init__(self, path: Path, log: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        log: Path,
+        idle: Callable[[], object] | None = None,
+        idle_every: float = 5.0,
+    ) -> None:
+        """``idle``: called by a waiting :meth:`wait` every ``idle_every`` seconds, on the
+        waiting thread, while no report it waits for came (e.g. to look after the guest)."""
         self.path = path
         self.log = log
+        self._idle = idle
+        self._idle_every = idle_every
         self.reports: list[Report] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -100,9 +110,9 @@ class ReportPort:
     ) -> Report:
         """The first report from index ``since`` on that ``match``es; UnavailableError on time."""
         deadline = time.monotonic() + timeout
-        with self._cond:
-            seen = since
-            while True:
+        seen = since
+        while True:
+            with self._cond:
                 for report in self.reports[seen:]:
                     if match(report):
                         return report
@@ -114,7 +124,9 @@ class ReportPort:
                         f"no report {what or 'matching'} within {timeout:.0f} s "
                         f"(got since then: {got})"
                     )
-                self._cond.wait(left)
+                self._cond.wait(left if self._idle is None else min(left, self._idle_every))
+            if self._idle is not None:
+                self._idle()
 
     def wait_event(self, event: str, timeout: float, since: int = 0) -> Report:
         return self.wait(lambda r: r.get("event") == event, timeout, since, what=repr(event))

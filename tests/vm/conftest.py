@@ -34,7 +34,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A failed VM test carries the tail of each guest's serial console in its report."""
+    """A failed VM test carries the tail of each guest's serial console in its report, and
+    how often the guest was reset out of a firmware stall."""
     outcome = yield
     rep = outcome.get_result()
     if not rep.failed:
@@ -47,4 +48,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         elif isinstance(value, Cluster):
             machines.extend(value.machines)
     for m in machines:
-        rep.sections.append((f"serial console of node{m.spec.node}", m.console_tail(60)))
+        title = f"serial console of node{m.spec.node} (firmware stalls reset: {m.firmware_resets})"
+        rep.sections.append((title, m.console_tail(60)))
