@@ -209,8 +209,9 @@ def test_stopped_node_loses_its_service_to_another_and_rejoins_as_spare(
     assert demo.roles()[old] == "spare"
 
 
-def _availability(demo: DemoCluster) -> tuple[str, int]:
-    """(the master's name, its availability service's decision sequence number)."""
+def _active(demo: DemoCluster) -> tuple[str, int] | None:
+    """(the master's name, its availability service's decision sequence number) once the
+    master's availability service is active."""
     for name in demo.names:
         status = demo.cluster.status(name)
         if status is None or status["master"] is None:
@@ -219,7 +220,20 @@ def _availability(demo: DemoCluster) -> tuple[str, int]:
         active = demo.cluster.status(master)
         if active is not None and active["availability"]["role"] == "active":
             return master, int(active["availability"]["seq"])
-    raise AssertionError("no active availability service")
+    return None
+
+
+def _availability(demo: DemoCluster) -> tuple[str, int]:
+    """:func:`_active`, waited for: a new master may still be taking over."""
+    found: list[tuple[str, int]] = []
+
+    def active() -> bool:
+        now = _active(demo)
+        found[:] = [now] if now is not None else []
+        return bool(found)
+
+    demo.cluster.wait_for(active, SETTLE, "the master's availability service active")
+    return found[0]
 
 
 def test_master_node_cut_and_booted_again_at_once_keeps_the_decisions(
