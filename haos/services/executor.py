@@ -141,16 +141,19 @@ class Dispatcher:
             until = asyncio.get_running_loop().time() + self._quiesce_wait
             hold = _Hold(frozenset(gates), until)
             self._holds.append(hold)
-            self._release()  # confirmed already (a fast agent)?
         for node, box in self._outbox.items():  # every node keeps the history
             if hold is not None and node not in first:
                 box.put_nowait(hold)
             box.put_nowait(Batch(seq, tuple(orders.get(node, ())), None, notes))
 
     def applied(self, component: str, state: str) -> None:
-        """A node confirmed that ``component`` reached ``state`` (a graceful change)."""
-        self._confirmed.add((component, state))
-        self._release()
+        """A node confirmed that ``component`` reached ``state`` (a graceful change). Kept
+        only while a hold waits for it: a confirmation that came after its hold gave up must
+        not release a later switchover of the same component early."""
+        gate = (component, state)
+        if any(gate in hold.gates for hold in self._holds):
+            self._confirmed.add(gate)
+            self._release()
 
     def _release(self) -> None:
         for hold in [h for h in self._holds if h.gates <= self._confirmed]:
@@ -159,15 +162,16 @@ class Dispatcher:
             hold.released.set()
 
     async def _wait(self, hold: _Hold) -> None:
-        left = hold.until - asyncio.get_running_loop().time()
         if hold.released.is_set():
             return
+        left = hold.until - asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(max(0.0, left)):
                 await hold.released.wait()
         except TimeoutError:
             if hold in self._holds:
                 self._holds.remove(hold)
+                self._confirmed -= hold.gates
                 log.warning("switchover: %s not confirmed in time; going on", set(hold.gates))
             hold.released.set()
 

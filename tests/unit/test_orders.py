@@ -263,3 +263,26 @@ def test_a_held_switchover_blocks_no_other_decision_and_keeps_each_nodes_order()
         got = asyncio.run(go(confirm))
         for node in TOPO.nodes:
             assert [seq for n, seq in got if n == node] == [9, 10], (confirm, node, got)
+
+
+def test_a_confirmation_after_its_hold_gave_up_does_not_release_the_next_switchover() -> None:
+    state, _ = formed()
+    primary = next(c for c in DEMO if state.components[c].state is P)
+    switch = decide(TOPO, state, ev.OperatorSwitchover(primary), 3.0)
+    first = TOPO.host_of[primary]
+
+    async def go() -> set[str]:
+        channel = Channel(down=set())
+        dispatcher = Dispatcher(TOPO, channel, quiesce_wait=0.2)
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(dispatcher.run())
+            await dispatcher.carry_out(9, switch)
+            await asyncio.sleep(0.3)  # the hold gave up: every node got decision 9
+            dispatcher.applied(primary, "spare")  # the old primary confirms, too late
+            channel.got.clear()
+            await dispatcher.carry_out(10, switch)  # the same switchover gate again
+            await asyncio.sleep(0.1)
+            task.cancel()
+        return {node for node, _ in channel.got}
+
+    assert asyncio.run(go()) == {first}  # the others still wait for a fresh confirmation
