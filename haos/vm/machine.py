@@ -234,9 +234,9 @@ class Machine:
             silent = time.time() - console.stat().st_mtime
         except OSError:
             return False
-        if not self.running or not stuck_in_firmware(
-            self.console_tail(3), silent, self.firmware_stall
-        ):
+        if silent < self.firmware_stall or not self.running:
+            return False  # the common case: no need to read the console
+        if not stuck_in_firmware(self.console_tail(3), silent, self.firmware_stall):
             return False
         try:
             self.qmp().system_reset()

@@ -89,7 +89,7 @@ class CpgTransport:
         """Hands ``payload`` to the group's worker thread and returns at once (in order with
         the earlier sends); a send that fails later breaks the group, which ends the event
         stream with the error (see :meth:`CpgGroup.post`)."""
-        self._group.post(payload)
+        self.post(payload)
 
     def post(self, payload: bytes) -> None:
         """:meth:`send` without a coroutine (``haos.cluster.dss.messaging.group.Poster``)."""
