@@ -371,6 +371,7 @@ class NodeDaemon:
         return {
             "role": str(a.role),
             "seq": a.brain.seq if a.brain is not None else None,
+            "restored_at": a.restored_at,
             "refusal": a.refusal,
         }
 

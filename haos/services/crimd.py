@@ -267,6 +267,9 @@ class AvailabilityService:
         self.brain: Brain | None = None
         self.refusal: str | None = None
         self.took_over_at: float | None = None  # clock() when the last activation finished
+        # The decision the last activation continued from (None: it started the cluster's
+        # initial state).
+        self.restored_at: int | None = None
         self._ckpt: Checkpoint | None = None
         self._master: int | None = None
         self._vice: int | None = None
@@ -420,6 +423,7 @@ class AvailabilityService:
             return
         if raw is None:
             await ckpt.write(SECTION, brain.encode(), sync=True)
+        self.restored_at = None if raw is None else brain.seq
         how = "started from the initial state" if raw is None else f"restored at {brain.seq}"
         self.brain, self.refusal = brain, None
         fixes = membership_fixes(brain.crim, self._members)
