@@ -59,7 +59,7 @@ from haos.errors import ConfigError, HaosError, UsageError
 from haos.services.clusterapi import ClusterApi, RpcChannel
 from haos.services.crimd import AvailabilityService
 from haos.services.crimd import Settings as AvailabilitySettings
-from haos.services.entry import load_node, run_daemon
+from haos.services.entry import load_node, run_daemon, settle_heap
 from haos.services.executor import Dispatcher, NodeOrders
 from haos.services.intents import IntentFollower, submit_intent
 from haos.services.notify import Notifier, in_words
@@ -211,6 +211,7 @@ class NodeDaemon:
         await ccr.wait_ready(timeout=3600.0)
         self.notifier.ready("joined, repository in sync")
         log.info("node %s ready", self.me.name)
+        settle_heap()
 
     async def _fence(self, node: NodeSpec, action: str) -> None:
         if not self.s.fence_command:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -44,6 +45,15 @@ def _leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for e in error.exceptions for leaf in _leaves(e)]
     return [error]
+
+
+def settle_heap() -> None:
+    """Called once a daemon is up: collect, then move every object alive into the collector's
+    permanent generation (:func:`gc.freeze`). Modules, classes and the start-up state are never
+    garbage; left in view, every full collection walks them all again, a pause of 10-20 ms in
+    the cluster daemon, in the middle of whatever message was being handled."""
+    gc.collect()
+    gc.freeze()
 
 
 def run_daemon(name: str, start: Callable[[], Coroutine[Any, Any, None]]) -> int:

@@ -146,6 +146,17 @@ def test_a_copy_knows_which_versions_lie_on_its_history() -> None:
     assert [e.revision for e in state.entries_after(1)] == [2, 3]
 
 
+@pytest.mark.parametrize(("after", "expected"), [(10, range(11, 15)), (12, [13, 14]), (14, [])])
+def test_the_entries_after_a_revision_are_the_log_tail_in_order(
+    after: int, expected: list[int]
+) -> None:
+    state = KvState(EMPTY, 4)
+    for revision in range(1, 15):
+        state.apply(revision, 1, RequestId(1, 1, revision), ())
+    assert state.base.revision == 10  # the log keeps 11..14
+    assert [e.revision for e in state.entries_after(after)] == list(expected)
+
+
 # -- wire ----------------------------------------------------------------------------------
 
 REQ = RequestId(3, 2**64 - 1, 7)

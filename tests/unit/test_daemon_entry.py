@@ -4,6 +4,7 @@ systemd from starting it again (the units' RestartPreventExitStatus=2)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,13 @@ import pytest
 
 from haos.cluster.dss.corosync.errors import CorosyncUnavailableError, CsError
 from haos.errors import ConfigError, ConfigProblem, UnavailableError, UsageError
-from haos.services.entry import EXIT_CONFIG, EXIT_TEMPFAIL, exit_status, run_daemon
+from haos.services.entry import (
+    EXIT_CONFIG,
+    EXIT_TEMPFAIL,
+    exit_status,
+    run_daemon,
+    settle_heap,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,3 +101,17 @@ def test_clusterd_with_a_missing_node_exits_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == EXIT_CONFIG, proc.stderr
     assert "no-such-node" in proc.stderr
+
+
+def test_a_settled_heap_keeps_its_start_up_objects_out_of_later_collections() -> None:
+    class Survivor:
+        pass
+
+    kept = [Survivor() for _ in range(100)]
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() >= len(kept)
+        # a full collection now walks only what was allocated since
+        assert not any(isinstance(o, Survivor) for o in gc.get_objects())
+    finally:
+        gc.unfreeze()

@@ -36,6 +36,28 @@ def test_malformed_messages_are_refused_with_a_reason(data: bytes, fragment: str
         decode(data)
 
 
+def test_the_envelope_is_the_documented_header_then_the_body() -> None:
+    # magic "HA" | version u8 | service u8 | kind u8 | flags u8 | body length u32 (big-endian)
+    data = encode(Envelope(Service.CRC, 4, b"body", flags=1))
+    assert data == b"HA\x01\x05\x04\x01\x00\x00\x00\x04body"
+
+
+@given(
+    st.sampled_from(Service),
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.binary(max_size=300),
+)
+def test_every_envelope_round_trips_and_no_cut_of_it_decodes(
+    service: Service, kind: int, flags: int, body: bytes
+) -> None:
+    data = encode(Envelope(service, kind, body, flags))
+    assert decode(data, expect=service) == Envelope(service, kind, body, flags)
+    for cut in range(len(data)):
+        with pytest.raises(WireError):
+            decode(data[:cut])
+
+
 def test_message_for_another_service_is_refused() -> None:
     with pytest.raises(WireError, match="arrived on CCR"):
         decode(encode(Envelope(Service.CES, 1, b"")), expect=Service.CCR)

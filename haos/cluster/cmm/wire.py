@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 
-from construct import ConstructError, Flag, Int8ub, Int16ub, PascalString, Struct
+from construct import Flag, Int8ub, Int16ub, PascalString, Struct
 
+from haos.cluster.dss.messaging.codec import build, parse
 from haos.cluster.dss.wire import Envelope, Service, WireError, decode, encode
 from haos.cluster.fencing.types import FenceAction, FenceResult
 
@@ -27,15 +28,16 @@ class Kind(enum.IntEnum):
 
 
 def encode_fence_result(result: FenceResult) -> bytes:
-    body = _FENCE_RESULT.build(
+    body = build(
+        _FENCE_RESULT,
         {
             "node": result.node,
             "action": _ACTIONS.index(result.action),
             "ok": result.ok,
             "detail": result.detail[:1024],
-        }
+        },
     )
-    return encode(Envelope(Service.CMM, Kind.FENCE_RESULT, bytes(body)))
+    return encode(Envelope(Service.CMM, Kind.FENCE_RESULT, body))
 
 
 def decode_message(data: bytes) -> FenceResult:
@@ -43,10 +45,7 @@ def decode_message(data: bytes) -> FenceResult:
     env = decode(data, Service.CMM)
     if env.kind != Kind.FENCE_RESULT:
         raise WireError(f"unknown CMM message kind {env.kind}")
-    try:
-        raw = _FENCE_RESULT.parse(env.body)
-    except ConstructError as e:
-        raise WireError(f"malformed CMM fence result: {e}") from e
+    raw = parse(_FENCE_RESULT, env.body, "CMM fence result")
     if raw.action >= len(_ACTIONS):
         raise WireError(f"unknown fence action {raw.action}")
     action: FenceAction = "off" if raw.action == 0 else "reboot"

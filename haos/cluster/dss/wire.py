@@ -11,25 +11,17 @@ a daemon.
 from __future__ import annotations
 
 import enum
+import struct
 from collections import Counter
 from dataclasses import dataclass
-
-from construct import Bytes, Const, ConstructError, Int8ub, Int32ub, Struct, this
 
 from haos.errors import HaosError
 
 VERSION = 1
 
-_ENVELOPE = Struct(
-    "magic" / Const(b"HA"),
-    "version" / Int8ub,
-    "service" / Int8ub,
-    "kind" / Int8ub,
-    "flags" / Int8ub,
-    "length" / Int32ub,
-    "body" / Bytes(this.length),
-)
-HEADER_SIZE = 10
+MAGIC = b"HA"
+_HEADER = struct.Struct(">2sBBBBI")  # magic, version, service, kind, flags, body length
+HEADER_SIZE = _HEADER.size
 
 
 class Service(enum.IntEnum):
@@ -59,39 +51,33 @@ class Envelope:
 
 
 def encode(env: Envelope) -> bytes:
-    return bytes(
-        _ENVELOPE.build(
-            {
-                "version": env.version,
-                "service": int(env.service),
-                "kind": env.kind,
-                "flags": env.flags,
-                "length": len(env.body),
-                "body": env.body,
-            }
-        )
-    )
+    """The envelope's bytes; struct.error if a header field does not fit its width."""
+    header = _HEADER.pack(MAGIC, env.version, int(env.service), env.kind, env.flags, len(env.body))
+    return header + env.body
 
 
 def decode(data: bytes, expect: Service | None = None) -> Envelope:
     """Decode an envelope; raise WireError naming what is wrong."""
     if len(data) < HEADER_SIZE:
         raise WireError(f"message of {len(data)} bytes is shorter than the header")
+    magic, version, service_id, kind, flags, length = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise WireError(f"malformed envelope: magic {magic!r}, expected {MAGIC!r}")
+    if HEADER_SIZE + length > len(data):
+        raise WireError(
+            f"malformed envelope: length field says {length} but {len(data) - HEADER_SIZE} follow"
+        )
+    if HEADER_SIZE + length != len(data):
+        raise WireError(f"length field says {length} but {len(data) - HEADER_SIZE} follow")
+    if version != VERSION:
+        raise WireError(f"unsupported wire version {version} (this is {VERSION})")
     try:
-        raw = _ENVELOPE.parse(data)
-    except ConstructError as e:
-        raise WireError(f"malformed envelope: {e}") from e
-    if HEADER_SIZE + raw.length != len(data):
-        raise WireError(f"length field says {raw.length} but {len(data) - HEADER_SIZE} follow")
-    if raw.version != VERSION:
-        raise WireError(f"unsupported wire version {raw.version} (this is {VERSION})")
-    try:
-        service = Service(raw.service)
+        service = Service(service_id)
     except ValueError:
-        raise WireError(f"unknown service {raw.service}") from None
+        raise WireError(f"unknown service {service_id}") from None
     if expect is not None and service is not expect:
         raise WireError(f"message for {service.name} arrived on {expect.name}'s group")
-    return Envelope(service, raw.kind, bytes(raw.body), raw.flags, raw.version)
+    return Envelope(service, kind, bytes(data[HEADER_SIZE:]), flags, version)
 
 
 class DropCounter:

@@ -9,6 +9,7 @@ delta instead of a snapshot.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable, Sequence
 
@@ -87,7 +88,11 @@ class KvState:
     def entries_after(self, revision: int) -> tuple[Entry, ...]:
         """The log entries after ``revision``; ``revision`` must be >= ``base.revision``."""
         assert revision >= self.base.revision, (revision, self.base)
-        return tuple(self._log)[revision - self.base.revision :]
+        first = revision - self.base.revision
+        if first >= len(self._log):
+            return ()
+        # from the end: the entries wanted are usually the last few of a long log
+        return tuple(itertools.islice(reversed(self._log), len(self._log) - first))[::-1]
 
     # -- changes ---------------------------------------------------------------------------
 

@@ -169,6 +169,7 @@ _ENTRY = Struct(
     "request" / _REQUEST,
     "changes" / PrefixedArray(VarInt, _CHANGE),
 )
+_CHANGES = PrefixedArray(VarInt, _CHANGE)
 _ITEM = Struct("key" / _KEY, "value" / _BLOB, "mod_revision" / _U64)
 _IMAGE = Struct("version" / _VERSION, "kv" / PrefixedArray(VarInt, _ITEM))
 
@@ -398,7 +399,7 @@ def decode_transfer(data: bytes) -> Transfer:
 def encode_changes(changes: Sequence[Change]) -> bytes:
     """The changes of one entry, as the SQLite store keeps them."""
     return bytes(
-        PrefixedArray(VarInt, _CHANGE).build(
+        _CHANGES.build(
             [{"key": c.key, "present": c.value is not None, "value": c.value} for c in changes]
         )
     )
@@ -406,7 +407,7 @@ def encode_changes(changes: Sequence[Change]) -> bytes:
 
 def decode_changes(data: bytes) -> tuple[Change, ...]:
     try:
-        raw = PrefixedArray(VarInt, _CHANGE).parse(data)
+        raw = _CHANGES.parse(data)
         return tuple(Change(_key(c.key), bytes(c.value) if c.present else None) for c in raw)
     except WireError:
         raise
