@@ -34,10 +34,13 @@ def _key_problem(key: object) -> str | None:
         return f"key {key!r} must start with '/' and name at least one segment"
     if len(key.encode("utf-8", errors="replace")) > MAX_KEY_BYTES:
         return f"key of {len(key.encode('utf-8', errors='replace'))} bytes exceeds {MAX_KEY_BYTES}"
+    # Of the blank characters only the ASCII space is printable: a printable key without it
+    # has no character to look at one by one.
+    clean = key.isprintable() and " " not in key
     for segment in key[1:].split("/"):
         if not segment:
             return f"key {key!r} has an empty segment"
-        if not all(c.isprintable() and not c.isspace() for c in segment):
+        if not clean and not all(c.isprintable() and not c.isspace() for c in segment):
             return f"key {key!r} has a blank or unprintable character"
     return None
 

@@ -14,11 +14,16 @@ Kinds and what they carry (integers big-endian; counts and lengths as construct 
 
 Every decoder raises :class:`~haos.cluster.dss.wire.WireError` on any malformed input,
 including keys that break the key rules, so the protocol never sees an invalid key.
+
+The construct structs below declare every body. TXN, ORDER and APPLIED (sent on every write)
+and the stored changes are read and written by hand (:mod:`~haos.cluster.dss.messaging.binary`)
+to the same bytes; the tests hold the two to each other.
 """
 
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +62,7 @@ from haos.cluster.dss.ccr.model import (
     Version,
     is_key,
 )
+from haos.cluster.dss.messaging.binary import Reader, Writer
 from haos.cluster.dss.wire import Envelope, Service, WireError, decode, encode
 
 
@@ -351,6 +357,9 @@ _PARSE_ERRORS = (ConstructError, UnicodeError, ValueError, OverflowError, TypeEr
 
 
 def encode_message(msg: Message) -> bytes:
+    hot = _encode_hot(msg)
+    if hot is not None:
+        return encode(Envelope(Service.CCR, int(hot[0]), hot[1]))
     kind, raw = _raw(msg)
     return encode(Envelope(Service.CCR, int(kind), bytes(_BODIES[kind].build(raw))))
 
@@ -362,6 +371,8 @@ def decode_message(data: bytes) -> Message:
         kind = Kind(env.kind)
     except ValueError:
         raise WireError(f"unknown CCR message kind {env.kind}") from None
+    if kind in _HOT:
+        return _decode_hot(kind, Reader(env.body, f"CCR {kind.name}"))
     try:
         raw = _BODIES[kind].parse(env.body)
         return _message(kind, raw)
@@ -398,21 +409,117 @@ def decode_transfer(data: bytes) -> Transfer:
 
 def encode_changes(changes: Sequence[Change]) -> bytes:
     """The changes of one entry, as the SQLite store keeps them."""
-    return bytes(
-        _CHANGES.build(
-            [{"key": c.key, "present": c.value is not None, "value": c.value} for c in changes]
-        )
-    )
+    w = Writer()
+    _write_changes(w, changes)
+    return w.bytes()
 
 
 def decode_changes(data: bytes) -> tuple[Change, ...]:
-    try:
-        raw = _CHANGES.parse(data)
-        return tuple(Change(_key(c.key), bytes(c.value) if c.present else None) for c in raw)
-    except WireError:
-        raise
-    except _PARSE_ERRORS as e:
-        raise WireError(f"malformed stored changes: {e}") from e
+    r = Reader(data, "stored changes")
+    changes = _read_changes(r)
+    r.end()
+    return changes
+
+
+# -- the hot messages, by hand (same bytes as their structs above) ------------------------
+
+_HOT = frozenset({Kind.TXN, Kind.ORDER, Kind.APPLIED})
+_PAIR = struct.Struct(">QQ")  # APPLIED: epoch, revision
+_REQUEST_FIELDS = struct.Struct(">IQQ")  # node, incarnation, seq
+_ENTRY_HEAD = struct.Struct(">QQIQQ")  # revision, epoch, then the request
+
+
+def _encode_hot(msg: Message) -> tuple[Kind, bytes] | None:
+    w = Writer()
+    if isinstance(msg, Applied):
+        w.fields(_PAIR, msg.epoch, msg.revision)
+        return Kind.APPLIED, w.bytes()
+    if isinstance(msg, Order):
+        w.varint(len(msg.entries))
+        for e in msg.entries:
+            r = e.request
+            w.fields(_ENTRY_HEAD, e.revision, e.epoch, r.node, r.incarnation, r.seq)
+            _write_changes(w, e.changes)
+        return Kind.ORDER, w.bytes()
+    if isinstance(msg, Txn):
+        r = msg.request
+        w.fields(_REQUEST_FIELDS, r.node, r.incarnation, r.seq)
+        w.varint(len(msg.compares))
+        for c in msg.compares:
+            w.text(c.key)
+            w.u64(c.mod_revision)
+        w.varint(len(msg.ops))
+        for op in msg.ops:
+            w.u8(_OP_KINDS[type(op)])
+            if isinstance(op, Put):
+                w.text(op.key)
+                w.blob(op.value)
+            else:
+                w.text(op.key if isinstance(op, Delete) else op.prefix)
+        return Kind.TXN, w.bytes()
+    return None
+
+
+def _decode_hot(kind: Kind, r: Reader) -> Message:
+    if kind is Kind.APPLIED:
+        epoch, revision = r.fields(_PAIR, "epoch and revision")
+        r.end()
+        return Applied(epoch, revision)
+    if kind is Kind.ORDER:
+        entries = []
+        for _ in range(r.varint("entry count")):
+            revision, epoch, node, incarnation, seq = r.fields(_ENTRY_HEAD, "entry")
+            changes = _read_changes(r)
+            entries.append(Entry(revision, epoch, RequestId(node, incarnation, seq), changes))
+        r.end()
+        if not entries:
+            raise WireError("an ORDER without entries")
+        return Order(tuple(entries))
+    node, incarnation, seq = r.fields(_REQUEST_FIELDS, "request")
+    compares = []
+    for _ in range(r.varint("compare count")):
+        key = r.text("compare key")
+        compares.append((key, r.u64("compare revision")))
+    ops = []
+    for _ in range(r.varint("operation count")):
+        op_kind = r.u8("operation kind")
+        key = r.text("operation key")
+        ops.append((op_kind, key, r.blob("value") if op_kind == 1 else b""))
+    r.end()
+    return Txn(
+        RequestId(node, incarnation, seq),
+        tuple(Compare(_key(key), revision) for key, revision in compares),
+        tuple(_op_of(op_kind, key, value) for op_kind, key, value in ops),
+    )
+
+
+def _op_of(kind: int, key: str, value: bytes) -> Op:
+    if kind == 1:
+        if len(value) > MAX_VALUE_BYTES:
+            raise WireError(f"value of {len(value)} bytes for {key}")
+        return Put(_key(key), value)
+    if kind == 2:
+        return Delete(_key(key))
+    if kind == 3:
+        return DeletePrefix(key if key == "/" else _key(key))
+    raise WireError(f"unknown operation kind {kind}")
+
+
+def _write_changes(w: Writer, changes: Sequence[Change]) -> None:
+    w.varint(len(changes))
+    for c in changes:
+        w.text(c.key)
+        w.flag(c.value is not None)
+        if c.value is not None:
+            w.blob(c.value)
+
+
+def _read_changes(r: Reader) -> tuple[Change, ...]:
+    changes = []
+    for _ in range(r.varint("change count")):
+        key = _key(r.text("change key"))
+        changes.append(Change(key, r.blob("change value") if r.flag("change flag") else None))
+    return tuple(changes)
 
 
 def chunks(data: bytes, size: int) -> list[bytes]:

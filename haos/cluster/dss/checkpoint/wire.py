@@ -15,16 +15,22 @@ ACKs go to one writer (others drop them silently); CONTENT is state transfer of 
 to the holders that just opened it; SYNC is state transfer of the directory to group joiners;
 NEED lets the members that hold the directory tell a fresh joiner from the other side of a
 healed partition.
+
+WRITE and ACK, sent on every write, are read and written by hand
+(:mod:`~haos.cluster.dss.messaging.binary`) to the bytes their structs below declare; the tests
+hold the two to each other.
 """
 
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 
 from construct import Int8ub, Int32ub, Int64ub, PrefixedArray, Struct
 
 from haos.cluster.dss.checkpoint.replica import Content, DirSnapshot, Role, Section
+from haos.cluster.dss.messaging.binary import U16, U32, Reader, Writer
 from haos.cluster.dss.messaging.codec import Blob, NodeList, Text, body, build, parse, text_fits
 from haos.cluster.dss.messaging.statesync import Offer
 from haos.cluster.dss.messaging.syncwire import OfferStruct, offer_from, offer_value
@@ -105,6 +111,8 @@ _WRITE = body(
     "data" / Blob,
 )
 _ACK = body("writer" / Int32ub, "write_id" / Int64ub, "name" / Text)
+_WRITE_HEAD = struct.Struct(">QB")  # write id, flags
+_ACK_HEAD = struct.Struct(">IQ")  # writer, write id
 _SECTION = Struct("section" / Text, "version" / Int64ub, "data" / Blob)
 _CONTENT = body(
     "name" / Text,
@@ -135,17 +143,21 @@ def encode(msg: Msg) -> tuple[Kind, bytes]:
         case CloseMsg(name):
             return Kind.CLOSE, build(_CLOSE, {"name": name})
         case WriteMsg(write_id, name, section, data, sync):
-            flags = (_SYNC_WRITE if sync else 0) | (_DELETE if data is None else 0)
-            value = {
-                "write_id": write_id,
-                "flags": flags,
-                "name": name,
-                "section": section,
-                "data": data or b"",
-            }
-            return Kind.WRITE, build(_WRITE, value)
+            w = Writer()
+            w.fields(
+                _WRITE_HEAD,
+                write_id,
+                (_SYNC_WRITE if sync else 0) | (_DELETE if data is None else 0),
+            )
+            w.text(name, U16)
+            w.text(section, U16)
+            w.blob(data or b"", U32)
+            return Kind.WRITE, w.bytes()
         case AckMsg(writer, write_id, name):
-            return Kind.ACK, build(_ACK, {"writer": writer, "write_id": write_id, "name": name})
+            w = Writer()
+            w.fields(_ACK_HEAD, writer, write_id)
+            w.text(name, U16)
+            return Kind.ACK, w.bytes()
         case ContentMsg(name, offer, content):
             sections = [
                 {"section": s, "version": sec.version, "data": sec.data}
@@ -194,6 +206,18 @@ def _unique(names: list[str], what: str) -> None:
         raise WireError(f"CRC: a {what} appears twice")
 
 
+def write_msg(write_id: int, flags: int, name: str, section: str, blob: bytes) -> WriteMsg:
+    """The WRITE that these fields make, or WireError naming the field that breaks a rule."""
+    if flags & ~(_SYNC_WRITE | _DELETE):
+        raise WireError(f"CRC write: unknown flags {flags:#x}")
+    delete = bool(flags & _DELETE)
+    if delete and blob:
+        raise WireError("CRC write: a delete carries no data")
+    payload = None if delete else blob
+    section = _name(section, "section")
+    return WriteMsg(write_id, _name(name), section, payload, bool(flags & _SYNC_WRITE))
+
+
 def decode(kind: int, data: bytes) -> Msg:
     if kind == Kind.OPEN:
         raw = parse(_OPEN, data, "CRC open")
@@ -201,18 +225,18 @@ def decode(kind: int, data: bytes) -> Msg:
     if kind == Kind.CLOSE:
         return CloseMsg(_name(parse(_CLOSE, data, "CRC close").name))
     if kind == Kind.WRITE:
-        raw = parse(_WRITE, data, "CRC write")
-        if raw.flags & ~(_SYNC_WRITE | _DELETE):
-            raise WireError(f"CRC write: unknown flags {raw.flags:#x}")
-        delete = bool(raw.flags & _DELETE)
-        if delete and raw.data:
-            raise WireError("CRC write: a delete carries no data")
-        payload = None if delete else bytes(raw.data)
-        section = _name(raw.section, "section")
-        return WriteMsg(raw.write_id, _name(raw.name), section, payload, bool(raw.flags & 1))
+        r = Reader(data, "CRC write body")
+        write_id, flags = r.fields(_WRITE_HEAD, "write id and flags")
+        name, section = r.text("checkpoint", U16), r.text("section", U16)
+        blob = r.blob("data", U32)
+        r.end()
+        return write_msg(write_id, flags, name, section, blob)
     if kind == Kind.ACK:
-        raw = parse(_ACK, data, "CRC ack")
-        return AckMsg(int(raw.writer), int(raw.write_id), _name(raw.name))
+        r = Reader(data, "CRC ack body")
+        writer, write_id = r.fields(_ACK_HEAD, "writer and write id")
+        name = r.text("checkpoint", U16)
+        r.end()
+        return AckMsg(writer, write_id, _name(name))
     if kind == Kind.CONTENT:
         raw = parse(_CONTENT, data, "CRC content")
         sections = tuple(
