@@ -39,7 +39,7 @@ from haos.services.agent.drivers import DriverDeps, make_driver
 from haos.services.agent.endpoint import Endpoint
 from haos.services.agent.link import ControlLink
 from haos.services.control import AsyncControlClient
-from haos.services.entry import load_node, run_daemon
+from haos.services.entry import load_node, run_daemon, settle_heap
 from haos.services.hm import (
     AuditRunner,
     CallbackProbe,
@@ -204,6 +204,7 @@ async def _announce(agent: NodeAgent, notifier: Notifier, me: NodeSpec) -> None:
     await agent.synced.wait()
     notifier.ready(f"node {me.name}: following the cluster's orders")
     log.info("agent of %s ready", me.name)
+    settle_heap()
     while True:  # STATUS= follows the last thing done
         await agent.done.wait()
         agent.done.clear()
