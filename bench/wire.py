@@ -2,8 +2,11 @@
 
 The messages sent on every repository and checkpoint write (the CCR's TXN, ORDER and APPLIED,
 the CRC's WRITE and ACK) are read and written by :mod:`haos.cluster.dss.messaging.binary`;
-their construct structs declare the same bytes. This prints, per message, the time of one
-encode and one decode with each, as medians and p99 over ``--runs`` runs of ``--calls`` calls.
+their construct structs declare the same bytes. This prints, per message body, the time of
+one encode and one decode with each, as medians and p99 over ``--runs`` runs of ``--calls``
+calls. By hand means from the message object to bytes and back to a checked message object;
+by construct, only the struct's ``build`` from plain data and ``parse`` into a container (the
+rest of what the previous release did besides is not counted: the comparison favours it).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from typing import Any
 from haos.cluster.dss.ccr import wire as ccr
 from haos.cluster.dss.ccr.model import Change, Compare, Entry, Put, RequestId
 from haos.cluster.dss.checkpoint import wire as crc
+from haos.cluster.dss.messaging.binary import Reader
 from haos.cluster.dss.messaging.codec import build, parse
-from haos.cluster.dss.wire import Envelope, Service, decode, encode
+
+Case = tuple[Callable[[], object], ...]
 
 
 def per_call_us(fn: Callable[[], object], calls: int) -> float:
@@ -33,37 +38,39 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
-def ccr_case(msg: ccr.Message) -> tuple[Callable[[], object], ...]:
-    """(encode by hand, decode by hand, encode by construct, decode by construct)."""
-    data = ccr.encode_message(msg)
-    kind, raw = ccr._raw(msg)
+def ccr_case(msg: ccr.Txn | ccr.Order | ccr.Applied, raw: dict[str, Any]) -> Case:
+    """(encode by hand, decode by hand, build by construct, parse by construct)."""
+    kind, body = ccr.encode_hot(msg)
     struct: Any = ccr._BODIES[kind]
-
-    def encode_by_construct() -> bytes:
-        return encode(Envelope(Service.CCR, int(kind), bytes(struct.build(raw))))
-
-    def decode_by_construct() -> object:
-        return ccr._message(kind, struct.parse(decode(data).body))
-
     return (
-        lambda: ccr.encode_message(msg),
-        lambda: ccr.decode_message(data),
-        encode_by_construct,
-        decode_by_construct,
+        lambda: ccr.encode_hot(msg),
+        lambda: ccr.decode_hot(kind, Reader(body, "bench")),
+        lambda: struct.build(raw),
+        lambda: struct.parse(body),
     )
 
 
-def ccr_cases() -> dict[str, tuple[Callable[[], object], ...]]:
+def ccr_cases() -> dict[str, Case]:
     request = RequestId(3, 2**40 + 7, 1234)
     key, value = "/bench/n3/00017", b"x" * 64
+    req = vars(request)
+    txn = ccr.Txn(request, (Compare(key, 0),), (Put(key, value),))
+    txn_raw = {
+        "request": req,
+        "compares": [{"key": key, "mod_revision": 0}],
+        "ops": [{"kind": 1, "key": key, "value": value}],
+    }
+    order = ccr.Order((Entry(4711, 3, request, (Change(key, value),)),))
+    change = {"key": key, "present": True, "value": value}
+    entry = {"revision": 4711, "epoch": 3, "request": req, "changes": [change]}
     return {
-        "CCR TXN": ccr_case(ccr.Txn(request, (Compare(key, 0),), (Put(key, value),))),
-        "CCR ORDER": ccr_case(ccr.Order((Entry(4711, 3, request, (Change(key, value),)),))),
-        "CCR APPLIED": ccr_case(ccr.Applied(3, 4711)),
+        "CCR TXN": ccr_case(txn, txn_raw),
+        "CCR ORDER": ccr_case(order, {"entries": [entry]}),
+        "CCR APPLIED": ccr_case(ccr.Applied(3, 4711), {"epoch": 3, "revision": 4711}),
     }
 
 
-def crc_cases() -> dict[str, tuple[Callable[[], object], ...]]:
+def crc_cases() -> dict[str, Case]:
     write = crc.WriteMsg(987654, "crim", "state", b"y" * 256, True)
     ack = crc.AckMsg(1, 987654, "crim")
     wkind, wbody = crc.encode(write)
@@ -71,26 +78,18 @@ def crc_cases() -> dict[str, tuple[Callable[[], object], ...]]:
     wraw = {"write_id": 987654, "flags": 1, "name": "crim", "section": "state", "data": b"y" * 256}
     araw = {"writer": 1, "write_id": 987654, "name": "crim"}
 
-    def write_by_construct() -> object:
-        raw = parse(crc._WRITE, wbody, "CRC write")
-        return crc.write_msg(raw.write_id, raw.flags, raw.name, raw.section, bytes(raw.data))
-
-    def ack_by_construct() -> object:
-        raw = parse(crc._ACK, abody, "CRC ack")
-        return crc.AckMsg(raw.writer, raw.write_id, crc._name(raw.name))
-
     return {
         "CRC WRITE": (
             lambda: crc.encode(write),
             lambda: crc.decode(wkind, wbody),
             lambda: build(crc._WRITE, wraw),
-            write_by_construct,
+            lambda: parse(crc._WRITE, wbody, "CRC write"),
         ),
         "CRC ACK": (
             lambda: crc.encode(ack),
             lambda: crc.decode(akind, abody),
             lambda: build(crc._ACK, araw),
-            ack_by_construct,
+            lambda: parse(crc._ACK, abody, "CRC ack"),
         ),
     }
 
@@ -103,7 +102,7 @@ def main() -> None:
     if args.runs < 1 or args.calls < 1:
         parser.error("--runs and --calls must be at least 1")
     print(f"µs per call, median / p99 of {args.runs} runs of {args.calls} calls")
-    heads = ("encode by hand", "construct", "decode by hand", "construct")
+    heads = ("encode by hand", "build", "decode by hand", "parse")
     print(f"{'message':<12} " + " ".join(f"{h:>16}" for h in heads))
     for name, fns in {**ccr_cases(), **crc_cases()}.items():
         figures = []

@@ -175,7 +175,7 @@ _ENTRY = Struct(
     "request" / _REQUEST,
     "changes" / PrefixedArray(VarInt, _CHANGE),
 )
-_CHANGES = PrefixedArray(VarInt, _CHANGE)
+_CHANGES = PrefixedArray(VarInt, _CHANGE)  # stored changes: written by hand, see encode_changes
 _ITEM = Struct("key" / _KEY, "value" / _BLOB, "mod_revision" / _U64)
 _IMAGE = Struct("version" / _VERSION, "kv" / PrefixedArray(VarInt, _ITEM))
 
@@ -222,26 +222,6 @@ _OP_KINDS: dict[type[Any], int] = {Put: 1, Delete: 2, DeletePrefix: 3}
 # -- to plain data and back ----------------------------------------------------------------
 
 
-def _op_raw(op: Op) -> dict[str, Any]:
-    if isinstance(op, Put):
-        return {"kind": 1, "key": op.key, "value": op.value}
-    if isinstance(op, Delete):
-        return {"kind": 2, "key": op.key, "value": None}
-    return {"kind": 3, "key": op.prefix, "value": None}
-
-
-def _op(raw: Any) -> Op:
-    if raw.kind == 1:
-        if len(raw.value) > MAX_VALUE_BYTES:
-            raise WireError(f"value of {len(raw.value)} bytes for {raw.key}")
-        return Put(_key(raw.key), bytes(raw.value))
-    if raw.kind == 2:
-        return Delete(_key(raw.key))
-    if raw.kind == 3:
-        return DeletePrefix(raw.key if raw.key == "/" else _key(raw.key))
-    raise WireError(f"unknown operation kind {raw.kind}")
-
-
 def _key(key: str) -> str:
     if not is_key(key):
         raise WireError(f"invalid key {key!r}")
@@ -282,13 +262,7 @@ def _image(raw: Any) -> Image:
     return Image(Version(raw.version.epoch, raw.version.revision), items)
 
 
-def _raw(msg: Message) -> tuple[Kind, dict[str, Any]]:
-    if isinstance(msg, Txn):
-        return Kind.TXN, {
-            "request": vars(msg.request),
-            "compares": [vars(c) for c in msg.compares],
-            "ops": [_op_raw(o) for o in msg.ops],
-        }
+def _raw(msg: Start | Sync | Data | Ready | Reject) -> tuple[Kind, dict[str, Any]]:
     if isinstance(msg, Start):
         return Kind.START, {"nonce": vars(msg.nonce), "members": list(msg.members)}
     if isinstance(msg, Sync):
@@ -308,29 +282,17 @@ def _raw(msg: Message) -> tuple[Kind, dict[str, Any]]:
         }
     if isinstance(msg, Ready):
         return Kind.READY, {"nonce": vars(msg.nonce), "quorate": msg.quorate}
-    if isinstance(msg, Order):
-        return Kind.ORDER, {"entries": [_entry_raw(e) for e in msg.entries]}
-    if isinstance(msg, Reject):
-        return Kind.REJECT, {
-            "request": vars(msg.request),
-            "reason": int(msg.reason),
-            "key": msg.key,
-            "expected": msg.expected,
-            "found": msg.found,
-        }
-    return Kind.APPLIED, {"epoch": msg.epoch, "revision": msg.revision}
+    return Kind.REJECT, {
+        "request": vars(msg.request),
+        "reason": int(msg.reason),
+        "key": msg.key,
+        "expected": msg.expected,
+        "found": msg.found,
+    }
 
 
 def _message(kind: Kind, raw: Any) -> Message:
-    if kind is Kind.TXN:
-        compares = tuple(Compare(_key(c.key), c.mod_revision) for c in raw.compares)
-        return Txn(_request(raw.request), compares, tuple(_op(o) for o in raw.ops))
-    if kind is Kind.APPLIED:
-        return Applied(raw.epoch, raw.revision)
-    if kind is Kind.ORDER:
-        if not raw.entries:
-            raise WireError("an ORDER without entries")
-        return Order(tuple(_entry(e) for e in raw.entries))
+    """The message of a kind without a hand-written reader (see :data:`_HOT`)."""
     if kind is Kind.REJECT:
         try:
             reason = RejectReason(raw.reason)
@@ -357,11 +319,12 @@ _PARSE_ERRORS = (ConstructError, UnicodeError, ValueError, OverflowError, TypeEr
 
 
 def encode_message(msg: Message) -> bytes:
-    hot = _encode_hot(msg)
-    if hot is not None:
-        return encode(Envelope(Service.CCR, int(hot[0]), hot[1]))
-    kind, raw = _raw(msg)
-    return encode(Envelope(Service.CCR, int(kind), bytes(_BODIES[kind].build(raw))))
+    if isinstance(msg, Txn | Order | Applied):
+        kind, body = encode_hot(msg)
+    else:
+        kind, raw = _raw(msg)
+        body = bytes(_BODIES[kind].build(raw))
+    return encode(Envelope(Service.CCR, int(kind), body))
 
 
 def decode_message(data: bytes) -> Message:
@@ -372,7 +335,7 @@ def decode_message(data: bytes) -> Message:
     except ValueError:
         raise WireError(f"unknown CCR message kind {env.kind}") from None
     if kind in _HOT:
-        return _decode_hot(kind, Reader(env.body, f"CCR {kind.name}"))
+        return decode_hot(kind, Reader(env.body, f"CCR {kind.name}"))
     try:
         raw = _BODIES[kind].parse(env.body)
         return _message(kind, raw)
@@ -429,7 +392,8 @@ _REQUEST_FIELDS = struct.Struct(">IQQ")  # node, incarnation, seq
 _ENTRY_HEAD = struct.Struct(">QQIQQ")  # revision, epoch, then the request
 
 
-def _encode_hot(msg: Message) -> tuple[Kind, bytes] | None:
+def encode_hot(msg: Txn | Order | Applied) -> tuple[Kind, bytes]:
+    """The kind and body of a message sent on every write."""
     w = Writer()
     if isinstance(msg, Applied):
         w.fields(_PAIR, msg.epoch, msg.revision)
@@ -441,26 +405,25 @@ def _encode_hot(msg: Message) -> tuple[Kind, bytes] | None:
             w.fields(_ENTRY_HEAD, e.revision, e.epoch, r.node, r.incarnation, r.seq)
             _write_changes(w, e.changes)
         return Kind.ORDER, w.bytes()
-    if isinstance(msg, Txn):
-        r = msg.request
-        w.fields(_REQUEST_FIELDS, r.node, r.incarnation, r.seq)
-        w.varint(len(msg.compares))
-        for c in msg.compares:
-            w.text(c.key)
-            w.u64(c.mod_revision)
-        w.varint(len(msg.ops))
-        for op in msg.ops:
-            w.u8(_OP_KINDS[type(op)])
-            if isinstance(op, Put):
-                w.text(op.key)
-                w.blob(op.value)
-            else:
-                w.text(op.key if isinstance(op, Delete) else op.prefix)
-        return Kind.TXN, w.bytes()
-    return None
+    r = msg.request
+    w.fields(_REQUEST_FIELDS, r.node, r.incarnation, r.seq)
+    w.varint(len(msg.compares))
+    for c in msg.compares:
+        w.text(c.key)
+        w.u64(c.mod_revision)
+    w.varint(len(msg.ops))
+    for op in msg.ops:
+        w.u8(_OP_KINDS[type(op)])
+        if isinstance(op, Put):
+            w.text(op.key)
+            w.blob(op.value)
+        else:
+            w.text(op.key if isinstance(op, Delete) else op.prefix)
+    return Kind.TXN, w.bytes()
 
 
-def _decode_hot(kind: Kind, r: Reader) -> Message:
+def decode_hot(kind: Kind, r: Reader) -> Txn | Order | Applied:
+    """The message of a kind sent on every write, read from ``r``; WireError if malformed."""
     if kind is Kind.APPLIED:
         epoch, revision = r.fields(_PAIR, "epoch and revision")
         r.end()
@@ -476,24 +439,21 @@ def _decode_hot(kind: Kind, r: Reader) -> Message:
             raise WireError("an ORDER without entries")
         return Order(tuple(entries))
     node, incarnation, seq = r.fields(_REQUEST_FIELDS, "request")
-    compares = []
-    for _ in range(r.varint("compare count")):
-        key = r.text("compare key")
-        compares.append((key, r.u64("compare revision")))
+    compares = [
+        Compare(_key(r.text("compare key")), r.u64("compare revision"))
+        for _ in range(r.varint("compare count"))
+    ]
     ops = []
     for _ in range(r.varint("operation count")):
         op_kind = r.u8("operation kind")
         key = r.text("operation key")
-        ops.append((op_kind, key, r.blob("value") if op_kind == 1 else b""))
+        ops.append(op_of(op_kind, key, r.blob("value") if op_kind == 1 else b""))
     r.end()
-    return Txn(
-        RequestId(node, incarnation, seq),
-        tuple(Compare(_key(key), revision) for key, revision in compares),
-        tuple(_op_of(op_kind, key, value) for op_kind, key, value in ops),
-    )
+    return Txn(RequestId(node, incarnation, seq), tuple(compares), tuple(ops))
 
 
-def _op_of(kind: int, key: str, value: bytes) -> Op:
+def op_of(kind: int, key: str, value: bytes) -> Op:
+    """The operation of a TXN's fields; WireError if it breaks a rule."""
     if kind == 1:
         if len(value) > MAX_VALUE_BYTES:
             raise WireError(f"value of {len(value)} bytes for {key}")

@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from haos.cluster.dss import wire
 from haos.cluster.dss.transport import GroupTransport, Message, View
@@ -53,6 +53,7 @@ class Receiver(Protocol):
         ...
 
 
+@runtime_checkable
 class Poster(Protocol):
     """A transport's optional non-waiting send (see the module docstring)."""
 
@@ -96,8 +97,7 @@ class GroupLink:
         self.view: View | None = None
         self._ready = asyncio.Event()
         self._outbox: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
-        post = getattr(transport, "post", None)
-        self._poster: Callable[[bytes], None] | None = post if callable(post) else None
+        self._poster = transport.post if isinstance(transport, Poster) else None
         self._sending = False  # the send loop is handing a message over
         self._tasks: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None

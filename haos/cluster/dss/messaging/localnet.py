@@ -17,7 +17,7 @@ from typing import Generic, Protocol, TypeVar
 
 from haos.cluster.dss.transport import GroupTransport, Message, TransportEvent, View
 from haos.errors import UnavailableError, UsageError
-from haos.testing.bus import LocalBus
+from haos.testing.bus import LocalBus, LocalEndpoint
 
 DEADLINE = 5.0
 
@@ -43,7 +43,7 @@ class Tap:
     events without awaiting), so it is the point to inspect what handling one event did.
     """
 
-    inner: GroupTransport
+    inner: LocalEndpoint
     events: list[TransportEvent] = field(default_factory=list)
     on_event: Callable[[TransportEvent], None] | None = None
     on_resume: Callable[[TransportEvent], None] | None = None
@@ -59,9 +59,7 @@ class Tap:
         await self.inner.send(payload)
 
     def post(self, payload: bytes) -> None:
-        """The inner transport's non-waiting send (the in-memory bus has one)."""
-        post: Callable[[bytes], None] = self.inner.post  # type: ignore[attr-defined]
-        post(payload)
+        self.inner.post(payload)
 
     async def next_event(self) -> TransportEvent:
         if self.events and self.on_resume is not None:
