@@ -30,7 +30,7 @@ from haos.cluster.dss.messaging.rrpc import Call, RemoteError, RpcService
 from haos.config.model import NodeSpec
 from haos.errors import HaosError, UnavailableError, UsageError
 from haos.services.crimd import AvailabilityService, ServiceRole
-from haos.services.executor import Batch, NodeOrders, batch_from_json, decode, encode
+from haos.services.orderbook import Batch, NodeOrders, batch_from_json, decode, encode
 from haos.services.orders import desired_roles, report_from_json
 
 log = logging.getLogger(__name__)

@@ -60,9 +60,10 @@ from haos.services.clusterapi import ClusterApi, RpcChannel
 from haos.services.crimd import AvailabilityService
 from haos.services.crimd import Settings as AvailabilitySettings
 from haos.services.entry import load_node, run_daemon, settle_heap
-from haos.services.executor import Dispatcher, NodeOrders
+from haos.services.executor import Dispatcher
 from haos.services.intents import IntentFollower, submit_intent
 from haos.services.notify import Notifier, in_words
+from haos.services.orderbook import NodeOrders
 from haos.services.settings import SUBTREE, LiveSettings, parse_settings
 
 log = logging.getLogger(__name__)

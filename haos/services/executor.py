@@ -5,9 +5,7 @@
   order over RRPC (``orders``). A node that could not be reached is marked *stale* and gets the
   full set of its desired roles before its next orders (:meth:`Dispatcher.resync` does that for
   every node after a take-over: a decision cut short by the old master is carried out again).
-* :class:`NodeOrders` — on every node: the latest desired role of each local component and the
-  stream of orders to the node's agent. A subscriber (the agent) first gets the full desired
-  state, then each order as it arrives; an agent that restarts converges without the master.
+* the receiving side, on every node, is :class:`~haos.services.orderbook.NodeOrders`.
 
 The transport is a small protocol (:class:`OrderChannel`) so the policy of who gets what, in
 which order, is tested without corosync.
@@ -16,30 +14,19 @@ which order, is tested without corosync.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from haos import trace
 from haos.cluster.crim.actions import AssignRole, Decision
 from haos.cluster.crim.state import CrimState
 from haos.cluster.crim.topology import Topology
-from haos.errors import HaosError, UsageError
+from haos.errors import HaosError
 from haos.model.states import AvailabilityState
-from haos.services.orders import (
-    Order,
-    RoleOrder,
-    desired_roles,
-    notes_of,
-    order_from_json,
-    order_to_json,
-    orders_for,
-    roles_from_json,
-)
+from haos.services.orderbook import Batch
+from haos.services.orders import desired_roles, notes_of, orders_for
 
 log = logging.getLogger(__name__)
 
@@ -49,38 +36,6 @@ class OrderChannel(Protocol):
         """Deliver ``payload`` to ``node``'s :meth:`NodeOrders.receive`; raises HaosError
         when it may not have arrived."""
         ...
-
-
-@dataclass(frozen=True)
-class Batch:
-    seq: int
-    orders: tuple[Order, ...] = ()
-    roles: Mapping[str, AvailabilityState] | None = None  # a full desired state
-    notes: tuple[dict[str, Any], ...] = ()  # for every node's history
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"seq": self.seq, "orders": [order_to_json(o) for o in self.orders]}
-        if self.roles is not None:
-            out["roles"] = {c: s.value for c, s in self.roles.items()}
-        if self.notes:
-            out["notes"] = list(self.notes)
-        return out
-
-
-def batch_from_json(obj: object) -> Batch:
-    if not isinstance(obj, dict):
-        raise UsageError(f"orders: expected an object, got {obj!r}")
-    seq = obj.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise UsageError(f"orders: bad seq {seq!r}")
-    raw = obj.get("orders", [])
-    if not isinstance(raw, list):
-        raise UsageError("orders: 'orders' must be a list")
-    roles = roles_from_json(obj["roles"]) if "roles" in obj else None
-    notes = obj.get("notes", [])
-    if not isinstance(notes, list) or not all(isinstance(n, dict) for n in notes):
-        raise UsageError("orders: 'notes' must be a list of objects")
-    return Batch(seq, tuple(order_from_json(o) for o in raw), roles, tuple(notes))
 
 
 @dataclass
@@ -208,77 +163,3 @@ class Dispatcher:
             else:
                 self.sent += 1
                 self._stale.discard(node)
-
-
-Listener = Callable[[dict[str, Any]], None]
-
-
-class NodeOrders:
-    """See the module docstring. ``receive`` takes what the master sent (already decoded)."""
-
-    def __init__(self, node: str, history: int = 2000) -> None:
-        self.node = node
-        self.history: deque[dict[str, Any]] = deque(maxlen=history)
-        self.seq = -1  # the newest order or full state taken in
-        self.roles: dict[str, AvailabilityState] = {}
-        self.synced = False  # has had a full desired state
-        self._listeners: list[Listener] = []
-        self._unsynced = asyncio.Event()
-        self._unsynced.set()
-
-    def receive(self, batch: Batch) -> None:
-        trace.point("orders.recv", batch.seq)
-        if batch.notes and (not self.history or self.history[-1]["seq"] < batch.seq):
-            self.history.extend(batch.notes)
-        if batch.roles is not None and (batch.seq >= self.seq or not self.synced):
-            changed = not self.synced or dict(batch.roles) != self.roles
-            self.roles = dict(batch.roles)
-            self.seq = max(self.seq, batch.seq)
-            self.synced = True
-            self._unsynced.clear()
-            if changed:  # the same full state again (a resync) changes nothing
-                self._emit({"roles": {c: s.value for c, s in self.roles.items()}})
-        for order in batch.orders:
-            if order.seq < self.seq and isinstance(order, RoleOrder):
-                continue  # older than what we hold (a late retry)
-            self.seq = max(self.seq, order.seq)
-            if isinstance(order, RoleOrder):
-                self.roles[order.component] = order.state
-            self._emit({"order": order_to_json(order)})
-
-    def step_down(self) -> None:
-        """This node lost quorum: no local component may stay primary (each becomes a spare),
-        and the next full desired state is taken whatever its sequence number."""
-        self.synced = False
-        self._unsynced.set()
-        primary = AvailabilityState.PRIMARY
-        self.roles = {
-            c: AvailabilityState.SPARE if s is primary else s for c, s in self.roles.items()
-        }
-        self._emit({"roles": {c: s.value for c, s in self.roles.items()}})
-
-    async def wait_unsynced(self) -> None:
-        await self._unsynced.wait()
-
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener`` with the full state now (if known) and with every change; the
-        returned function unsubscribes."""
-        self._listeners.append(listener)
-        if self.synced:
-            listener({"roles": {c: s.value for c, s in self.roles.items()}})
-        return lambda: self._listeners.remove(listener)
-
-    def _emit(self, item: dict[str, Any]) -> None:
-        for listener in list(self._listeners):
-            listener(item)
-
-
-def encode(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def decode(raw: bytes, what: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError as e:
-        raise UsageError(f"{what}: not JSON: {e}") from e

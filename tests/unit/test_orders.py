@@ -15,7 +15,8 @@ from haos.config.loader import load_config
 from haos.errors import HaosError, UsageError
 from haos.model.reports import ErrorKind, ErrorReport, RecoveryLevel
 from haos.model.states import AvailabilityState
-from haos.services.executor import Batch, Dispatcher, NodeOrders, batch_from_json
+from haos.services.executor import Dispatcher
+from haos.services.orderbook import Batch, NodeOrders, batch_from_json
 from haos.services.orders import (
     RecoverOrder,
     RoleOrder,
