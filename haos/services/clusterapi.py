@@ -135,7 +135,7 @@ class ClusterApi:
         brain = self._active().brain
         assert brain is not None
         roles = desired_roles(self._topo, brain.crim, node)
-        return encode(Batch(brain.seq, (), roles).to_json())
+        return encode(Batch(brain.seq, (), roles, (), brain.epoch).to_json())
 
     async def _on_crim(self, call: Call) -> bytes:
         a = self._active()
@@ -158,6 +158,7 @@ class ClusterApi:
         return encode(
             {
                 "seq": a.brain.seq,
+                "epoch": a.brain.epoch,
                 "master": self._me.name,
                 "took_over_at": a.took_over_at,
                 "crim": to_data(crim),

@@ -60,6 +60,7 @@ from haos.services.clusterapi import ClusterApi, RpcChannel
 from haos.services.crimd import AvailabilityService
 from haos.services.crimd import Settings as AvailabilitySettings
 from haos.services.entry import load_node, run_daemon, settle_heap
+from haos.services.epochs import RepositoryEpochs
 from haos.services.executor import Dispatcher
 from haos.services.intents import IntentFollower, submit_intent
 from haos.services.notify import Notifier, in_words
@@ -188,9 +189,17 @@ class NodeDaemon:
         assert self.cmm is not None and self.dispatcher is not None and self.api is not None
         async with self.cmm.listen() as notices:
             settings = AvailabilitySettings(self.me.node_id, self.topo, self.config.correlation)
-            cmm = self.cmm
+            cmm, me = self.cmm, self.me.node_id
+            assert self.ccr is not None
             self.availability = AvailabilityService(
-                settings, crc, notices, self.dispatcher, time.time, view=lambda: cmm.view
+                settings,
+                crc,
+                notices,
+                self.dispatcher,
+                time.time,
+                view=lambda: cmm.view,
+                epochs=RepositoryEpochs(self.ccr),
+                still_master=lambda: cmm.state.quorate and cmm.master == me,
             )
             await self.availability.run()
 
@@ -373,6 +382,8 @@ class NodeDaemon:
         return {
             "role": str(a.role),
             "seq": a.brain.seq if a.brain is not None else None,
+            "epoch": a.brain.epoch if a.brain is not None else None,
+            "follows_epoch": self.orders.epoch,
             "restored_at": a.restored_at,
             "refusal": a.refusal,
         }

@@ -39,6 +39,18 @@ The clock must be one the nodes share (wall-clock time kept in step by NTP/PTP, 
 the checkpoint as absolute times and read on another node after a take-over. A corrupt or
 foreign checkpoint also makes the new master refuse (with the ModelError's text).
 
+Mastership epochs: before it restores or orders anything, a service that becomes active
+claims a new epoch (:class:`EpochSource`, in production the repository: unique and increasing
+across the cluster's life). Every batch of orders names it, and nodes refuse orders of an older
+epoch than the newest they saw, so a superseded master's orders are never applied, and a
+service restored after a whole-cluster restart is obeyed even where its sequence numbers are
+lower than those the nodes hold.
+
+Acting only as the master: mastership is checked against the membership service's live view
+(``still_master``), not only against the notices read so far. A take-over is abandoned at its
+next step once mastership moved away, and a decision is neither stored nor carried out unless
+this node is still the quorate master: it steps down instead (standby, keeping its replica).
+
 A failed checkpoint write stops the service (``run`` raises FatalError): without a stored
 state no action may run, and a master that cannot write must not go on deciding.
 """
@@ -77,6 +89,7 @@ from haos.cluster.dss.checkpoint import Checkpoint, CheckpointService, Role
 from haos.config.model import CorrelationPolicy
 from haos.errors import FatalError, HaosError, ModelError, UnavailableError
 from haos.model.reports import ErrorReport, RecoveryInitiated
+from haos.services.epochs import CountingEpochs
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +113,7 @@ class Brain:
     crim: CrimState
     cec: Correlator
     seq: int = 0
+    epoch: int = 0  # of the mastership that made the last decision
 
     @classmethod
     def initial(cls, topo: Topology, policy: CorrelationPolicy) -> Brain:
@@ -136,6 +150,7 @@ class Brain:
         return {
             "format": FORMAT,
             "seq": self.seq,
+            "epoch": self.epoch,
             "crim": to_data(self.crim),
             "cec": self.cec.snapshot(),
         }
@@ -149,11 +164,14 @@ class Brain:
             seq = data["seq"]
             if not isinstance(seq, int) or seq < 0:
                 raise ModelError(f"availability checkpoint has a bad sequence number {seq!r}")
+            epoch = data.get("epoch", 0)
+            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+                raise ModelError(f"availability checkpoint has a bad epoch {epoch!r}")
             crim = from_data(topo, data["crim"])
             cec = Correlator.from_snapshot(policy, data["cec"])
         except (KeyError, TypeError) as e:
             raise ModelError(f"malformed availability checkpoint: {e!r}") from e
-        return cls(topo, crim, cec, seq)
+        return cls(topo, crim, cec, seq, epoch)
 
     def encode(self) -> bytes:
         return json.dumps(self.to_data(), sort_keys=True, separators=(",", ":")).encode()
@@ -192,9 +210,17 @@ class ActionSink(Protocol):
         is never handed out twice in the cluster, so it can key idempotent execution."""
         ...
 
-    def resync(self, seq: int, crim: CrimState) -> None:
+    def resync(self, seq: int, crim: CrimState, epoch: int = 0) -> None:
         """Make every node's components match ``crim`` (called after a take-over, so a
-        decision cut short by the old master is carried out again)."""
+        decision cut short by the old master is carried out again). Every batch from now on
+        names ``epoch``, the mastership of the service that took over."""
+        ...
+
+
+class EpochSource(Protocol):
+    async def claim(self, node_id: int, at_least: int) -> int:
+        """A mastership epoch larger than every one claimed before and than ``at_least``;
+        UnavailableError when none can be claimed now."""
         ...
 
 
@@ -205,14 +231,18 @@ class LogSink:
         for action in decision.actions:
             log.info("decision %d action: %s", seq, action)
 
-    def resync(self, seq: int, crim: CrimState) -> None:
-        log.info("resync at decision %d", seq)
+    def resync(self, seq: int, crim: CrimState, epoch: int = 0) -> None:
+        log.info("resync at decision %d, epoch %d", seq, epoch)
 
 
 class NoticeSource(Protocol):
     """The CMM's notices in order; ``CmmService.listen()``'s queue is one."""
 
     async def get(self) -> Notice: ...
+
+
+class _Abandoned(UnavailableError):
+    """Mastership moved away during a take-over."""
 
 
 class ServiceRole(enum.Enum):
@@ -253,16 +283,24 @@ class AvailabilityService:
         sink: ActionSink,
         clock: Callable[[], float],
         view: Callable[[], Collection[int]] = frozenset,
+        *,
+        epochs: EpochSource | None = None,
+        still_master: Callable[[], bool] | None = None,
     ) -> None:
         """``view``: the node ids the membership service sees now; a new master waits until
         the checkpoint service's view has them all and its directory settled before it opens
-        the checkpoint (as master or vice-master)."""
+        the checkpoint (as master or vice-master). ``epochs``: where mastership epochs are
+        claimed (the repository in a daemon; a counter of this process by default).
+        ``still_master``: whether the membership service, live, has this node as the quorate
+        master (by default: as the notices read so far say)."""
         self._s = settings
         self._view = view
         self._crc = crc
         self._notices = notices
         self._sink = sink
         self._clock = clock
+        self._epochs: EpochSource = epochs if epochs is not None else CountingEpochs()
+        self._live_master = still_master
         self.role = ServiceRole.IDLE
         self.brain: Brain | None = None
         self.refusal: str | None = None
@@ -347,8 +385,7 @@ class AvailabilityService:
                 # E.g. the checkpoint closed while opening because the view changed again:
                 # transient on a forming cluster; the daemon must not die of it.
                 log.warning("availability service on node %d: %s; retrying", self._s.node_id, e)
-                await self._drop_checkpoint()
-                await self._set_role(ServiceRole.IDLE)
+                await self._fall_back()
                 retry = 0.2
 
     async def _on_notice(self, notice: Notice) -> None:
@@ -376,11 +413,44 @@ class AvailabilityService:
         if self.role is ServiceRole.ACTIVE and self.brain is not None:
             await self._commit([self.brain.decide(event, self._clock())])
 
+    async def _fall_back(self) -> None:
+        """After a failed role change: keep a replica this node holds (it may be the only
+        one), as a standby; else hold nothing."""
+        self.brain = None
+        ckpt = self._ckpt
+        if ckpt is not None and not ckpt.closed:
+            try:
+                if ckpt.role is not Role.STANDBY:
+                    await ckpt.set_role(Role.STANDBY)
+            except HaosError as e:
+                log.warning("checkpoint not kept as a standby: %s", e)
+            else:
+                await self._set_role(ServiceRole.STANDBY)
+                return
+        await self._drop_checkpoint()
+        await self._set_role(ServiceRole.IDLE)
+
+    def _still_master(self) -> bool:
+        if self._live_master is not None:
+            return self._live_master()
+        return self._quorate and self._master == self._s.node_id
+
+    def _check_master(self, step: str) -> None:
+        if not self._still_master():
+            raise _Abandoned(
+                f"node {self._s.node_id} is no longer the quorate master ({step});"
+                " take-over abandoned"
+            )
+
     async def _follow_role(self) -> None:
         want = self._wanted_role()
         if want is ServiceRole.ACTIVE:
             if self.role not in (ServiceRole.ACTIVE, ServiceRole.REFUSED):
-                await self._activate()
+                try:
+                    await self._activate()
+                except _Abandoned as e:
+                    log.warning("%s", e)
+                    await self._fall_back()
         elif want is ServiceRole.STANDBY:
             if self.role is not ServiceRole.STANDBY:
                 await self._standby()
@@ -412,7 +482,9 @@ class AvailabilityService:
 
     async def _activate(self) -> None:
         started = self._clock()
+        self._check_master("before opening the checkpoint")
         ckpt = await self._open(Role.ACTIVE)
+        self._check_master("after opening the checkpoint")
         raw = ckpt.read(SECTION)
         try:
             brain = self._restore(raw)
@@ -421,19 +493,23 @@ class AvailabilityService:
             log.error("%s", self.refusal)
             await self._set_role(ServiceRole.REFUSED)
             return
-        if raw is None:
-            await ckpt.write(SECTION, brain.encode(), sync=True)
+        # The epoch is claimed and stored before anything is ordered under it.
+        brain.epoch = await self._epochs.claim(self._s.node_id, brain.epoch)
+        self._check_master(f"after claiming epoch {brain.epoch}")
+        await ckpt.write(SECTION, brain.encode(), sync=True)
+        self._check_master(f"after storing epoch {brain.epoch}")
         self.restored_at = None if raw is None else brain.seq
         how = "started from the initial state" if raw is None else f"restored at {brain.seq}"
         self.brain, self.refusal = brain, None
         fixes = membership_fixes(brain.crim, self._members)
         await self._commit([brain.decide(e, self._clock()) for e in fixes])
-        self._sink.resync(brain.seq, brain.crim)
+        self._sink.resync(brain.seq, brain.crim, brain.epoch)
         self.took_over_at = self._clock()
         log.info(
-            "availability service active on node %d: %s in %.1f ms",
+            "availability service active on node %d: %s, epoch %d, in %.1f ms",
             self._s.node_id,
             how,
+            brain.epoch,
             (self.took_over_at - started) * 1000.0,
         )
         await self._set_role(ServiceRole.ACTIVE)
@@ -497,6 +573,13 @@ class AvailabilityService:
         """Store the state, then hand the decisions' actions over (the safety rule)."""
         brain, ckpt = self.brain, self._ckpt
         assert brain is not None and ckpt is not None
+        if not self._still_master():
+            # Mastership moved while this was being decided: another service orders now.
+            await self._fall_back()
+            raise UnavailableError(
+                f"node {self._s.node_id} is no longer the quorate master: decision"
+                f" {brain.seq} of epoch {brain.epoch} dropped, stepped down"
+            )
         trace.point("crim.decided", brain.seq)
         try:
             await ckpt.write(SECTION, brain.encode(), sync=True)
@@ -525,4 +608,7 @@ class AvailabilityService:
                     continue
                 due = brain.next_deadline()
                 if due is not None and due <= self._clock():  # not woken early by a jump
-                    await self._commit(brain.tick(self._clock()))
+                    try:
+                        await self._commit(brain.tick(self._clock()))
+                    except UnavailableError as e:
+                        log.warning("%s", e)

@@ -70,6 +70,7 @@ class Dispatcher:
         self._stale: set[str] = set()
         self._crim: CrimState | None = None
         self._seq = 0
+        self._epoch = 0  # of the mastership whose decisions this dispatcher carries out
         self.sent = 0
         self.failed = 0
 
@@ -99,7 +100,7 @@ class Dispatcher:
         for node, box in self._outbox.items():  # every node keeps the history
             if hold is not None and node not in first:
                 box.put_nowait(hold)
-            box.put_nowait(Batch(seq, tuple(orders.get(node, ())), None, notes))
+            box.put_nowait(Batch(seq, tuple(orders.get(node, ())), None, notes, self._epoch))
 
     def applied(self, component: str, state: str) -> None:
         """A node confirmed that ``component`` reached ``state`` (a graceful change). Kept
@@ -130,15 +131,16 @@ class Dispatcher:
                 log.warning("switchover: %s not confirmed in time; going on", set(hold.gates))
             hold.released.set()
 
-    def resync(self, seq: int, crim: CrimState) -> None:
-        """Send every node its full desired state (after a take-over)."""
-        self._crim, self._seq = crim, seq
+    def resync(self, seq: int, crim: CrimState, epoch: int = 0) -> None:
+        """Send every node its full desired state (after a take-over); every batch from now
+        on names ``epoch``, the mastership that took over."""
+        self._crim, self._seq, self._epoch = crim, seq, epoch
         for node in self._topo.nodes:
             self._outbox[node].put_nowait(self._full(node))
 
     def _full(self, node: str) -> Batch:
         assert self._crim is not None
-        return Batch(self._seq, (), desired_roles(self._topo, self._crim, node))
+        return Batch(self._seq, (), desired_roles(self._topo, self._crim, node), (), self._epoch)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -153,7 +155,8 @@ class Dispatcher:
                 await self._wait(batch)
                 continue
             if node in self._stale and batch.roles is None and self._crim is not None:
-                batch = Batch(batch.seq, batch.orders, self._full(node).roles, batch.notes)
+                roles = self._full(node).roles
+                batch = Batch(batch.seq, batch.orders, roles, batch.notes, batch.epoch)
             try:
                 await self._channel.send(node, batch.to_json())
             except HaosError as e:

@@ -40,11 +40,13 @@ from haos.services.crimd import (
     SECTION,
     AvailabilityService,
     Brain,
+    EpochSource,
     LogSink,
     ServiceRole,
     Settings,
     membership_fixes,
 )
+from haos.services.epochs import CountingEpochs
 from haos.testing.builders import GroupPlan, generated_cluster
 
 pytestmark = pytest.mark.timeout(120)
@@ -98,6 +100,7 @@ class Sink:
     checks: list[str] = field(default_factory=list)
     standby: Checkpoint | None = None  # when set, each call verifies it already has the state
     resyncs: list[tuple[int, int]] = field(default_factory=list)
+    epochs: list[tuple[int, int]] = field(default_factory=list)  # (node, epoch) per resync
 
     def for_node(self, node: int) -> NodeSink:
         return NodeSink(self, node)
@@ -117,8 +120,9 @@ class NodeSink:
             assert stored is not None and stored >= seq, self.shared.checks[-1]
         self.shared.log.append((self.node, seq, decision))
 
-    def resync(self, seq: int, crim: CrimState) -> None:
+    def resync(self, seq: int, crim: CrimState, epoch: int = 0) -> None:
         self.shared.resyncs.append((self.node, seq))
+        self.shared.epochs.append((self.node, epoch))
 
 
 @dataclass
@@ -161,7 +165,14 @@ class Harness:
 
 
 @asynccontextmanager
-async def cluster(sink: Sink | None = None, clock: Clock | None = None) -> AsyncIterator[Harness]:
+async def cluster(
+    sink: Sink | None = None,
+    clock: Clock | None = None,
+    epochs: EpochSource | None = None,
+    live: dict[int, bool] | None = None,
+) -> AsyncIterator[Harness]:
+    """``epochs``: one source for every node (each has its own counter otherwise); ``live``:
+    node -> whether the membership service has it as master now (notices decide otherwise)."""
     clock = clock or Clock()
     sink = sink or Sink()
     async with LocalNet(CheckpointService) as net:
@@ -174,6 +185,8 @@ async def cluster(sink: Sink | None = None, clock: Clock | None = None) -> Async
                 notices[n],
                 sink.for_node(n),
                 clock,
+                epochs=epochs,
+                still_master=None if live is None else (lambda n=n: live[n]),  # type: ignore[misc]
             )
             for n in NODES
         }
@@ -249,7 +262,11 @@ def test_standby_takes_over_when_the_master_dies_with_the_identical_state() -> N
             print(f"take-over in {elapsed * 1000:.2f} ms (target < 1000 ms)")
             assert elapsed < 1.0
             after = h.services[2].brain
-            assert after is not None and after.to_data() == snapshot
+            assert after is not None
+            # the same state, under a newer mastership epoch that the resync names
+            assert after.epoch > before.epoch
+            assert {**after.to_data(), "epoch": before.epoch} == snapshot
+            assert sink.epochs[-1] == (2, after.epoch)
             assert len(sink.log) == executed  # nothing re-emitted
 
             # The CMM publishes the old master's NodeLeft after fencing: decided, work moves.
@@ -421,7 +438,8 @@ def test_a_take_over_mid_sequence_ends_in_the_same_state_as_one_crim(
                     ref.decide(payload, clock.now)
             final = h.services[master].brain
             assert final is not None
-            assert final.to_data() == ref.to_data()
+            # the same state as one CRIM's, under the epoch of the last take-over
+            assert {**final.to_data(), "epoch": ref.epoch} == ref.to_data()
         seqs = [seq for _, seq, _ in sink.log]
         assert seqs == list(range(1, ref.seq + 1)), "a decision was lost or executed twice"
 
@@ -487,9 +505,83 @@ def test_a_master_that_loses_quorum_stops_deciding_and_resumes_from_the_checkpoi
                 ServiceRole.STANDBY,
                 ServiceRole.IDLE,
             ]
-            assert after is not None and after.to_data() == snapshot
+            assert after is not None and after.epoch > before.epoch
+            assert {**after.to_data(), "epoch": before.epoch} == snapshot
             await h.services[1].submit(ev.OperatorLock("n3"))
         seqs = [seq for _, seq, _ in sink.log]
         assert seqs == list(range(1, len(seqs) + 1))
+
+    asyncio.run(go())
+
+
+# ---------------------------------------------------------------------------- epochs
+
+
+def test_each_activation_claims_a_newer_epoch_and_resyncs_under_it() -> None:
+    async def go() -> None:
+        sink, epochs = Sink(), CountingEpochs()
+        epochs.last = 41  # the repository's counter is ahead of anything checkpointed
+        async with cluster(sink, epochs=epochs) as h:
+            await h.boot()
+            first = h.services[1].brain
+            assert first is not None and first.epoch == 42
+            await h.take_over()
+            second = h.services[2].brain
+            assert second is not None and second.epoch == 43
+            assert [e for _, e in sink.epochs] == [42, 43]
+
+    asyncio.run(go())
+
+
+class FlippingEpochs:
+    """Claims like a counter, but mastership moves to ``to`` while node ``node`` claims."""
+
+    def __init__(self, live: dict[int, bool], node: int, to: int) -> None:
+        self.inner, self.live, self.node, self.to = CountingEpochs(), live, node, to
+
+    async def claim(self, node_id: int, at_least: int) -> int:
+        epoch = await self.inner.claim(node_id, at_least)
+        if node_id == self.node:
+            self.live[self.node], self.live[self.to] = False, True
+        return epoch
+
+
+def test_a_take_over_is_abandoned_when_mastership_moves_during_it() -> None:
+    async def go() -> None:
+        sink = Sink()
+        live = {1: True, 2: False, 3: False}
+        async with cluster(sink, live=live) as h:
+            await h.boot()
+            h.crash(1)
+            live[1] = False
+            live[2] = True
+            # Node 2 starts its take-over; the membership service makes node 3 master while
+            # node 2 claims its epoch (a fuller view formed), before node 2 reads that notice.
+            h.services[2]._epochs = FlippingEpochs(live, node=2, to=3)
+            resyncs = len(sink.resyncs)
+            await h.publish(MasterChanged(1, 2), ViceMasterChanged(2, 3))
+            assert h.services[2].role is ServiceRole.STANDBY  # stepped back, replica kept
+            assert h.services[2].brain is None
+            assert len(sink.resyncs) == resyncs  # nothing was ordered under its epoch
+            await h.publish(MasterChanged(2, 3), ViceMasterChanged(3, 2))
+            async with asyncio.timeout(DEADLINE):
+                await h.services[3].wait_role(ServiceRole.ACTIVE)
+            assert primary(h.services[3].brain)  # continued from the checkpoint
+
+    asyncio.run(go())
+
+
+def test_a_master_that_is_no_longer_master_drops_its_decision_and_steps_down() -> None:
+    async def go() -> None:
+        sink = Sink()
+        live = {1: True, 2: False, 3: False}
+        async with cluster(sink, live=live) as h:
+            await h.boot()
+            executed = len(sink.log)
+            live[1] = False  # a fuller view elected another node; its notice is not read yet
+            with pytest.raises(UnavailableError, match="no longer the quorate master"):
+                await h.services[1].submit(ev.OperatorLock("n3"))
+            assert len(sink.log) == executed  # neither stored nor carried out
+            assert h.services[1].role is ServiceRole.STANDBY
 
     asyncio.run(go())
