@@ -444,6 +444,11 @@ class AvailabilityService:
 
     async def _follow_role(self) -> None:
         want = self._wanted_role()
+        if want is not ServiceRole.ACTIVE and self.role is ServiceRole.ACTIVE:
+            # Stop deciding at once, before the checkpoint's role follows (which waits on
+            # the group): another node is master now, or none is.
+            self.brain = None
+            await self._set_role(ServiceRole.STANDBY)
         if want is ServiceRole.ACTIVE:
             if self.role not in (ServiceRole.ACTIVE, ServiceRole.REFUSED):
                 try:
@@ -452,7 +457,9 @@ class AvailabilityService:
                     log.warning("%s", e)
                     await self._fall_back()
         elif want is ServiceRole.STANDBY:
-            if self.role is not ServiceRole.STANDBY:
+            ckpt = self._ckpt
+            held = ckpt is not None and not ckpt.closed and ckpt.role is Role.STANDBY
+            if self.role is not ServiceRole.STANDBY or not held:
                 await self._standby()
         elif self.role is not ServiceRole.IDLE:
             await self._idle()
@@ -501,9 +508,10 @@ class AvailabilityService:
         self.restored_at = None if raw is None else brain.seq
         how = "started from the initial state" if raw is None else f"restored at {brain.seq}"
         self.brain, self.refusal = brain, None
+        # The full desired state first, under the new epoch; then what changed meanwhile.
+        self._sink.resync(brain.seq, brain.crim, brain.epoch)
         fixes = membership_fixes(brain.crim, self._members)
         await self._commit([brain.decide(e, self._clock()) for e in fixes])
-        self._sink.resync(brain.seq, brain.crim, brain.epoch)
         self.took_over_at = self._clock()
         log.info(
             "availability service active on node %d: %s, epoch %d, in %.1f ms",
@@ -555,6 +563,8 @@ class AvailabilityService:
         return self._ckpt
 
     async def _set_role(self, role: ServiceRole) -> None:
+        if self.role is ServiceRole.ACTIVE and role is not ServiceRole.ACTIVE:
+            log.info("availability service on node %d no longer active", self._s.node_id)
         async with self._role_changed:
             self.role = role
             self._role_changed.notify_all()
