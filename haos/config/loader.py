@@ -53,6 +53,7 @@ The format (every table and key below; ``?`` marks optional keys, defaults in br
     active? = 1                      # N; see the per-model rules below
     standby? = 1                     # M
     failback? = false
+    persistent_checkpoint? = false   # the group's checkpoint survives a whole-cluster outage
     recovery? = { restart_max = 0 }  # merged over [recovery]
     [[service_instances]]
     name = "hsp-si"
@@ -417,6 +418,7 @@ def _groups(
                 standby,
                 recovery,
                 failback=entry.values.get("failback", False),
+                persistent_checkpoint=entry.values.get("persistent_checkpoint", False),
             )
     return groups
 

@@ -431,6 +431,7 @@ GROUP = (
     Setting("active", integer(0)),
     Setting("standby", integer(0)),
     Setting("failback", boolean),
+    Setting("persistent_checkpoint", boolean),
     Setting("recovery", raw_value),  # checked against RECOVERY, merged over [recovery]
 )
 INSTANCE = (

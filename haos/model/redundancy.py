@@ -34,10 +34,12 @@ class RecoveryPolicy:
     Within ``component_probation`` seconds a component gets at most ``soft_reset_max`` soft
     resets and ``restart_max`` hot restarts; beyond that its service group fails over. Within
     ``group_probation`` seconds a service group fails over at most ``failover_max`` times;
-    beyond that the failed component's node is rebooted. A recovery action that has not
-    brought the component back within ``recovery_timeout`` seconds counts as failed and
-    escalates. With ``auto_repair`` a component taken off-line is restarted so it can come
-    back as a spare.
+    beyond that the failed component's node is rebooted, if those fail-overs all happened on
+    that node (else the fault follows the component, and it only fails over). A member that
+    fails over twice within ``component_probation`` stays out of service. A recovery action
+    that has not brought the component back within ``recovery_timeout`` seconds counts as
+    failed and escalates. With ``auto_repair`` a component taken off-line is restarted so it
+    can come back as a spare.
     """
 
     soft_reset_max: int = 1
@@ -57,6 +59,9 @@ class ServiceGroup:
     ``active`` is N (components that may be primary), ``standby`` is M (components that may
     be secondary). For 2N both are 1; for hot-restart and no-redundancy ``standby`` is 0.
     ``failback`` moves work back to a higher-ranked member when it returns.
+    ``persistent_checkpoint``: the members' shared checkpoint is also kept on disk in the
+    repository, so it survives the power loss of the whole cluster (each synchronous write
+    then waits for a repository write too).
     """
 
     name: str
@@ -66,6 +71,7 @@ class ServiceGroup:
     standby: int
     recovery: RecoveryPolicy
     failback: bool = False
+    persistent_checkpoint: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,21 @@ class ErrorKind(enum.Enum):
     AUDIT_OVERDUE = "audit-overdue"
     ERROR = "error"  # an in-line error check fired
     HARDWARE = "hardware"
+    # Errors that will happen again however often the component is restarted on its node
+    # (OCF's ERR_ARGS, ERR_UNIMPLEMENTED, ERR_PERM, ERR_INSTALLED: a missing binary, no
+    # permission): the component is taken out of service on that node, never retried there.
+    HARD = "hard"
+    # The component's configuration is wrong (OCF's ERR_CONFIGURED): it is wrong on every
+    # node, so every member of the group run the same way is stopped and an alarm raised.
+    MISCONFIGURED = "misconfigured"
 
     def __str__(self) -> str:
         return self.value
+
+    @property
+    def definitive(self) -> bool:
+        """Whether no recovery in place can help: the report is a verdict on the component."""
+        return self in (ErrorKind.HARD, ErrorKind.MISCONFIGURED)
 
 
 # The mildest recovery that can possibly help, per kind of error: a dead process cannot be
@@ -43,6 +55,8 @@ MINIMUM_LEVEL: dict[ErrorKind, RecoveryLevel] = {
     ErrorKind.AUDIT_OVERDUE: RecoveryLevel.SOFT_RESET,
     ErrorKind.ERROR: RecoveryLevel.SOFT_RESET,
     ErrorKind.HARDWARE: RecoveryLevel.FAILOVER,
+    ErrorKind.HARD: RecoveryLevel.FAILOVER,
+    ErrorKind.MISCONFIGURED: RecoveryLevel.FAILOVER,
 }
 
 
@@ -106,4 +120,34 @@ class StateChanged:
     at: float
 
 
-Notification = RecoveryInitiated | ServiceOutage | ServiceRestored | StateChanged
+@dataclass(frozen=True)
+class ComponentOutOfService:
+    """A component was taken out of service and stays so until an operator brings it on-line.
+
+    ``reason`` says why (a hard error, failing again while on probation, a node reboot that
+    could not be ordered); ``haosctl online`` clears it.
+    """
+
+    component: str
+    at: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class ComponentMisconfigured:
+    """Alarm: ``component``'s configuration is wrong; ``stopped`` are the members stopped."""
+
+    component: str
+    at: float
+    detail: str
+    stopped: tuple[str, ...] = ()
+
+
+Notification = (
+    RecoveryInitiated
+    | ServiceOutage
+    | ServiceRestored
+    | StateChanged
+    | ComponentOutOfService
+    | ComponentMisconfigured
+)

@@ -28,12 +28,18 @@ from haos.cluster.crim.actions import (
     TakeOffline,
 )
 from haos.cluster.crim.policy import decide, next_deadline
-from haos.cluster.crim.state import CrimState, Health, initial_state
+from haos.cluster.crim.state import CrimState, Health, OfflineBy, initial_state
 from haos.cluster.crim.topology import Topology
 from haos.cluster.hm.policy import AuditMonitor
 from haos.config.model import AuditSpec, ClusterConfig
 from haos.model.classes import Method
-from haos.model.reports import ErrorKind, ErrorReport, RecoveryInitiated, RecoveryLevel
+from haos.model.reports import (
+    ComponentOutOfService,
+    ErrorKind,
+    ErrorReport,
+    RecoveryInitiated,
+    RecoveryLevel,
+)
 from haos.model.states import AvailabilityState
 from haos.sim import invariants as inv
 from haos.sim.world import Proc, Timings, World
@@ -86,6 +92,8 @@ class Simulation:
             for c in self.topo.tree
             if self.topo.classes.is_a(c.cls, "software") and c.name in self.topo.group_of
         }
+        # reboots ordered for error reports about members of each group: (time, node)
+        self._group_reboots: dict[str, list[tuple[float, str]]] = {}
         self._specs: dict[str, list[AuditSpec]] = {}
         for a in config.audits:
             self._specs.setdefault(a.component, []).append(a)
@@ -154,9 +162,13 @@ class Simulation:
         if decision.refused:
             self.result.refused += 1
         self._check(decision, f"{type(event).__name__} ({self._last_event})")
+        if isinstance(event, ev.ErrorReported):
+            self._check_reboots(event.report.component, decision)
         for action in decision.actions:
             self._execute(action)
-        self._wake("crim-tick", next_deadline(self.state), lambda: self.deliver(ev.Tick()))
+        self._wake(
+            "crim-tick", next_deadline(self.state, self.topo), lambda: self.deliver(ev.Tick())
+        )
         return decision
 
     def report_error(self, report: ErrorReport) -> None:
@@ -205,6 +217,9 @@ class Simulation:
         def up() -> None:
             if w.incarnation[comp] != inc or not w.alive(comp):
                 return
+            if comp in w.unrunnable:
+                self._start_failed(comp)
+                return
             if cure:
                 w.broken[comp] = False
             w.proc[comp] = Proc.RUNNING
@@ -215,6 +230,25 @@ class Simulation:
             self.deliver(ev.ComponentAvailable(comp))
 
         self.at(delay, f"start {comp}", up)
+
+    def _start_failed(self, comp: str) -> None:
+        """The start failed with a hard error: nothing runs, the agent reports it."""
+        self.world.proc[comp] = Proc.STOPPED
+        detail = "not installed on this node: start returned OCF_ERR_INSTALLED"
+        report = ErrorReport(comp, ErrorKind.HARD, self.now, source="ocf", detail=detail)
+        delay = self.world.t.start_failure_report
+        self.at(delay, f"start failure report {comp}", lambda: self._if_alive(comp, report))
+
+    def operator_clears(self, comp: str) -> None:
+        """An operator looks into a component held out of service, fixes it, brings it on-line."""
+        lo, hi = self.world.t.operator_clears
+
+        def clear() -> None:
+            self.world.unrunnable.discard(comp)  # what was missing is installed again
+            if self.state.components[comp].offline_by is OfflineBy.FAULT:
+                self.deliver(ev.OperatorOnline(comp))
+
+        self.at(self.rng.uniform(lo, hi), f"operator clears {comp}", clear)
 
     def crash(self, comp: str) -> None:
         w = self.world
@@ -292,6 +326,8 @@ class Simulation:
         elif isinstance(action, Publish):
             note = action.notification
             self.asr.record(note)
+            if isinstance(note, ComponentOutOfService):
+                self.operator_clears(note.component)
             if isinstance(note, RecoveryInitiated):
                 self.cec.recovery_started(note)
                 if note.level is RecoveryLevel.FAILOVER:
@@ -331,6 +367,16 @@ class Simulation:
         self._violate("no-idle-spare", inv.no_idle_spare(topo, s, self.now), event)
         self._violate("bounded-recovery", inv.recovery_bounded(topo, s, self.now, 0.01), event)
         self._violate("detected", self._undetected(), event)
+
+    def _check_reboots(self, component: str, decision: Decision) -> None:
+        reboots = [a.node for a in decision.actions if isinstance(a, RebootNode)]
+        group = self.topo.group_of.get(component, component)
+        earlier = self._group_reboots.setdefault(group, [])
+        found = inv.component_fault_reboots(
+            self.topo, component, reboots, earlier, self.now, component in self.world.unrunnable
+        )
+        self._violate("one-node-per-component-fault", found, f"ErrorReported ({component})")
+        earlier.extend((self.now, n) for n in reboots)
 
     def _audits_of(self, component: str) -> list[AuditSpec]:
         default = AuditSpec(component, "alive", self.s.audit_period, self.s.audit_timeout)

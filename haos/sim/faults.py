@@ -25,6 +25,7 @@ FAULT_MIX: dict[str, int] = {
     "lock-node": 4,
     "offline": 6,
     "self-offline": 6,
+    "broken-everywhere": 2,
 }
 
 
@@ -71,6 +72,27 @@ class FaultInjector:
             for c, node in self.sim.topo.host_of.items()
             if node is None and c in self.sim.topo.group_of and w.proc[c].value == "running"
         ]
+
+    def _broken_everywhere(self) -> bool:
+        """One component's program goes missing on every node: every start of any member
+        fails with a hard error until an operator fixes it, and its primaries die (so the
+        fault shows at once: their restarts fail, as does every later start of a member)."""
+        w = self.sim.world
+        groups = [
+            g
+            for g, spec in self.sim.topo.groups.items()
+            if all(self.sim.topo.host_of.get(m) is not None for m in spec.members)
+            and not w.unrunnable & set(spec.members)
+        ]
+        group = self._pick(groups)
+        if group is None:
+            return False
+        members = self.sim.topo.groups[group].members
+        w.unrunnable.update(members)
+        for m in members:
+            if self.sim.state.components[m].state is AvailabilityState.PRIMARY:
+                self.sim.crash(m)
+        return True
 
     def _hang(self) -> bool:
         audited = [c for c in self.sim.world.runnable() if c in self.sim._audited]

@@ -87,3 +87,33 @@ def recovery_bounded(topo: Topology, state: CrimState, now: float, slack: float)
                 f"{comp} still recovering ({rec.level}) {now - rec.deadline:.3f}s past its deadline"
             )
     return out
+
+
+def component_fault_reboots(
+    topo: Topology,
+    component: str,
+    reboots: list[str],
+    earlier: list[tuple[float, str]],
+    now: float,
+    broken_everywhere: bool,
+) -> list[str]:
+    """A fault of one component takes at most one node out of service, and a fault that
+    follows the component to every node (``broken_everywhere``) none.
+
+    ``component`` is the one the decision's error report is about (not a node's own
+    component), ``reboots`` the nodes the decision reboots, and ``earlier`` the reboots
+    (time, node) ordered before for reports about the same service group.
+    """
+    if not reboots or topo.is_node_component(component):
+        return []
+    if broken_everywhere:
+        return [f"a hard error of {component}, broken on every node, rebooted {reboots}"]
+    group = topo.group_of.get(component)
+    window = topo.recovery_policy(component).group_probation
+    nodes = {n for t, n in earlier if now - t < window} | set(reboots)
+    if len(nodes) > 1:
+        return [
+            f"faults of {group or component} rebooted {len(nodes)} nodes within "
+            f"{window:g} s: {', '.join(sorted(nodes))}"
+        ]
+    return []

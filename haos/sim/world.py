@@ -37,6 +37,8 @@ class Timings:
     soft_reset_cures_hang: float = 0.7  # probability
     broken_probability: float = 0.15  # a crash that recurs right after each restart
     broken_recrash: float = 0.1
+    start_failure_report: float = 0.02  # a start that fails -> the agent's error report
+    operator_clears: tuple[float, float] = (10.0, 60.0)  # an operator clears a held fault
 
 
 Schedule = Callable[[float, str, Callable[[], None]], None]
@@ -54,6 +56,9 @@ class World:
         self.proc = {c.name: Proc.STOPPED for c in topo.tree}
         self.incarnation = dict.fromkeys(self.proc, 0)
         self.broken = dict.fromkeys(self.proc, False)
+        # Components whose every start fails with a hard error (say, their program is missing
+        # on every node); only an operator's fix makes them runnable again.
+        self.unrunnable: set[str] = set()
         self.role: dict[str, AvailabilityState] = {}
         self.failed_since: dict[str, float] = {}  # component -> when it went wrong, undetected
 

@@ -27,6 +27,7 @@ from haos.services.agent.drivers import (
     make_driver,
 )
 from haos.services.agent.endpoint import Endpoint
+from haos.services.agent.ocfdriver import OcfActionFailed
 from haos.services.cmf.types import Job, PropertyValue
 from haos.services.ocf import AgentResult, OcfAction, OcfComponent, OcfRc
 from haos.testing.agentfakes import FakeServiceUnits, MemoryBackend
@@ -126,11 +127,13 @@ class FakeAgent:
     def __init__(self) -> None:
         self.ran: list[str] = []
         self.failing: set[OcfAction] = set()
+        self.codes: dict[OcfAction, OcfRc] = {}  # what other failing actions return
         self.monitor_rc = OcfRc.SUCCESS
 
     async def run(self, action: OcfAction, *, interval: float = 0.0) -> AgentResult:
         self.ran.append(action.value)
         rc = OcfRc.ERR_GENERIC if action in self.failing else OcfRc.SUCCESS
+        rc = self.codes.get(action, rc)
         return AgentResult(action, rc, "", 0.0, int(rc))
 
     async def monitor(self, *, probe: bool = False) -> AgentResult:
@@ -179,6 +182,38 @@ def test_an_ocf_action_that_fails_is_a_driver_error_and_the_state_stays() -> Non
             agent.failing.clear()
             await driver.apply(PRIMARY, False)
             assert driver.state is PRIMARY
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("rc", "kind"),
+    [
+        pytest.param(OcfRc.ERR_INSTALLED, ErrorKind.HARD, id="not_installed_is_hard"),
+        pytest.param(OcfRc.ERR_PERM, ErrorKind.HARD, id="no_permission_is_hard"),
+        pytest.param(OcfRc.ERR_ARGS, ErrorKind.HARD, id="bad_arguments_are_hard"),
+        pytest.param(OcfRc.ERR_CONFIGURED, ErrorKind.MISCONFIGURED, id="misconfigured"),
+        pytest.param(OcfRc.ERR_GENERIC, None, id="generic_is_left_to_the_caller"),
+    ],
+)
+def test_a_start_that_fails_definitively_is_reported_with_its_class(
+    rc: OcfRc, kind: ErrorKind | None
+) -> None:
+    async def go() -> None:
+        async with ocf_driver(promotable=False) as (driver, agent, reports):
+            agent.codes[OcfAction.START] = rc
+            with pytest.raises(OcfActionFailed, match=str(rc)) as raised:
+                await driver.apply(PRIMARY, False)
+            assert raised.value.reported is (kind is not None)
+            assert [r.kind for r in reports] == ([kind] if kind else [])
+            assert all(str(rc) in r.detail and r.source == agent.name for r in reports)
+            # the same during a restart in place
+            del agent.codes[OcfAction.START]
+            await driver.apply(PRIMARY, False)
+            agent.codes[OcfAction.START] = rc
+            with pytest.raises(OcfActionFailed):
+                await driver.recover(RecoveryLevel.RESTART)
+            assert len(reports) == (2 if kind else 0)
 
     asyncio.run(go())
 

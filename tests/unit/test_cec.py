@@ -626,3 +626,30 @@ def test_failover_clears_escalation_history() -> None:
     cec.recovery_started(RecoveryInitiated(A, FAILOVER, 1.5))
     after = cec.report(rep(A, 2.0), 2.0)
     assert after.verdict is FORWARD
+
+
+# --- definitive errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [ErrorKind.HARD, ErrorKind.MISCONFIGURED])
+def test_a_definitive_error_is_forwarded_at_once_never_blamed_on_its_node(kind: ErrorKind) -> None:
+    correlator = Correlator(DEFAULT)
+    out = correlator.report(rep(A, 1.0, kind), 1.0)
+    assert out.verdict is FORWARD and out.reports == (rep(A, 1.0, kind),)
+    assert correlator.held() == ()
+    # another child of the node failing the same way is its own verdict, not the node's fault
+    out = correlator.report(rep(B, 1.01, kind), 1.01)
+    assert out.verdict is FORWARD and [r.component for r in out.reports] == [B]
+    # and a crash of a third child is not re-attributed on their account
+    out = correlator.report(rep(C, 1.02, CRASH), 1.02)
+    assert out.verdict is HOLD
+    assert [c.verdict for c in correlator.tick(1.2)] == [FORWARD]
+
+
+def test_a_repeated_definitive_error_is_never_escalated() -> None:
+    correlator = Correlator(CorrelationPolicy(escalate_count=2, duplicate_window=0.01))
+    levels = []
+    for t in (1.0, 2.0, 3.0):
+        out = correlator.report(rep(OTHER, t, ErrorKind.HARD), t)
+        levels += [r.recommended for r in out.reports]
+    assert out.verdict is FORWARD and levels == [None, None, None]

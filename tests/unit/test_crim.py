@@ -231,15 +231,34 @@ def test_stale_report_from_before_the_recovery_is_ignored() -> None:
     assert d.state.components == before.components
 
 
-def test_too_many_group_failovers_reboot_the_node() -> None:
-    d = two_n(RecoveryPolicy(restart_max=0, failover_max=1, group_probation=100.0))
-    crash(d, A, 1.0)  # fail-over 1
+def test_too_many_group_failovers_on_one_node_reboot_that_node() -> None:
+    d = two_n(
+        RecoveryPolicy(
+            restart_max=0, failover_max=1, group_probation=100.0, component_probation=10.0
+        )
+    )
+    crash(d, A, 1.0)  # fail-over 1, of A on n1
     d.go(ev.ComponentAvailable(A), 2.0)
-    crash(d, B, 3.0)  # the group used up its fail-overs: reboot B's node
+    d.go(ev.OperatorSwitchover(SI), 15.0)  # B -> C
+    d.go(ev.OperatorSwitchover(SI), 16.0)  # C -> A, off probation by now
+    assert d.primaries(SI) == [A]
+    crash(d, A, 20.0)  # the group used up its fail-overs, all on n1: reboot n1
     dec = d.log[-1]
-    assert [a.node for a in dec.actions if isinstance(a, RebootNode)] == ["n2"]
-    assert d.state.components[B].health is Health.ABSENT
-    assert len(d.primaries(SI)) == 1 and d.primaries(SI) != [B]
+    assert [a.node for a in dec.actions if isinstance(a, RebootNode)] == ["n1"]
+    assert d.state.components[A].health is Health.ABSENT
+    assert len(d.primaries(SI)) == 1 and d.primaries(SI) != [A]
+
+
+def test_group_failovers_spread_over_nodes_reboot_nothing() -> None:
+    d = two_n(RecoveryPolicy(restart_max=0, failover_max=1, group_probation=100.0))
+    crash(d, A, 1.0)  # fail-over 1, on n1
+    d.go(ev.ComponentAvailable(A), 2.0)
+    crash(d, B, 3.0)  # on n2: the fault follows the component, not a node
+    dec = d.log[-1]
+    assert not [a for a in dec.actions if isinstance(a, RebootNode)]
+    assert "fail-over of" in dec.reason
+    assert d.state.components[B].health is Health.FAILED
+    assert d.primaries(SI) == [C]
 
 
 def test_error_on_a_node_component_reboots_that_node() -> None:
@@ -382,7 +401,10 @@ def test_failback_returns_work_to_the_preferred_member_when_it_is_healthy_again(
     d.boot()
     crash(d, A, 1.0)
     assert d.primaries(SI) == [B]
-    dec = d.go(ev.ComponentAvailable(A), 2.0)
+    d.go(ev.ComponentAvailable(A), 2.0)
+    assert d.primaries(SI) == [B]  # A just failed: no work moves back to it on probation
+    assert next_deadline(d.state, d.topo) == pytest.approx(61.0)
+    dec = d.go(ev.Tick(), 61.0)
     assert d.primaries(SI) == [A]
     moves = [
         (a.component, a.old, a.new, a.graceful) for a in dec.actions if isinstance(a, AssignRole)

@@ -8,8 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from haos.cluster.crim import events as ev
-from haos.cluster.crim.actions import AssignRole
-from haos.cluster.crim.state import Health
+from haos.cluster.crim.actions import AssignRole, RebootNode
+from haos.cluster.crim.ladder import REBOOT_GIVEN_UP_AFTER
+from haos.cluster.crim.state import Health, OfflineBy
 from haos.cluster.crim.topology import Topology
 from haos.model.redundancy import RecoveryPolicy
 from haos.model.redundancy import RedundancyModel as RM
@@ -113,3 +114,30 @@ def test_legal_transition_checker_catches_primary_to_secondary() -> None:
     told = {"x": AvailabilityState.PRIMARY}
     bad = AssignRole("x", AvailabilityState.PRIMARY, AvailabilityState.SECONDARY, ("i",))
     assert inv.legal_transitions((bad,), told)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(events, st.floats(0.0, 5.0)), max_size=60))
+def test_reboots_are_one_at_a_time_and_never_cost_quorum(
+    steps: list[tuple[ev.Event, float]],
+) -> None:
+    d = CrimDriver(CONFIG)
+    d.boot()
+    total = len(NODES)
+    for event, gap in steps:
+        before = d.state
+        dec = d.go(_stamp(event, d.now + gap), d.now + gap)
+        reboots = [a.node for a in dec.actions if isinstance(a, RebootNode)]
+        assert len(reboots) <= 1
+        for node in reboots:
+            pending = before.reboot
+            assert pending is None or d.now - pending.at >= REBOOT_GIVEN_UP_AFTER, (
+                f"{node} rebooted while {pending} is under way"
+            )
+            left = sum(1 for n, rt in before.nodes.items() if rt.member and n != node)
+            assert 2 * left > total, f"rebooting {node} leaves {left} of {total}"
+            assert d.state.reboot is not None and d.state.reboot.node == node
+        for comp, rt in d.state.components.items():
+            if rt.offline_by is OfflineBy.FAULT:
+                assert rt.health in (Health.FAILED, Health.ABSENT) and rt.why, comp
+                assert rt.state is AvailabilityState.OFFLINE, comp

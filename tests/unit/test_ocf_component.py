@@ -76,11 +76,13 @@ HEALTH_TABLE = [
     (OcfRc.NOT_RUNNING, ErrorKind.CRASH, RecoveryLevel.RESTART),
     (OcfRc.ERR_GENERIC, ErrorKind.ERROR, RecoveryLevel.RESTART),
     (OcfRc.FAILED_PROMOTED, ErrorKind.ERROR, RecoveryLevel.RESTART),
-    (OcfRc.ERR_ARGS, ErrorKind.ERROR, RecoveryLevel.FAILOVER),
-    (OcfRc.ERR_UNIMPLEMENTED, ErrorKind.ERROR, RecoveryLevel.FAILOVER),
-    (OcfRc.ERR_PERM, ErrorKind.ERROR, RecoveryLevel.FAILOVER),
-    (OcfRc.ERR_INSTALLED, ErrorKind.ERROR, RecoveryLevel.FAILOVER),
-    (OcfRc.ERR_CONFIGURED, ErrorKind.ERROR, RecoveryLevel.FAILOVER),
+    # hard errors: never retried on the node
+    (OcfRc.ERR_ARGS, ErrorKind.HARD, RecoveryLevel.FAILOVER),
+    (OcfRc.ERR_UNIMPLEMENTED, ErrorKind.HARD, RecoveryLevel.FAILOVER),
+    (OcfRc.ERR_PERM, ErrorKind.HARD, RecoveryLevel.FAILOVER),
+    (OcfRc.ERR_INSTALLED, ErrorKind.HARD, RecoveryLevel.FAILOVER),
+    # a configuration error: wrong on every node
+    (OcfRc.ERR_CONFIGURED, ErrorKind.MISCONFIGURED, RecoveryLevel.FAILOVER),
 ]
 
 

@@ -8,9 +8,10 @@ import pytest
 
 from haos.cluster.crim import events as ev
 from haos.cluster.crim import policy as crim_policy
-from haos.cluster.crim.actions import Decision
+from haos.cluster.crim.actions import Decision, RebootNode
 from haos.config.loader import builtin_examples, load_builtin_example
-from haos.sim import engine
+from haos.model.reports import ErrorKind
+from haos.sim import engine, faults
 from haos.sim.engine import SimSettings, Simulation
 
 SEEDS = range(12)
@@ -30,8 +31,9 @@ def test_no_invariant_is_violated(example: str, seed: int) -> None:
 def test_a_thousand_faults_leave_no_violation(example: str) -> None:
     result = Simulation(load_builtin_example(example), SimSettings(faults=1000, seed=99)).run()
     assert [str(v) for v in result.violations[:5]] == []
-    # the run exercised every rung of the ladder
+    # the run exercised every rung of the ladder, and components broken on every node
     assert {"restart", "soft-reset", "failover", "repair"} <= set(result.recoveries)
+    assert result.faults["broken-everywhere"] > 0
 
 
 def test_same_seed_same_run() -> None:
@@ -108,3 +110,37 @@ def test_simulator_catches_undetected_hangs(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(engine.Simulation, "report_error", lambda self, report: None)
     result = Simulation(load_builtin_example("small-2n"), SimSettings(faults=40, seed=3)).run()
     assert "detected" in {v.invariant for v in result.violations}
+
+
+@pytest.mark.parametrize("example", builtin_examples())
+def test_a_component_broken_on_every_node_is_held_out_of_service_and_reboots_no_node(
+    example: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(faults, "FAULT_MIX", {"broken-everywhere": 1})
+    sim = Simulation(load_builtin_example(example), SimSettings(faults=30, seed=7))
+    result = sim.run()
+    assert [str(v) for v in result.violations] == []
+    assert result.faults["broken-everywhere"] > 0
+    assert "reboot-node" not in result.recoveries
+    trace = "\n".join(sim.trace)
+    assert "taken out of service until an operator brings it on-line (hard error" in trace
+    assert "its fault (hard error reported by ocf" in trace  # the operator cleared it
+
+
+def test_simulator_catches_a_crim_that_reboots_nodes_for_a_component_fault(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = crim_policy.decide
+
+    def rebooting(topo, state, event, now):  # type: ignore[no-untyped-def]
+        d = real(topo, state, event, now)
+        if isinstance(event, ev.ErrorReported) and event.report.kind is ErrorKind.HARD:
+            node = topo.host_of[event.report.component]
+            return dataclasses.replace(d, actions=(*d.actions, RebootNode(node, "bad")))
+        return d
+
+    monkeypatch.setattr(engine, "decide", rebooting)
+    monkeypatch.setattr(faults, "FAULT_MIX", {"broken-everywhere": 1})
+    settings = SimSettings(faults=5, seed=1, stop_at_first_violation=True)
+    result = Simulation(load_builtin_example("small-2n"), settings).run()
+    assert "one-node-per-component-fault" in {v.invariant for v in result.violations}

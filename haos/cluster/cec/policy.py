@@ -22,6 +22,12 @@ For every report it decides one :class:`Verdict`, applying these rules in order:
    above both its own minimum and the previous recommendations (at most REBOOT_NODE).
 5. Otherwise → FORWARD unchanged.
 
+A definitive report (a hard error or a misconfiguration: the component would fail the same
+way however often it is restarted, see :attr:`ErrorKind.definitive`) passes rules 1-2 and is
+then forwarded at once, unchanged: it is a verdict on the component itself, so it is never
+held, never blamed on its container (rebooting a node does not install a missing program)
+and never escalated.
+
 Latency trade-off: holding delays every report about a contained component by
 ``hold_time`` (50 ms by default) — a crash included, since the crash of one app may be the
 first sign of its node going down. That bounded delay buys one container recovery instead
@@ -148,6 +154,15 @@ class Correlator:
                 f"(within the {self._policy.duplicate_window:.3f} s duplicate window)",
             )
         container = self._container(report.component)
+        if report.kind.definitive:
+            self._h.last_seen[key] = now
+            return Correlation(
+                Verdict.FORWARD,
+                (report,),
+                f"forwarded: {_about(report)} at once, a definitive error (no hold, "
+                "re-attribution or escalation)",
+                (report,),
+            )
         if container is None:
             self._h.last_seen[key] = now
             return self._forward(report, now, None, now, "")

@@ -8,7 +8,10 @@ turns directly into a secondary one (FIG 5), and an exclusive instance (2N, N+M,
 hot-restart, no-redundancy) never gets a second primary.
 
 Serving comes first: an instance is never left without a primary while any healthy spare
-(or, failing that, a secondary of another instance) could serve it.
+(or, failing that, a secondary of another instance) could serve it. A member on probation
+(it failed over recently, see :func:`~haos.cluster.crim.state.on_probation`) is the last
+choice: it takes a role only when no member off probation can, so a fault that follows the
+component is not handed straight back to the member that just had it.
 """
 
 from __future__ import annotations
@@ -88,11 +91,24 @@ def _fill_primaries(work: Work, group: str, inst: str, want: int, avoid: frozens
 def _pick_primary(
     work: Work, group: str, inst: str, avoid: frozenset[str], exclude: set[str]
 ) -> str | None:
+    for trusted in (True, False):
+        pick = _pick_primary_among(work, group, inst, avoid, exclude, trusted)
+        if pick is not None:
+            return pick
+    return None
+
+
+def _pick_primary_among(
+    work: Work, group: str, inst: str, avoid: frozenset[str], exclude: set[str], trusted: bool
+) -> str | None:
+    """The best primary for ``inst``; with ``trusted``, among members off probation only."""
     spec = work.topo.groups[group]
     cap = work.topo.shapes[group].primary_capacity
 
     def ok(m: str) -> bool:
-        return m not in avoid and m not in exclude and work.eligible(m)
+        if m in avoid or m in exclude or not work.eligible(m):
+            return False
+        return not (trusted and work.on_probation(m))
 
     primaries = [m for m in _members(work, group, _P) if ok(m)]
     spares = [m for m in _members(work, group, _SPARE) + _members(work, group, _OFF) if ok(m)]
@@ -123,11 +139,20 @@ def _least_loaded(work: Work, members: Iterable[str]) -> list[str]:
 def _fill_secondary(work: Work, group: str, inst: str) -> None:
     if any(inst in work.rt(m).instances for m in _members(work, group, _S)):
         return
+    for trusted in (True, False):
+        if _fill_secondary_among(work, group, inst, trusted):
+            return
+
+
+def _fill_secondary_among(work: Work, group: str, inst: str, trusted: bool) -> bool:
     spec = work.topo.groups[group]
     cap = work.topo.shapes[group].standby_capacity
-    secondaries = [m for m in _members(work, group, _S) if work.eligible(m)]
-    spares = [m for m in _members(work, group, _SPARE) + _members(work, group, _OFF)]
-    spares = [m for m in spares if work.eligible(m)]
+
+    def ok(m: str) -> bool:
+        return work.eligible(m) and not (trusted and work.on_probation(m))
+
+    secondaries = [m for m in _members(work, group, _S) if ok(m)]
+    spares = [m for m in _members(work, group, _SPARE) + _members(work, group, _OFF) if ok(m)]
     with_room = _least_loaded(work, (m for m in secondaries if _load(work, m) < cap))
     n_secondary = len(_members(work, group, _S))
     for tier in (
@@ -139,7 +164,8 @@ def _fill_secondary(work: Work, group: str, inst: str) -> None:
         if tier:
             pick = tier[0]
             work.set_role(pick, _S, work.rt(pick).instances | {inst})
-            return
+            return True
+    return False
 
 
 def _settle_spares(work: Work, group: str) -> None:
@@ -169,7 +195,10 @@ def _fail_back(work: Work, group: str) -> bool:
         better = [
             m
             for m in spec.members
-            if rank[m] < rank[current] and work.rt(m).state in (_S, _SPARE) and work.eligible(m)
+            if rank[m] < rank[current]
+            and work.rt(m).state in (_S, _SPARE)
+            and work.eligible(m)
+            and not work.on_probation(m)
         ]
         if not better:
             continue

@@ -7,17 +7,24 @@ An invalid or disallowed event gives a refused decision that changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.actions import Decision, Repair, TakeOffline
 from haos.cluster.crim.assign import reconcile
-from haos.cluster.crim.ladder import lose_contents, recover, regroup
-from haos.cluster.crim.state import CrimState, Health, OfflineBy
+from haos.cluster.crim.ladder import (
+    hard_error,
+    lose_contents,
+    misconfigured,
+    recover,
+    regroup,
+)
+from haos.cluster.crim.state import ComponentRuntime, CrimState, Health, OfflineBy
 from haos.cluster.crim.topology import Topology
 from haos.cluster.crim.work import Work
-from haos.model.reports import RecoveryLevel
+from haos.model.names import ancestors_of
+from haos.model.reports import ErrorKind, RecoveryLevel
 from haos.model.states import AdminState, AvailabilityState
 
 _P = AvailabilityState.PRIMARY
@@ -40,10 +47,29 @@ def decide(topo: Topology, state: CrimState, event: ev.Event, now: float) -> Dec
     return work.finish(reason)
 
 
-def next_deadline(state: CrimState) -> float | None:
-    """When a Tick is next needed: the earliest recovery deadline."""
+def next_deadline(state: CrimState, topo: Topology | None = None) -> float | None:
+    """When a Tick is next needed: the earliest recovery deadline, and (given ``topo``) the
+    earliest end of probation of a member of a group that fails back."""
     deadlines = [rt.recovery.deadline for rt in state.components.values() if rt.recovery]
+    if topo is not None:
+        deadlines += [
+            end for c, end in _probation_ends(topo, state.components.items()) if c in topo.group_of
+        ]
     return min(deadlines) if deadlines else None
+
+
+def _probation_ends(
+    topo: Topology, components: Iterable[tuple[str, ComponentRuntime]]
+) -> list[tuple[str, float]]:
+    """(component, end of its probation) of healthy members on probation in failback groups."""
+    out = []
+    for c, rt in components:
+        group = topo.group_of.get(c)
+        if group is None or not rt.failures or rt.health is not Health.HEALTHY:
+            continue
+        if topo.groups[group].failback:
+            out.append((c, max(rt.failures) + topo.recovery_policy(c).component_probation))
+    return out
 
 
 # --- components ----------------------------------------------------------------------------
@@ -61,13 +87,14 @@ def _on_available(work: Work, e: ev.ComponentAvailable) -> str:
     if node is not None and not work.nodes[node].member:
         raise Refused(f"{c} reported available but its node {node} is not a member")
     rt = work.rt(c)
-    if rt.offline_by is OfflineBy.OPERATOR:
-        work.emit(TakeOffline(c, "off-line by operator"))
-        return f"{c} started but is off-line by operator; stopping it"
+    held = _held(work, c)
+    if held is not None:
+        work.emit(TakeOffline(c, held))
+        return f"{c} started but is out of service ({held}); stopping it"
     if rt.health is Health.HEALTHY:
         return f"{c} already available"
     was_recovering = rt.health is Health.RECOVERING
-    work.update(c, health=Health.HEALTHY, recovery=None, offline_by=None)
+    work.update(c, health=Health.HEALTHY, recovery=None, offline_by=None, why="")
     work.touch(c)
     if was_recovering and rt.state in (_P, _S):
         work.reassert(c)
@@ -75,6 +102,22 @@ def _on_available(work: Work, e: ev.ComponentAvailable) -> str:
     if was_recovering:
         return f"{c} recovered and resumed as {work.rt(c).state}"
     return f"{c} available, now {work.rt(c).state}"
+
+
+def _held(work: Work, component: str) -> str | None:
+    """Why ``component`` must stay stopped (it, or a container of it, is held off-line)."""
+    rt = work.rt(component)
+    if rt.offline_by is OfflineBy.OPERATOR:
+        return "off-line by operator"
+    if rt.offline_by is OfflineBy.FAULT:
+        return rt.why or "out of service after a fault"
+    for container in ancestors_of(component):
+        if container in work.components and work.rt(container).offline_by in (
+            OfflineBy.OPERATOR,
+            OfflineBy.FAULT,
+        ):
+            return f"{container} is off-line"
+    return None
 
 
 def _place(work: Work, component: str) -> None:
@@ -92,11 +135,19 @@ def _on_error(work: Work, e: ev.ErrorReported) -> str:
     r = e.report
     _known(work, r.component)
     rt = work.rt(r.component)
-    if rt.health in (Health.ABSENT, Health.FAILED):
+    if rt.offline_by is not None:
+        return f"ignored report about {r.component}: already off-line ({rt.offline_by.value})"
+    # A definitive error is a verdict even about a component being started (repaired, or
+    # made ready on a node that came back): it is then held out of service with the reason.
+    if rt.health in (Health.ABSENT, Health.FAILED) and not r.kind.definitive:
         return f"ignored report about {r.component}: already out of service ({rt.health})"
     if rt.recovery is not None and r.observed_at <= rt.recovery.started:
         return f"ignored stale report about {r.component}: its recovery is under way"
     work.since = min(r.observed_at, work.now)
+    if r.kind is ErrorKind.MISCONFIGURED:
+        return misconfigured(work, r)
+    if r.kind is ErrorKind.HARD:
+        return hard_error(work, r)
     minimum = r.minimum_level()
     if rt.recovery is not None:
         # The component failed again while recovering: the current rung did not work.
@@ -117,6 +168,11 @@ def _on_tick(work: Work, e: ev.Tick) -> str:
             continue  # a previous escalation in this tick already dealt with it
         nxt = RecoveryLevel(min(rt.recovery.level + 1, RecoveryLevel.REBOOT_NODE))
         done.append(recover(work, c, nxt, f"{rt.recovery.level} did not complete in time"))
+    for c, end in _probation_ends(work.topo, list(work.components.items())):
+        if end <= work.now:
+            work.update(c, failures=())
+            reconcile(work, work.topo.group_of[c])
+            done.append(f"{c} is off probation")
     return "; ".join(done) if done else "nothing due"
 
 
@@ -153,12 +209,27 @@ def _on_operator_offline(work: Work, e: ev.OperatorOffline) -> str:
 
 
 def _on_operator_online(work: Work, e: ev.OperatorOnline) -> str:
-    _known(work, e.component)
-    if work.rt(e.component).offline_by is None:
-        raise Refused(f"{e.component} is not off-line")
-    work.update(e.component, offline_by=None)
-    work.emit(Repair(e.component))
-    return f"{e.component} brought on-line; starting it"
+    """Bring an off-line component back; for one held after a fault, clear the fault too.
+
+    Clearing forgets the component's failure history (its probation and ladder counters),
+    as the operator says the cause is fixed. What the component contains (for a node's own
+    component: what the node hosts) is started again too, unless itself off-line.
+    """
+    c = e.component
+    _known(work, c)
+    rt = work.rt(c)
+    if rt.offline_by is None:
+        raise Refused(f"{c} is not off-line")
+    work.update(c, offline_by=None)
+    work.emit(Repair(c))
+    for inside in work.topo.tree.subtree(c):
+        inner = work.rt(inside)
+        if inside != c and inner.offline_by is None and inner.health is Health.ABSENT:
+            work.emit(Repair(inside))
+    if rt.offline_by is not OfflineBy.FAULT:
+        return f"{c} brought on-line; starting it"
+    work.update(c, why="", failures=(), soft_resets=(), restarts=())
+    return f"{c} brought on-line, its fault ({rt.why or 'unknown'}) cleared; starting it"
 
 
 # --- nodes ---------------------------------------------------------------------------------
@@ -170,8 +241,11 @@ def _on_node_joined(work: Work, e: ev.NodeJoined) -> str:
     if work.nodes[e.node].member:
         return f"node {e.node} already a member"
     work.set_node(e.node, member=True)
+    if work.reboot is not None and work.reboot.node == e.node:
+        work.reboot = None  # the reboot is over: another may be ordered
     comp = work.topo.node_component(e.node)
-    work.update(comp, health=Health.HEALTHY, recovery=None)
+    if work.rt(comp).offline_by is None:
+        work.update(comp, health=Health.HEALTHY, recovery=None)
     _place(work, comp)
     return f"node {e.node} joined"
 

@@ -1,6 +1,9 @@
 """The CRIM's state as JSON-safe data, so a hot standby can take over from a checkpoint.
 
-``to_data`` / ``from_data`` round-trip a :class:`CrimState` exactly. ``from_data`` checks the
+``to_data`` / ``from_data`` round-trip a :class:`CrimState` exactly. Fields added since
+format 1 (a component's ``failures`` and ``why``, a group's fail-over nodes, the ``reboot``
+under way) are read with their defaults when absent, so a standby still reads an older
+master's checkpoint. ``from_data`` checks the
 data against the topology (unknown components, nodes or groups, bad enums or numbers) and
 raises :class:`~haos.errors.ModelError` naming what is wrong; nothing half-read is returned.
 """
@@ -14,10 +17,12 @@ from typing import Any
 from haos.cluster.crim.state import (
     ComponentRuntime,
     CrimState,
+    Failover,
     GroupRuntime,
     Health,
     NodeRuntime,
     OfflineBy,
+    Reboot,
     Recovery,
 )
 from haos.cluster.crim.topology import Topology
@@ -36,12 +41,19 @@ def to_data(state: CrimState) -> dict[str, Any]:
             n: {"member": rt.member, "admin": rt.admin.value} for n, rt in state.nodes.items()
         },
         "groups": {
-            g: {"admin": rt.admin.value, "failovers": list(rt.failovers)}
+            g: {"admin": rt.admin.value, "failovers": [[f.at, f.node] for f in rt.failovers]}
             for g, rt in state.groups.items()
         },
         "outages": dict(state.outages),
         "served": sorted(state.served),
+        "reboot": _reboot(state.reboot),
     }
+
+
+def _reboot(reboot: Reboot | None) -> dict[str, Any] | None:
+    if reboot is None:
+        return None
+    return {"node": reboot.node, "at": reboot.at, "reason": reboot.reason}
 
 
 def _component(rt: ComponentRuntime) -> dict[str, Any]:
@@ -55,6 +67,8 @@ def _component(rt: ComponentRuntime) -> dict[str, Any]:
         "recovery": [int(rec.level), rec.started, rec.deadline] if rec else None,
         "soft_resets": list(rt.soft_resets),
         "restarts": list(rt.restarts),
+        "failures": list(rt.failures),
+        "why": rt.why,
     }
 
 
@@ -80,9 +94,10 @@ def _read(topo: Topology, data: Mapping[str, Any]) -> CrimState:
         for n, raw in data["nodes"].items()
     }
     groups = {
-        g: GroupRuntime(AdminState(raw["admin"]), tuple(float(t) for t in raw["failovers"]))
+        g: GroupRuntime(AdminState(raw["admin"]), tuple(_failover(f) for f in raw["failovers"]))
         for g, raw in data["groups"].items()
     }
+    reboot = _read_reboot(topo, data.get("reboot"))
     outages = {str(i): float(t) for i, t in data["outages"].items()}
     served = frozenset(str(i) for i in data["served"])
     unknown = (set(outages) | served) - set(topo.instances)
@@ -94,7 +109,24 @@ def _read(topo: Topology, data: Mapping[str, Any]) -> CrimState:
         groups=MappingProxyType(groups),
         outages=MappingProxyType(outages),
         served=served,
+        reboot=reboot,
     )
+
+
+def _failover(raw: Any) -> Failover:
+    if isinstance(raw, list | tuple):
+        at, node = raw
+        return Failover(float(at), str(node))
+    return Failover(float(raw))  # format 1 before fail-overs named their node
+
+
+def _read_reboot(topo: Topology, raw: Any) -> Reboot | None:
+    if raw is None:
+        return None
+    node = str(raw["node"])
+    if node not in topo.nodes:
+        raise ModelError(f"CRIM snapshot: the reboot under way is of unknown node {node!r}")
+    return Reboot(node, float(raw["at"]), str(raw.get("reason", "")))
 
 
 def _same_keys(what: str, raw: Mapping[str, Any], expected: set[str]) -> None:
@@ -123,4 +155,6 @@ def _read_component(topo: Topology, name: str, raw: Mapping[str, Any]) -> Compon
         recovery=recovery,
         soft_resets=tuple(float(t) for t in raw["soft_resets"]),
         restarts=tuple(float(t) for t in raw["restarts"]),
+        failures=tuple(float(t) for t in raw.get("failures", ())),
+        why=str(raw.get("why", "")),
     )

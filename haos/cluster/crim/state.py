@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from haos.cluster.crim.topology import Topology
@@ -17,7 +17,7 @@ class Health(enum.Enum):
     ABSENT = "absent"  # not running: never started, or lost with its node or container
     HEALTHY = "healthy"
     RECOVERING = "recovering"  # a soft reset or hot restart is in progress
-    FAILED = "failed"  # taken off-line after a failure, waiting for repair
+    FAILED = "failed"  # taken off-line after a failure: waiting for repair, or held out
 
     def __str__(self) -> str:
         return self.value
@@ -26,6 +26,10 @@ class Health(enum.Enum):
 class OfflineBy(enum.Enum):
     OPERATOR = "operator"
     SELF = "self"  # the component asked to be taken off-line (e.g. for diagnostics)
+    # Out of service after a failure no automatic recovery may retry (a hard error, a failure
+    # while on probation, a node reboot that could not be ordered): only an operator's
+    # ``online`` brings it back.
+    FAULT = "fault"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,10 @@ class ComponentRuntime:
     recovery: Recovery | None = None
     soft_resets: tuple[float, ...] = ()  # start times, within the probation window
     restarts: tuple[float, ...] = ()
+    # When it was failed over (taken off-line for a fault), within ``component_probation``:
+    # while any is left the component is on probation (see :func:`on_probation`).
+    failures: tuple[float, ...] = ()
+    why: str = ""  # why it is out of service (or was last failed over); "" when healthy
 
 
 @dataclass(frozen=True)
@@ -54,9 +62,26 @@ class NodeRuntime:
 
 
 @dataclass(frozen=True)
+class Failover:
+    """One fail-over of a group: when, and the node of the member that failed ("" if none)."""
+
+    at: float
+    node: str = ""
+
+
+@dataclass(frozen=True)
 class GroupRuntime:
     admin: AdminState = AdminState.UNLOCKED
-    failovers: tuple[float, ...] = ()
+    failovers: tuple[Failover, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reboot:
+    """A node reboot ordered by the CRIM and not yet over (the node has not rejoined)."""
+
+    node: str
+    at: float
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +91,7 @@ class CrimState:
     groups: Mapping[str, GroupRuntime]
     outages: Mapping[str, float] = field(default_factory=dict)  # instance -> since
     served: frozenset[str] = frozenset()  # instances served by a healthy primary
+    reboot: Reboot | None = None  # at most one node reboot is under way at a time
 
     def primaries(self, instance: str, topo: Topology) -> list[str]:
         return self._holders(instance, topo, AvailabilityState.PRIMARY)
@@ -100,8 +126,17 @@ def within(times: tuple[float, ...], now: float, window: float) -> tuple[float, 
 def prune(rt: ComponentRuntime, policy: RecoveryPolicy, now: float) -> ComponentRuntime:
     w = policy.component_probation
     resets, restarts = within(rt.soft_resets, now, w), within(rt.restarts, now, w)
-    if resets == rt.soft_resets and restarts == rt.restarts:
+    failures = within(rt.failures, now, w)
+    if resets == rt.soft_resets and restarts == rt.restarts and failures == rt.failures:
         return rt
-    return ComponentRuntime(
-        rt.state, rt.health, rt.admin, rt.offline_by, rt.instances, rt.recovery, resets, restarts
-    )
+    return replace(rt, soft_resets=resets, restarts=restarts, failures=failures)
+
+
+def on_probation(rt: ComponentRuntime, policy: RecoveryPolicy, now: float) -> bool:
+    """Whether ``rt`` failed over within ``component_probation`` and has not yet proved itself.
+
+    A component on probation takes a role only when no other member can (it is the last
+    choice for a take-over), and failing over again while on probation takes it out of
+    service instead of repairing it once more.
+    """
+    return bool(within(rt.failures, now, policy.component_probation))

@@ -17,6 +17,7 @@ from haos.cluster.crim.state import (
     GroupRuntime,
     Health,
     NodeRuntime,
+    on_probation,
 )
 from haos.cluster.crim.topology import Topology
 from haos.model.reports import Notification, ServiceOutage, ServiceRestored, StateChanged
@@ -35,6 +36,7 @@ class Work:
         self.groups = dict(state.groups)
         self.outages = dict(state.outages)
         self.served = set(state.served)
+        self.reboot = state.reboot
         self.actions: list[Action] = []
         self.touched_groups: set[str] = set()
         # When the trouble this decision reacts to began; outages are dated from it.
@@ -52,6 +54,11 @@ class Work:
         if rt.health is not Health.HEALTHY or rt.offline_by is not None:
             return False
         return self.may_hold(component)
+
+    def on_probation(self, component: str) -> bool:
+        """Did ``component`` fail over recently? Then it is the last choice for a role."""
+        policy = self.topo.recovery_policy(component)
+        return on_probation(self.components[component], policy, self.now)
 
     def may_hold(self, component: str) -> bool:
         """May ``component`` keep a role it has (administratively and by membership)?"""
@@ -182,6 +189,7 @@ class Work:
             groups=MappingProxyType(self.groups),
             outages=MappingProxyType(self.outages),
             served=frozenset(self.served),
+            reboot=self.reboot,
         )
         return Decision(state, tuple(self.actions), reason)
 

@@ -5,6 +5,11 @@ should run (started or promoted), ``monitor`` runs every ``monitor_interval`` s;
 unhealthy result after the resource was last brought up is reported (one report per failure,
 not one per monitor run). A transition FIG 5 does not allow (primary -> secondary) goes
 through spare, as a switchover does.
+
+An action that fails with a definitive code (a hard error such as ``OCF_ERR_INSTALLED``, or
+``OCF_ERR_CONFIGURED``) is reported by the driver itself, with that class of error, before
+it raises :class:`OcfActionFailed` (whose ``reported`` says so): the CRIM then takes the
+component out of service rather than retrying it on this node.
 """
 
 from __future__ import annotations
@@ -19,13 +24,29 @@ from haos.errors import ConfigError, ConfigProblem, HaosError, IllegalTransition
 from haos.model.reports import RecoveryLevel
 from haos.model.states import AvailabilityState, is_legal
 from haos.services.agent.base import DriverDeps, DriverError, Report, check_recovery
-from haos.services.ocf import OcfAction, OcfAgent, OcfAgentError, OcfComponent, OcfRc
+from haos.services.ocf import (
+    OcfAction,
+    OcfAgent,
+    OcfAgentError,
+    OcfComponent,
+    OcfRc,
+    failed_action,
+)
 from haos.services.ocf.component import level
 
 log = logging.getLogger(__name__)
 
 _SPARE = AvailabilityState.SPARE
 DEFAULT_MONITOR_INTERVAL = 10.0
+
+
+class OcfActionFailed(DriverError):
+    """An agent action failed. ``reported``: the driver already sent the error report (a
+    definitive one), so its caller need not report the failure again."""
+
+    def __init__(self, message: str, reported: bool) -> None:
+        super().__init__(message)
+        self.reported = reported
 
 
 class OcfDriver:
@@ -99,7 +120,11 @@ class OcfDriver:
                 continue
             try:
                 await self._component.transition(step)
-            except (OcfAgentError, IllegalTransition) as e:
+            except OcfAgentError as e:
+                reported = self._report_definitive(e)
+                message = f"{self.name}: cannot go {current} -> {step}: {e}"
+                raise OcfActionFailed(message, reported) from e
+            except IllegalTransition as e:
                 raise DriverError(f"{self.name}: cannot go {current} -> {step}: {e}") from e
             except HaosError as e:
                 raise DriverError(f"{self.name}: {self._component.agent.name}: {e}") from e
@@ -113,7 +138,20 @@ class OcfDriver:
         except HaosError as e:
             raise DriverError(f"{self.name}: {action}: {e}") from e
         if not result.ok:
-            raise DriverError(f"{self.name}: {OcfAgentError(self._component.agent.name, result)}")
+            error = OcfAgentError(self._component.agent.name, result)
+            raise OcfActionFailed(f"{self.name}: {error}", self._report_definitive(error))
+
+    def _report_definitive(self, error: OcfAgentError) -> bool:
+        """Report a definitive failure (hard error, misconfiguration); True if it was one."""
+        report = failed_action(
+            self.name, error.result, self._clock(), source=self._component.agent.name
+        )
+        if report is None:
+            return False
+        log.error("%s: %s", self.name, report.detail)
+        self._reported = True
+        self._report(report)
+        return True
 
     def _running(self) -> bool:
         return level(self._component.state, self._component.promotable) > 0

@@ -9,7 +9,7 @@ from haos.services.ocf.agent import (
     OcfAgentError,
     OcfRc,
 )
-from haos.services.ocf.component import OcfComponent, OcfRunner, health, plan
+from haos.services.ocf.component import OcfComponent, OcfRunner, failed_action, health, plan
 from haos.services.ocf.metadata import (
     ActionSpec,
     AgentMetadata,
@@ -33,6 +33,7 @@ __all__ = [
     "OcfRunner",
     "ParameterSpec",
     "check_params",
+    "failed_action",
     "health",
     "parse_duration",
     "parse_metadata",

@@ -60,18 +60,21 @@ def plan(
     return tuple(actions)
 
 
-# Monitor results that are not healthy: (kind, mildest useful recovery, what it means). The
-# hard errors (args, unimplemented, perm, installed, configured) will fail again on this node,
-# so as Pacemaker does (it bans the resource from the node) we ask for a failover.
+# Monitor results that are not healthy: (kind, mildest useful recovery, what it means).
+# As in Pacemaker, the return codes fall into three classes: soft errors (generic, not
+# running, failed while promoted) may be cured by a restart in place; hard errors (args,
+# unimplemented, perm, installed) will happen again on this node, so the component is taken
+# out of service here and never retried on it; a configuration error is wrong on every
+# node, so the component is stopped everywhere.
 _MONITOR_FAILURES: dict[OcfRc, tuple[ErrorKind, RecoveryLevel, str]] = {
     OcfRc.NOT_RUNNING: (ErrorKind.CRASH, RecoveryLevel.RESTART, "not running"),
     OcfRc.ERR_GENERIC: (ErrorKind.ERROR, RecoveryLevel.RESTART, "failed"),
     OcfRc.FAILED_PROMOTED: (ErrorKind.ERROR, RecoveryLevel.RESTART, "failed while promoted"),
-    OcfRc.ERR_ARGS: (ErrorKind.ERROR, RecoveryLevel.FAILOVER, "bad arguments"),
-    OcfRc.ERR_UNIMPLEMENTED: (ErrorKind.ERROR, RecoveryLevel.FAILOVER, "monitor unimplemented"),
-    OcfRc.ERR_PERM: (ErrorKind.ERROR, RecoveryLevel.FAILOVER, "insufficient permissions"),
-    OcfRc.ERR_INSTALLED: (ErrorKind.ERROR, RecoveryLevel.FAILOVER, "not installed on this node"),
-    OcfRc.ERR_CONFIGURED: (ErrorKind.ERROR, RecoveryLevel.FAILOVER, "misconfigured"),
+    OcfRc.ERR_ARGS: (ErrorKind.HARD, RecoveryLevel.FAILOVER, "bad arguments"),
+    OcfRc.ERR_UNIMPLEMENTED: (ErrorKind.HARD, RecoveryLevel.FAILOVER, "action unimplemented"),
+    OcfRc.ERR_PERM: (ErrorKind.HARD, RecoveryLevel.FAILOVER, "insufficient permissions"),
+    OcfRc.ERR_INSTALLED: (ErrorKind.HARD, RecoveryLevel.FAILOVER, "not installed on this node"),
+    OcfRc.ERR_CONFIGURED: (ErrorKind.MISCONFIGURED, RecoveryLevel.FAILOVER, "misconfigured"),
 }
 HEALTHY = frozenset({OcfRc.SUCCESS, OcfRc.RUNNING_PROMOTED})
 
@@ -92,6 +95,23 @@ def health(
     kind, recovery, meaning = _MONITOR_FAILURES[result.rc]
     detail = f"{meaning}: {result.describe()}"
     return ErrorReport(component, kind, now, source, detail, recovery)
+
+
+def failed_action(
+    component: str, result: AgentResult, now: float, source: str = "ocf"
+) -> ErrorReport | None:
+    """The report a failed ``start``/``promote``/... calls for when its code is definitive.
+
+    Hard errors and configuration errors (see ``_MONITOR_FAILURES``) say what no retry will
+    change, so they are reported as such (ErrorKind.HARD / MISCONFIGURED). None for the
+    others: a soft failure of an action is reported by whoever asked for the action.
+    """
+    if result.timed_out or result.rc not in _MONITOR_FAILURES:
+        return None
+    kind, recovery, meaning = _MONITOR_FAILURES[result.rc]
+    if not kind.definitive:
+        return None
+    return ErrorReport(component, kind, now, source, f"{meaning}: {result.describe()}", recovery)
 
 
 class OcfRunner(Protocol):

@@ -1,0 +1,146 @@
+"""A component that cannot run on any node: out of service everywhere, no node rebooted.
+
+Three nodes with a real systemd; a 2N group whose members are Debian's unchanged
+``ocf:heartbeat:conntrackd`` pointed at a program that no node has, so every ``start`` (indeed
+every action but ``meta-data``) returns ``OCF_ERR_INSTALLED``. That is a hard error: each
+member is taken out of service on its node the first time it is started, with the agent's
+reason, and the next one is tried. The cluster must stay quorate with every node up (the same
+boot ids, nothing fenced or rebooted), and status and history must say why the component is
+out of service. An operator's ``online`` clears the fault of one member; as the program is
+still missing, its next start takes it out of service again, and still nothing reboots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from haos.cluster.harness import nspawn
+from haos.cluster.harness.config import ClusterSpec
+from haos.cluster.harness.systemd_cluster import (
+    NODEROOT_CACHE,
+    REPO,
+    SystemdCluster,
+    cluster_toml,
+)
+from haos.errors import HaosError
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
+
+OCF = Path("/usr/lib/ocf")
+AGENT = "ocf:heartbeat:conntrackd"
+MISSING = "/usr/sbin/haos-no-such-program"
+SPEC = ClusterSpec(nodes=3)
+
+
+def member(n: int) -> str:
+    return f"shelf1/slot{n}/node/broken"
+
+
+MEMBERS = [member(n) for n in SPEC.node_ids]
+
+
+def config() -> str:
+    lines = [cluster_toml(SPEC, "broken")]
+    for name in MEMBERS:
+        lines += [
+            "",
+            "[[components]]",
+            f'name = "{name}"',
+            'class = "application"',
+            f'manager = {{ kind = "ocf", agent = "{AGENT}", promotable = false,'
+            f' params = {{ binary = "{MISSING}", config = "/etc/hosts" }} }}',
+        ]
+    members = ", ".join(f'"{m}"' for m in MEMBERS)
+    lines += ["", "[[service_groups]]", 'name = "broken"', 'redundancy = "2N"']
+    lines += [f"members = [{members}]", "", "[[service_instances]]", 'name = "broken-si"']
+    lines += ['group = "broken"']
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def cluster() -> Iterator[SystemdCluster]:
+    reason = nspawn.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    if not (OCF / "resource.d" / "heartbeat" / "conntrackd").exists():
+        pytest.fail(f"{AGENT} is not installed (scripts/setup.sh installs resource-agents)")
+    cache = nspawn.build_noderoot(REPO, NODEROOT_CACHE)
+    with SystemdCluster(
+        SPEC, cache=cache, agent=True, config_toml=config(), fence=True, host_dirs=(OCF,)
+    ) as c:
+        yield c
+
+
+def ask(c: SystemdCluster, op: str, **args: Any) -> dict[str, Any]:
+    """``op`` answered by any node that answers."""
+    for name in c.names:
+        try:
+            return dict(c.control(name).request(op, **args))
+        except HaosError:
+            continue
+    return {}
+
+
+def components(c: SystemdCluster) -> dict[str, Any]:
+    return dict(ask(c, "crim").get("crim", {}).get("components", {}))
+
+
+def all_out_of_service(c: SystemdCluster) -> bool:
+    comps = components(c)
+    return bool(comps) and all(comps[m]["offline_by"] == "fault" for m in MEMBERS)
+
+
+def boot_id(c: SystemdCluster, name: str) -> str:
+    """The node's boot id (systemd-nspawn gives every boot of a container a new one)."""
+    out = c.node(name).run(["cat", "/proc/sys/kernel/random/boot_id"])
+    return str(out.stdout).strip()
+
+
+def test_a_component_not_installed_anywhere_is_out_of_service_and_no_node_reboots(
+    cluster: SystemdCluster,
+) -> None:
+    c = cluster
+    boots = {name: boot_id(c, name) for name in c.names}
+    c.wait_for(lambda: all_out_of_service(c), 60.0, "every member out of service")
+    comps = components(c)
+    for m in MEMBERS:
+        rt = comps[m]
+        assert (rt["state"], rt["health"]) == ("offline", "failed"), (m, rt)
+        assert "hard error" in rt["why"] and "OCF_ERR_INSTALLED" in rt["why"], (m, rt)
+    for name in c.names:
+        status = c.control(name).request("status")
+        assert status["quorate"], (name, status)
+    crim = ask(c, "crim")["crim"]
+    assert all(rt["member"] for rt in crim["nodes"].values()), crim["nodes"]
+    assert crim.get("reboot") is None
+    assert {name: boot_id(c, name) for name in c.names} == boots  # nothing rebooted
+    history = ask(c, "history", limit=500)["history"]
+    reasons = [str(e.get("reason", "")) for e in history]
+    assert not [r for r in reasons if "reboot" in r or "fence" in r], reasons
+    held = [e for e in history if e.get("note") == "ComponentOutOfService"]
+    assert {e["component"] for e in held} == set(MEMBERS), held
+    assert all("OCF_ERR_INSTALLED" in e["reason"] for e in held), held
+
+    # haosctl online: the fault is cleared and the member started again; it fails again
+    answer = c.control("n1").request("operator", action="online", target=MEMBERS[0])
+    assert "cleared" in str(answer), answer
+    c.wait_for(
+        lambda: len(out_of_service_notes(c, MEMBERS[0])) >= 2,
+        30.0,
+        "the member started again and was taken out of service again",
+    )
+    c.wait_for(lambda: all_out_of_service(c), 30.0, "every member out of service again")
+    assert {name: boot_id(c, name) for name in c.names} == boots
+
+
+def out_of_service_notes(c: SystemdCluster, component: str) -> list[dict[str, Any]]:
+    history = ask(c, "history", limit=500).get("history", [])
+    return [
+        e
+        for e in history
+        if e.get("note") == "ComponentOutOfService" and e.get("component") == component
+    ]
