@@ -1,7 +1,8 @@
 """``haosctl demo``: watch haos keep a service alive (the README's main job).
 
-Boots three nodes with a real systemd each (corosync, haos-clusterd, haos-agentd as services;
-about 2 s once the node root is built), runs the 2N demo counter, shows the cluster's status,
+Boots three to five nodes (``--nodes``, default three) with a real systemd each (corosync,
+haos-clusterd, haos-agentd as services; about 2 s once the node root is built), runs the 2N
+demo counter (a primary, a secondary, a spare on every other node), shows the cluster's status,
 then SIGKILLs the primary's process and cuts the power of the node that took over, measuring
 each time until a client is served again and checking that the counter went on from where it
 was. Everything is torn down at the end. Needs root (namespaces, systemd-nspawn).
@@ -25,7 +26,7 @@ from haos.errors import HaosError, UsageError
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
-        help="a 3-node cluster keeps a counter service alive through two faults",
+        help="a 3- to 5-node cluster keeps a counter service alive through two faults",
         description=__doc__.splitlines()[0] if __doc__ else None,
     )
     p.add_argument("--nodes", type=int, default=3, help="cluster size (3..5, default 3)")
@@ -55,11 +56,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.nodes} nodes running systemd, corosync and haos "
             f"(booted in {demo.cluster.up_after:.1f} s)",
         )
-        demo.cluster.wait_for(
-            lambda: sorted(demo.roles().values()) == ["primary", "secondary", "spare"],
-            60.0,
-            "the counter placed: a primary, a secondary and a spare",
-        )
+        demo.wait_placed(60.0)
         primary = demo.holder("primary")
         spare = demo.holder("spare") or demo.names[-1]
         assert primary is not None

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,13 @@ def first_from_other(since: float, old: str) -> Callable[[list[Answer]], Answer 
     return find
 
 
+def placed(roles: Mapping[str, str], nodes: Sequence[str]) -> bool:
+    """Whether ``roles`` (node → its counter member's state) is the 2N counter placed in
+    full on ``nodes``: one primary, one secondary, and every other node a spare."""
+    expected = ["primary", "secondary", *["spare"] * (len(nodes) - 2)]
+    return set(roles) == set(nodes) and sorted(roles.values()) == sorted(expected)
+
+
 class DemoCluster:
     def __init__(
         self,
@@ -195,6 +202,16 @@ class DemoCluster:
 
     def holder(self, role: str) -> str | None:
         return next((n for n, s in self.roles().items() if s == role), None)
+
+    def placed(self) -> bool:
+        """Whether the counter is placed in full (see :func:`placed`)."""
+        return placed(self.roles(), self.names)
+
+    def wait_placed(self, timeout: float = 60.0) -> float:
+        """Until :meth:`placed`; the seconds waited (HarnessTimeout with the journals)."""
+        spares = len(self.names) - 2
+        what = f"the counter placed: a primary, a secondary and {spares} spare(s)"
+        return self.cluster.wait_for(self.placed, timeout, what)
 
     def wait_settled(self, timeout: float = 60.0) -> float:
         """Until the counter has a primary and a secondary; the seconds waited."""

@@ -184,6 +184,77 @@ def test_regaining_quorum_in_time_cancels_the_self_fence() -> None:
     assert next_deadline(cfg, state) is None
 
 
+# -- waiting for a peer after start ---------------------------------------------------------
+
+PAIR = (NodeSpec("n1", 1, "c1"), NodeSpec("n2", 2, "c2"))  # two_node: one member is quorate
+BOTH = ViewChanged.of(1, 2)
+N2_ALONE = ViewChanged.of(2)
+
+
+def pair(local: int = 2) -> CmmConfig:
+    return CmmConfig(PAIR, local)
+
+
+def test_a_node_booted_alone_is_not_master_of_itself_when_quorum_comes_before_the_peer() -> None:
+    # The fenced node reboots alone (wait_for_all: inquorate); at the heal votequorum says
+    # quorate before the CMM group's view shows the peer: a view of itself alone, "quorate".
+    steps: list[tuple[float, CmmInput]] = [
+        (0.0, ViewChanged.of(2, quorate=False)),
+        (4.0, N2_ALONE),
+        (4.0, BOTH),
+    ]
+    state, (_, alone, joined) = play(pair(), steps)
+    assert published(alone) == [] and alone.actions == ()
+    assert "not synchronised with a peer since start" in alone.reason
+    assert "view [n2] inquorate" in alone.reason
+    assert published(joined) == [
+        QuorumRegained(),
+        NodeJoined("n1"),
+        MasterChanged(None, 1),
+        ViceMasterChanged(None, 2),
+    ]
+    assert state.synced_with_peer and (state.master, state.vice_master) == (1, 2)
+
+
+def test_an_unsynchronised_node_fences_nobody_when_its_peer_disappears() -> None:
+    # The peer's group view came before quorum (not yet a synchronisation), then went away.
+    steps: list[tuple[float, CmmInput]] = [
+        (0.0, ViewChanged.of(1, 2, quorate=False)),
+        (1.0, N2_ALONE),
+        (9.0, Tick()),
+    ]
+    state, ds = play(pair(), steps)
+    assert all(fences(d) == [] for d in ds)
+    assert state.pending_fences() == () and state.master is None and not state.quorate
+    assert not state.synced_with_peer
+
+
+def test_once_synchronised_a_two_node_split_leaves_each_side_quorate_and_fencing() -> None:
+    state, (_, split) = play(pair(), [(0.0, BOTH), (5.0, N2_ALONE)])
+    assert published(split) == [MasterChanged(1, 2), ViceMasterChanged(2, None)]
+    assert fences(split) == [("n1", 1)]  # the priority fencing delay decides the race
+    assert state.quorate and state.master == 2
+
+
+def test_a_restarted_daemon_waits_for_a_peer_again() -> None:
+    synced, _ = play(pair(), [(0.0, BOTH)])
+    assert synced.synced_with_peer
+    state, (d,) = play(pair(), [(9.0, N2_ALONE)])  # a new daemon starts from the initial state
+    assert state.master is None and published(d) == [NodeJoined("n2")]
+
+
+def test_a_view_of_every_configured_node_needs_no_peer() -> None:
+    alone = CmmConfig((NodeSpec("n1", 1, "c1"),), 1)
+    state, (d,) = play(alone, [(0.0, ViewChanged.of(1))])
+    assert state.quorate and state.master == 1 and QuorumRegained() in published(d)
+
+
+def test_a_lone_node_of_a_larger_cluster_waits_for_a_peer_whatever_corosync_says() -> None:
+    state, (alone, joined) = play(config(local=4), [(0.0, ViewChanged.of(4)), (1.0, ALL)])
+    assert state.master == 2 and published(alone) == [NodeJoined("node4")]
+    assert QuorumRegained() in published(joined)
+
+
 # -- fencing before takeover ----------------------------------------------------------------
 
 

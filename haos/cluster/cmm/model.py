@@ -120,15 +120,19 @@ class Peer:
 
 @dataclass(frozen=True)
 class CmmState:
-    """One node's CMM state. ``quorate`` is effective: corosync's verdict, and this node is
-    in the view. ``inquorate_since``: when quorum was lost (None while quorate, and before
-    quorum was ever had)."""
+    """One node's CMM state. ``quorate`` is effective: corosync's verdict, this node is in
+    the view, and the view is either every configured node or this node has synchronised
+    with a peer. ``synced_with_peer``: since this state was made (the daemon started) this
+    node has been in a quorate view with at least one other configured node.
+    ``inquorate_since``: when quorum was lost (None while quorate, and before quorum was
+    ever had)."""
 
     peers: tuple[Peer, ...]
     members: frozenset[int] = frozenset()
     quorate: bool = False
     master: int | None = None
     vice_master: int | None = None
+    synced_with_peer: bool = False
     inquorate_since: float | None = None
     self_fenced: bool = False
 

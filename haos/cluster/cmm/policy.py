@@ -6,6 +6,15 @@ Pure: no I/O, no clock reads, no logging. The rules, each with a test:
   configured members ordered by priority (higher first), then node id (lower first); none
   while the partition is not quorate. So every node given the same view elects the same
   master, whatever it saw before.
+* **Wait for a peer.** Until this node has been in a quorate view together with another
+  configured node since its state was made (the daemon started: ``synced_with_peer``), a
+  view of fewer than all configured nodes counts as inquorate for it: no master, no fencing
+  by this node. votequorum's ``wait_for_all`` (implied by ``two_node``) means the same, but
+  its verdict and the CMM group's view arrive separately: a node booted alone that gets
+  "quorate" (corosync saw the peer) before the group view with the peer would otherwise be
+  master of a view of itself alone, and act on a stale picture of the cluster. The view
+  with the peer is the CMM's own exchange: corosync delivers it to both nodes at the same
+  point of the agreed order, and the election depends on the view alone.
 * **Quorum loss.** When this node's partition loses quorum it publishes QuorumLost and
   :class:`Demote` with a deadline ``demote_within`` away; if ``self_fence_after`` is set and
   it is still inquorate that long after, :class:`SelfFence`. A view that does not contain
@@ -124,11 +133,18 @@ class _Work:
         unknown = sorted(event.members - members)
         quorate = event.quorate and self.config.local in members
         names = ", ".join(self.name(n) for n in sorted(members)) or "nobody"
+        unsynced = quorate and not self.synced(members)
+        quorate = quorate and not unsynced
         self.notes.append(f"view [{names}] {'quorate' if quorate else 'inquorate'}")
         if unknown:
             self.notes.append(f"ignoring unconfigured node ids {unknown}")
         if event.quorate and self.config.local not in members:
             self.notes.append("this node is not in the view: counted as inquorate")
+        if unsynced:
+            self.notes.append(
+                "not synchronised with a peer since start: a view of fewer than all "
+                f"{len(self.config.nodes)} nodes counts as inquorate"
+            )
         self.quorum(quorate)
         for node_id in sorted(self.peers):
             if node_id in members:
@@ -143,6 +159,17 @@ class _Work:
             self.publish(ViceMasterChanged(self.state.vice_master, vice))
         self.state = replace(self.state, master=master, vice_master=vice)
         self.notes.append(f"master {self.name(master)}, vice-master {self.name(vice)}")
+
+    def synced(self, members: frozenset[int]) -> bool:
+        """Whether this node may count a quorate view of ``members`` (see "Wait for a peer").
+
+        Records the first quorate view with another configured node in it."""
+        if members - {self.config.local}:
+            if not self.state.synced_with_peer:
+                self.state = replace(self.state, synced_with_peer=True)
+                self.notes.append("synchronised with a peer")
+            return True
+        return self.state.synced_with_peer or len(members) >= len(self.config.nodes)
 
     def quorum(self, quorate: bool) -> None:
         if self.state.quorate and not quorate:

@@ -202,7 +202,9 @@ class CmmService:
         votequorum's verdict can arrive after the CPG view that changed it: a node cut off
         from the rest must not act on its old "quorate" for even one view (it would fence
         the majority). Two-node clusters follow votequorum's two_node rule: one node is
-        enough, and fencing decides.
+        enough, and fencing decides. The verdict can also come *before* the view: a node
+        booted alone is told "quorate" once corosync sees its peer, while the group still
+        shows it alone; the policy's "wait for a peer" rule keeps it from counting that view.
         """
         configured = {n.node_id for n in self.config.nodes}
         present = len(members & configured)
