@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 from haos.cluster.dss.checkpoint import CheckpointService, Role
+from haos.cluster.dss.checkpoint.service import DROP_AFTER
 from haos.cluster.dss.corosync.testnode import CorosyncTestNode, SingleNodeConfig
 from haos.cluster.dss.events import EventService
 from haos.cluster.dss.messaging.am import ALL, MessageService
@@ -430,13 +431,18 @@ def test_crc_standby_process_gets_the_content_and_sync_writes_wait_for_its_ack(
                     assert got["sections"]["state"] == ((WRITES - 1).to_bytes(4, "big") * 64).hex()
 
                     standby.kill(signal.SIGSTOP)  # a standby that stops storing
+                    t0 = time.perf_counter()
                     write = asyncio.create_task(active.write("state", b"while stopped"))
-                    done, _ = await asyncio.wait({write}, timeout=0.3)
+                    done, _ = await asyncio.wait({write}, timeout=DROP_AFTER / 2)
                     assert not done, "a sync write returned without the standby's ack"
-                    standby.kill(signal.SIGKILL)  # CPG sees the process go: no more waiting
                     async with asyncio.timeout(DEADLINE):
-                        await write
-                    assert active.replicas == ()
+                        await write  # at the bound the stopped standby is dropped
+                    waited = time.perf_counter() - t0
+                    assert DROP_AFTER <= waited < DROP_AFTER + 0.25, waited
+                    assert active.replicas == ()  # stale: writes no longer wait for it
+                    async with asyncio.timeout(DROP_AFTER / 2):
+                        await active.write("state", b"after the drop")
+                    standby.kill(signal.SIGKILL)
                 return samples
 
     report(capsys, "CRC sync write, one standby in another process", asyncio.run(go()))

@@ -4,6 +4,10 @@
   transferred to joiners): for each checkpoint, the nodes that opened it and in which role.
   ``ACTIVE`` opens to write; ``STANDBY`` opens to keep a replica that synchronous writes wait
   for. Holders whose node leaves the group are removed; a checkpoint with no holders is gone.
+  A holder is *stale* from a writer's :class:`Drop` of it (it did not acknowledge a write in
+  time) until its own :class:`Synced` (it installed a fresh state transfer): synchronous writes
+  do not wait for it and it must not take over. A holder that opens a checkpoint whose every
+  holder is stale is stale too (there is nobody to take a fresh copy from).
 * A :class:`Replica` (only on holders): the checkpoint's sections. Every holder applies each
   write where it falls in the agreed order, so replicas agree. A holder that opens gets the
   content by state transfer from the lowest holder in sync, taken where its open sits in the
@@ -47,11 +51,27 @@ class Members:
 
 
 @dataclass(frozen=True)
+class Drop:
+    """``origin`` stopped waiting for standby ``node`` of ``name``: that replica is stale."""
+
+    name: str
+    node: int
+
+
+@dataclass(frozen=True)
+class Synced:
+    """``origin``'s stale replica of ``name`` installed a fresh state transfer."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class DirEvent:
-    """An event of the directory's history: ``origin`` opened/closed, or the group changed."""
+    """An event of the directory's history: ``origin`` opened/closed/dropped/resynchronised,
+    or the group changed."""
 
     origin: int
-    op: Open | Close | Members
+    op: Open | Close | Members | Drop | Synced
 
 
 @dataclass(frozen=True)
@@ -62,12 +82,14 @@ class HolderChange:
     holders: tuple[int, ...]
     joined: tuple[int, ...] = ()
     left: tuple[int, ...] = ()
+    stale: tuple[int, ...] = ()  # dropped: each must take a fresh state transfer
 
 
 @dataclass(frozen=True)
 class DirSnapshot:
     members: tuple[int, ...]
     checkpoints: tuple[tuple[str, tuple[tuple[int, Role], ...]], ...]
+    stale: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 @dataclass
@@ -76,9 +98,21 @@ class Directory:
 
     holders: dict[str, dict[int, Role]] = field(default_factory=dict)
     members: frozenset[int] = frozenset()
+    stale: dict[str, set[int]] = field(default_factory=dict)  # checkpoint -> stale holders
 
     def standbys(self, name: str) -> set[int]:
-        return {n for n, r in self.holders.get(name, {}).items() if r is Role.STANDBY}
+        """The standbys that synchronous writes wait for: stale ones are not."""
+        stale = self.stale.get(name, set())
+        return {
+            n for n, r in self.holders.get(name, {}).items() if r is Role.STANDBY and n not in stale
+        }
+
+    def synced(self, name: str) -> set[int]:
+        """The holders whose replica holds the checkpoint's state (every holder but the stale)."""
+        return set(self.holders.get(name, {})) - self.stale.get(name, set())
+
+    def is_stale(self, name: str, node: int) -> bool:
+        return node in self.stale.get(name, ())
 
     def role(self, name: str, node: int) -> Role | None:
         return self.holders.get(name, {}).get(node)
@@ -87,31 +121,67 @@ class Directory:
         op = event.op
         if isinstance(op, Members):
             return self._set_members(op.members)
-        before = dict(self.holders.get(op.name, {}))
+        if isinstance(op, Drop):
+            return self._drop(op.name, op.node, event.origin)
+        holders = self.holders.get(op.name, {})
+        if isinstance(op, Synced):
+            if event.origin in holders:
+                self._unstale(op.name, {event.origin})
+            return []
+        before = dict(holders)
         if isinstance(op, Open):
+            if before and event.origin not in before and not self.synced(op.name):
+                self.stale.setdefault(op.name, set()).add(event.origin)  # nobody to copy from
             self.holders.setdefault(op.name, {})[event.origin] = op.role
         elif event.origin in before:
             del self.holders[op.name][event.origin]
+            self._unstale(op.name, {event.origin})
         return self._changes({op.name: before})
+
+    def _drop(self, name: str, node: int, origin: int) -> list[HolderChange]:
+        holders = self.holders.get(name, {})
+        if origin not in holders or holders.get(node) is not Role.STANDBY:
+            return []  # a writer that closed, or a standby that closed or took over since
+        if node in self.stale.get(name, ()):
+            return []  # a second writer's drop, or a second write's: one resync is enough
+        self.stale.setdefault(name, set()).add(node)
+        return [HolderChange(name, tuple(sorted(holders)), stale=(node,))]
+
+    def _unstale(self, name: str, nodes: set[int]) -> None:
+        stale = self.stale.get(name)
+        if stale is not None:
+            stale -= nodes
+            if not stale:
+                del self.stale[name]
 
     def snapshot(self) -> DirSnapshot:
         checkpoints = tuple(
             (name, tuple(sorted(holders.items()))) for name, holders in sorted(self.holders.items())
         )
-        return DirSnapshot(tuple(sorted(self.members)), checkpoints)
+        stale = tuple((name, tuple(sorted(s))) for name, s in sorted(self.stale.items()) if s)
+        return DirSnapshot(tuple(sorted(self.members)), checkpoints, stale)
 
     def install(self, snap: DirSnapshot) -> None:
         self.members = frozenset(snap.members)
         self.holders = {name: dict(h) for name, h in snap.checkpoints if h}
+        self.stale = {
+            name: set(nodes) & set(self.holders.get(name, {})) for name, nodes in snap.stale
+        }
+        self.stale = {name: nodes for name, nodes in self.stale.items() if nodes}
 
     def merge(self, snap: DirSnapshot) -> list[HolderChange]:
-        """Union with the other side's directory after a partition heals (best effort)."""
+        """Union with the other side's directory after a partition heals (best effort; a
+        replica stale on either side stays stale)."""
         before = {name: dict(self.holders.get(name, {})) for name in self._names(snap)}
         for name, theirs in snap.checkpoints:
             mine = self.holders.setdefault(name, {})
             for node, role in theirs:
                 if node in self.members:
                     mine[node] = max(mine.get(node, role), role)
+        for name, nodes in snap.stale:
+            held = set(self.holders.get(name, {}))
+            if held & set(nodes):
+                self.stale.setdefault(name, set()).update(held & set(nodes))
         return self._changes(before)
 
     def _names(self, snap: DirSnapshot) -> list[str]:
@@ -120,9 +190,11 @@ class Directory:
     def _set_members(self, members: Iterable[int]) -> list[HolderChange]:
         self.members = frozenset(members)
         before = {name: dict(h) for name, h in self.holders.items()}
-        for holders in self.holders.values():
-            for node in [n for n in holders if n not in self.members]:
+        for name, holders in self.holders.items():
+            gone = {n for n in holders if n not in self.members}
+            for node in gone:
                 del holders[node]
+            self._unstale(name, gone)
         return self._changes(before)
 
     def _changes(self, before: dict[str, dict[int, Role]]) -> list[HolderChange]:
@@ -135,6 +207,7 @@ class Directory:
                 changes.append(HolderChange(name, tuple(sorted(new)), joined, left))
             if not new:
                 self.holders.pop(name, None)
+                self.stale.pop(name, None)
         return changes
 
 
@@ -187,6 +260,12 @@ class Replica:
 
     def snapshot(self) -> Content:
         return Content(self.version, tuple(sorted(self.sections.items())))
+
+    def invalidate(self) -> None:
+        """Dropped while in sync: forget the content and start over as a joiner, which the
+        next offer naming this member fills (see ``Directory``)."""
+        self.sections = {}
+        self.sync = SyncTracker(self.me)
 
     def install(self, content: Content) -> None:
         self.version = content.version

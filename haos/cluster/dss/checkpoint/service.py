@@ -4,21 +4,43 @@ Use::
 
     crc = CheckpointService(transport)       # its own group, e.g. CpgTransport "haos-crc"
     ckpt = await crc.open("svc-db", Role.ACTIVE)       # the active, to write
-    await ckpt.write("sessions", data)                 # sync: stored by every standby
+    await ckpt.write("sessions", data)                 # sync: stored by every fresh standby
     ...
     ckpt = await crc.open("svc-db", Role.STANDBY)      # a standby: gets the content
     ckpt.read("sessions")                              # the last delivered data
     await ckpt.set_role(Role.ACTIVE)                   # take-over: read, then write on
 
 A synchronous write returns once the writer's own copy applied it (it is ordered) and every
-standby that held the checkpoint at that point of the order acknowledged storing it (a
-standby that leaves or closes is no longer waited for); UnavailableError, naming the silent
-standbys, if they did not within ``ack_timeout``. An asynchronous write returns once sent.
+standby that held the checkpoint at that point of the order, and was not stale, acknowledged
+storing it or was *dropped* for not doing so within ``drop_after`` (see ``checkpoint.writes``:
+a slow standby costs one write ``drop_after``, not a stall). A standby that leaves or closes
+is no longer waited for. UnavailableError if the write, or its DROP, is not delivered within
+``ack_timeout``. An asynchronous write returns once sent.
+
+A dropped replica is *stale* for every member from the DROP's place in the order: it forgets
+its content, takes a fresh state transfer from a holder that is not stale, then multicasts
+SYNCED, from which point writes wait for it again. Until then its reads and writes raise
+UnavailableError, it acknowledges nothing, and it cannot become ACTIVE: a take-over
+(:meth:`Checkpoint.set_role` to ACTIVE, or an ACTIVE open) first lets everything ordered
+before it arrive, then waits for the resynchronisation (at most ``settle_timeout``), and raises
+UnavailableError if it does not come -- at once when no holder that is not stale is left (the
+writer died first: acknowledged writes may be on no member; once every stale holder closed
+it, a persistent checkpoint starts again from its durable copy). :meth:`Directory.synced`
+lists the holders that are not stale.
 
 A member opens a checkpoint only once its directory has *settled* (see :attr:`settled`), or
 after ``settle_timeout``: a member that booted alone founded a directory of its own, and one
 that opened a checkpoint before the other side's directory was merged would hold an empty
 replica of its own beside the real one, and drop the real holders' writes.
+
+Persistent checkpoints (``open(..., persistent=True)``, with a ``durable`` store given): a
+synchronous write through the handle returns only once, besides the above, a durable save
+covering it completed (see ``checkpoint.durable``: saves are serialised and coalesced); an
+asynchronous write is saved in the background. A persistent checkpoint opened or taken ACTIVE
+that has never been written since it was created in memory starts from the durable copy (e.g.
+after the whole cluster lost power, and its standbys opened it empty), written to every holder
+like any write.
+
 See ``checkpoint.replica`` for the state and its rules.
 """
 
@@ -28,21 +50,26 @@ import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from haos.cluster.dss.checkpoint import wire
+from haos.cluster.dss.checkpoint.clock import Clock, MonotonicClock
+from haos.cluster.dss.checkpoint.durable import DurableStore, Saver
+from haos.cluster.dss.checkpoint.handle import Checkpoint
 from haos.cluster.dss.checkpoint.replica import (
-    AckTracker,
     Close,
     Directory,
     DirEvent,
+    Drop,
     HolderChange,
     Members,
     Open,
     Replica,
     Role,
+    Synced,
     Write,
 )
+from haos.cluster.dss.checkpoint.writes import Writes
 from haos.cluster.dss.corosync.trace import EVENT
 from haos.cluster.dss.messaging.group import GroupLink, LinkedService
 from haos.cluster.dss.messaging.statesync import Outcome, Step, SyncTracker
@@ -53,57 +80,16 @@ from haos.errors import HaosError, UnavailableError, UsageError
 log = logging.getLogger(__name__)
 
 SETTLE_TIMEOUT = 5.0  # seconds an open waits for the directory to settle, then goes on
-ACK_TIMEOUT = 10.0  # seconds a synchronous write waits for its standbys' acknowledgements
+ACK_TIMEOUT = 10.0  # seconds a synchronous write may take in all (delivery, acks or drops)
+# Seconds a synchronous write waits for a standby's acknowledgement before dropping it. Above
+# every acknowledgement a live standby gives: the write's p99 (delivery to acknowledgement
+# included) is ~5 ms on a quiet 3-node, 2-core harness and was 17-134 ms per run with the
+# machine saturated (load 6-9 on its 2 cores; BENCHMARKS.md), and a full garbage collection
+# pauses a daemon 4-17 ms. Below what a user notices as an outage (the demo's client gives
+# up after 300 ms) and far below the 5 s watchdog that ends a stopped daemon for good.
+DROP_AFTER = 0.25
 
-
-class Checkpoint:
-    """A handle on a checkpoint this member opened (:meth:`CheckpointService.open`)."""
-
-    def __init__(self, service: CheckpointService, name: str, role: Role) -> None:
-        self._service = service
-        self.name = name
-        self.role = role
-        self.closed = False
-
-    def read(self, section: str) -> bytes | None:
-        """The section's data as of the last delivered write; None if it has none."""
-        return self._replica().read(section)
-
-    def sections(self) -> dict[str, bytes]:
-        return {name: s.data for name, s in sorted(self._replica().sections.items())}
-
-    @property
-    def replicas(self) -> tuple[int, ...]:
-        """The standbys that synchronous writes wait for (as of the last delivered change)."""
-        return tuple(sorted(self._service.directory.standbys(self.name)))
-
-    async def write(self, section: str, data: bytes, *, sync: bool = True) -> None:
-        wire.validate_name(section, "section")
-        self._replica()
-        await self._service._write(self.name, section, data, sync)
-
-    async def delete(self, section: str, *, sync: bool = True) -> None:
-        wire.validate_name(section, "section")
-        self._replica()
-        await self._service._write(self.name, section, None, sync)
-
-    async def set_role(self, role: Role) -> None:
-        """Change this member's role (e.g. STANDBY → ACTIVE on take-over); returns once sent."""
-        self._replica()
-        self.role = role
-        await self._service._send(wire.OpenMsg(self.name, role))
-
-    async def close(self) -> None:
-        """Stop holding the checkpoint; its writes still waiting fail. Idempotent."""
-        if not self.closed:
-            self.closed = True
-            self._service._handles.pop(self.name, None)
-            await self._service._send(wire.CloseMsg(self.name))
-
-    def _replica(self) -> Replica:
-        if self.closed:
-            raise UsageError(f"checkpoint {self.name} is closed")
-        return self._service._replica(self.name)
+__all__ = ["ACK_TIMEOUT", "DROP_AFTER", "SETTLE_TIMEOUT", "Checkpoint", "CheckpointService"]
 
 
 class CheckpointService(LinkedService):
@@ -116,14 +102,26 @@ class CheckpointService(LinkedService):
         drops: DropCounter | None = None,
         settle_timeout: float = SETTLE_TIMEOUT,
         ack_timeout: float = ACK_TIMEOUT,
+        drop_after: float = DROP_AFTER,
+        clock: Clock | None = None,
+        durable: DurableStore | None = None,
     ) -> None:
+        if not 0 < drop_after < ack_timeout:
+            raise UsageError(
+                f"drop_after ({drop_after:g} s) must be positive and under ack_timeout"
+                f" ({ack_timeout:g} s)"
+            )
         self._settle_timeout = settle_timeout
         self._ack_timeout = ack_timeout
+        self._drop_after = drop_after
+        self._clock: Clock = clock or MonotonicClock()
+        self.durable = durable
         self._link = GroupLink(transport, Service.CRC, self, drops=drops)
         self.directory = Directory()
         self._dir_sync: SyncTracker[DirEvent] = SyncTracker(transport.node_id)
         self._in_sync = asyncio.Event()
         self._dir_changed = asyncio.Event()  # set on every view and directory transfer step
+        self._waiting: set[asyncio.Event] = set()  # of _until: set on every message and view
         # Members that joined this member's view and might hold a directory of their own (the
         # other side of a healed partition): until their side's offer (or their NEED, from a
         # fresh joiner) arrives, this member's directory may lack their checkpoints.
@@ -131,10 +129,22 @@ class CheckpointService(LinkedService):
         self._replicas: dict[str, Replica] = {}
         self._handles: dict[str, Checkpoint] = {}
         self._opening: dict[str, asyncio.Future[None]] = {}
-        self._acks = AckTracker()
-        self._writes: dict[int, asyncio.Future[None]] = {}
+        self._writes = Writes(
+            transport.node_id,
+            self._clock,
+            self._until,
+            lambda write_id, node, name: self._post(wire.DropMsg(write_id, node, name)),
+            drop_after=drop_after,
+            ack_timeout=ack_timeout,
+        )
+        self._opens_sent = 0
+        self._opens_seen = 0  # this member's OPENs delivered (a barrier for take-overs)
         self._next_write = secrets.randbits(62)
-        self.late_acks = 0  # acks for writes no longer waited for (benign)
+
+    @property
+    def late_acks(self) -> int:
+        """Acknowledgements of writes no longer waited for (benign)."""
+        return self._writes.late_acks
 
     async def wait_ready(self) -> None:
         """Return once this member holds the directory (founded or transferred)."""
@@ -159,37 +169,63 @@ class CheckpointService(LinkedService):
             self._link.check_running()
 
     async def open(
-        self, name: str, role: Role = Role.STANDBY, *, covering: Collection[int] = ()
+        self,
+        name: str,
+        role: Role = Role.STANDBY,
+        *,
+        covering: Collection[int] = (),
+        persistent: bool = False,
     ) -> Checkpoint:
         """Open (creating if new) checkpoint ``name``; return once this member holds its
-        content. Opening an open checkpoint with another role changes the role.
+        content. Opening an open checkpoint with another role changes the role (see
+        :meth:`Checkpoint.set_role`); with ``persistent`` it makes the handle persistent.
 
         A new open first waits (at most ``settle_timeout``) until the directory has settled
         with every node of ``covering`` in the view (e.g. the membership another group
-        already sees), so this member joins the checkpoint's real holders."""
+        already sees), so this member joins the checkpoint's real holders. An ACTIVE open
+        raises UnavailableError if this member's replica is stale and cannot resynchronise
+        (e.g. every holder is stale). ``persistent`` needs the service's durable store."""
         wire.validate_name(name)
+        if persistent and self.durable is None:
+            raise UsageError(f"checkpoint {name}: persistent, but no durable store is configured")
         await self.wait_ready()
         if name not in self._handles and name not in self._opening:
-            try:
-                async with asyncio.timeout(self._settle_timeout):
-                    await self.wait_settled(covering)
-            except TimeoutError:  # e.g. a member of an older release, which sends no NEED
-                log.warning(
-                    "CRC on node %d: directory not settled after %g s (waiting for %s);"
-                    " opening %s regardless",
-                    self.node_id,
-                    self._settle_timeout,
-                    sorted(self._unaccounted) or "the view",
-                    name,
-                )
+            await self._settle(name, covering)
         handle = self._handles.get(name)
         if handle is None and name in self._opening:
             await asyncio.shield(self._opening[name])
             handle = self._handles.get(name)
-        if handle is not None:
-            if handle.role is not role:
-                await handle.set_role(role)
-            return handle
+        if handle is None:
+            handle = await self._join(name, role)
+            if role is Role.ACTIVE:
+                try:
+                    await self._fresh(name, self._clock.now() + self._settle_timeout)
+                except UnavailableError:
+                    await handle.close()
+                    raise
+        elif handle.role is not role:
+            await handle.set_role(role)
+        if persistent and handle.saver is None:
+            handle.saver = self._saver(name)
+            if handle.role is Role.ACTIVE:
+                await self._restore(handle)
+        return handle
+
+    async def _settle(self, name: str, covering: Collection[int]) -> None:
+        try:
+            async with asyncio.timeout(self._settle_timeout):
+                await self.wait_settled(covering)
+        except TimeoutError:  # e.g. a member of an older release, which sends no NEED
+            log.warning(
+                "CRC on node %d: directory not settled after %g s (waiting for %s);"
+                " opening %s regardless",
+                self.node_id,
+                self._settle_timeout,
+                sorted(self._unaccounted) or "the view",
+                name,
+            )
+
+    async def _join(self, name: str, role: Role) -> Checkpoint:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._opening[name] = future
         try:
@@ -204,11 +240,45 @@ class CheckpointService(LinkedService):
         self._handles[name] = handle
         return handle
 
+    async def _restore(self, handle: Checkpoint) -> None:
+        """A persistent checkpoint taken ACTIVE that was never written since it was created
+        in memory (nobody in the view had it, e.g. after the whole cluster lost power; its
+        standbys may have opened it empty) continues from its durable copy: the sections are
+        written to every holder like any write."""
+        replica = self._replica(handle.name)
+        if replica.version or self.durable is None:
+            return
+        sections = await self.durable.load(handle.name)
+        if not sections or replica.version:
+            return
+        log.info(
+            "CRC on node %d: checkpoint %s restored from its durable copy (%d sections)",
+            self.node_id,
+            handle.name,
+            len(sections),
+        )
+        for section, data in sorted(sections.items()):
+            await self._write(handle, section, data, True, save=False)
+        if handle.saver is not None:
+            handle.saver.saved = max(handle.saver.saved, replica.version)
+
+    def _saver(self, name: str) -> Saver:
+        assert self.durable is not None
+        replica = self._replica(name, fresh=False)
+
+        def snapshot() -> tuple[int, dict[str, bytes]]:
+            current = self._replica(name, fresh=False)
+            return current.version, {s: sec.data for s, sec in current.sections.items()}
+
+        return Saver(self.durable, name, snapshot, saved=replica.version)
+
     # -- Receiver ----------------------------------------------------------------------------
 
     def on_message(self, sender: int, kind: int, body: bytes) -> None:
         match wire.decode(kind, body):
             case wire.OpenMsg(name, role):
+                if sender == self.node_id:
+                    self._opens_seen += 1
                 self._deliver_dir(DirEvent(sender, Open(name, role)))
             case wire.CloseMsg(name):
                 self._deliver_dir(DirEvent(sender, Close(name)))
@@ -222,6 +292,11 @@ class CheckpointService(LinkedService):
                 self._on_dir_sync(sender, msg)
             case wire.NeedMsg():
                 self._account({sender})
+            case wire.DropMsg() as msg:
+                self._on_drop(sender, msg)
+            case wire.SyncedMsg(name):
+                self._deliver_dir(DirEvent(sender, Synced(name)))
+        self._progressed()
 
     def on_view(self, view: View) -> None:
         had_directory = self._dir_sync.in_sync
@@ -233,6 +308,7 @@ class CheckpointService(LinkedService):
         elif not self._dir_sync.in_sync and view.joined:
             self._post(wire.NeedMsg())
         self._dir_changed.set()
+        self._progressed()
 
     def _account(self, nodes: set[int]) -> None:
         if self._unaccounted & nodes:
@@ -242,8 +318,10 @@ class CheckpointService(LinkedService):
     def on_stop(self, error: HaosError | None) -> None:
         self._in_sync.set()
         self._dir_changed.set()
+        self._progressed()
         reason = error or UnavailableError("the CRC service was closed")
-        for future in [*self._writes.values(), *self._opening.values()]:
+        self._writes.fail_all(reason)
+        for future in self._opening.values():
             if not future.done():
                 future.set_exception(reason)
         for handle in self._handles.values():
@@ -282,8 +360,7 @@ class CheckpointService(LinkedService):
             self._in_sync.set()
 
     def _holders_changed(self, change: HolderChange) -> None:
-        for write_id in self._acks.left(change.name, change.left):
-            self._complete(write_id)
+        self._writes.release(change.name, change.left + change.stale)
         me = self.node_id
         replica = self._replicas.get(change.name)
         if me in change.left:
@@ -293,16 +370,46 @@ class CheckpointService(LinkedService):
         if me in change.joined and replica is None:
             replica = self._replicas[change.name] = Replica(change.name, me)
         if replica is not None:
-            step = replica.sync.membership(change.holders, change.joined, change.left)
+            joined = change.joined + self._rejoined(replica, change.stale)
+            step = replica.sync.membership(change.holders, joined, change.left)
             self._follow_replica(replica, step)
+
+    def _rejoined(self, replica: Replica, stale: tuple[int, ...]) -> tuple[int, ...]:
+        """The holders that a drop makes take a fresh state transfer, as this holder's tracker
+        must count them: only those in sync (one still waiting for its first transfer keeps
+        waiting for it: that covers every write since it opened)."""
+        if not stale:
+            return ()
+        me = self.node_id
+        if me in stale:
+            if not replica.sync.in_sync:
+                return ()
+            replica.invalidate()  # a fresh tracker, whose first mark is this one
+            return tuple(sorted(self.directory.stale.get(replica.name, ())))
+        return tuple(n for n in stale if n in replica.sync.synced)
+
+    def _on_drop(self, sender: int, msg: wire.DropMsg) -> None:
+        if sender == self.node_id:  # even if the directory ignores it (see Directory._drop)
+            self._writes.release(msg.name, [msg.node])
+        if msg.node == self.node_id and self._replicas.get(msg.name) is not None:
+            log.warning(
+                "CRC on node %d: checkpoint %s: node %d dropped this replica (write %d was not"
+                " acknowledged in time); resynchronising",
+                self.node_id,
+                msg.name,
+                sender,
+                msg.write_id,
+            )
+        self._deliver_dir(DirEvent(sender, Drop(msg.name, msg.node)))
 
     # -- content -----------------------------------------------------------------------------
 
     def _on_write(self, sender: int, msg: wire.WriteMsg) -> None:
-        if sender == self.node_id and msg.write_id in self._writes:
-            standbys = self.directory.standbys(msg.name) - {self.node_id}
-            if self._acks.expect(msg.write_id, msg.name, standbys):
-                self._complete(msg.write_id)
+        me = self.node_id
+        pending = None
+        if sender == me:
+            standbys = self.directory.standbys(msg.name) - {me}
+            pending = self._writes.delivered(msg.write_id, standbys)
         replica = self._replicas.get(msg.name)
         if replica is None:
             return  # not a holder: nothing to store
@@ -312,26 +419,28 @@ class CheckpointService(LinkedService):
         write = Write(sender, msg.write_id, msg.section, msg.data, msg.sync)
         if replica.sync.deliver(write):
             self._apply_write(replica, write)
+        if pending is not None:
+            pending.version = replica.version
+        elif sender == me and not msg.sync:
+            self._save_later(msg.name, replica.version)
 
     def _apply_write(self, replica: Replica, write: Write) -> None:
         replica.apply(write)
-        me = self.node_id
+        me, name = self.node_id, replica.name
         if (
             write.sync
             and write.writer != me
-            and self.directory.role(replica.name, me) is Role.STANDBY
+            and self.directory.role(name, me) is Role.STANDBY
+            and not self.directory.is_stale(name, me)  # not waited for; acks once resynced
         ):
             sys.audit(EVENT, "crc.applied", write.write_id)
-            self._post(wire.AckMsg(write.writer, write.write_id, replica.name))
+            self._post(wire.AckMsg(write.writer, write.write_id, name))
 
     def _on_ack(self, sender: int, msg: wire.AckMsg) -> None:
         if msg.writer != self.node_id:
             return  # for another writer
-        if self._acks.ack(msg.write_id, sender):
+        if self._writes.acked(msg.write_id, sender):
             sys.audit(EVENT, "crc.acked", msg.write_id)
-            self._complete(msg.write_id)
-        elif msg.write_id not in self._acks:
-            self.late_acks += 1
 
     def _on_content(self, sender: int, msg: wire.ContentMsg) -> None:
         replica = self._replicas.get(msg.name)
@@ -345,12 +454,32 @@ class CheckpointService(LinkedService):
         elif step.outcome is Outcome.REJECT:
             self._link.drop("unexpected-content", sender, step.reason)
         self._follow_replica(replica, step)
+        me = self.node_id
+        if (
+            step.outcome is Outcome.INSTALL
+            and self.directory.is_stale(msg.name, me)
+            and not self.directory.is_stale(msg.name, sender)  # a fresh copy
+        ):
+            log.info(
+                "CRC on node %d: checkpoint %s resynchronised from node %d",
+                me,
+                msg.name,
+                sender,
+            )
+            self._post(wire.SyncedMsg(msg.name))
 
     def _follow_replica(self, replica: Replica, step: Step[Write]) -> None:
         for write in step.replay:
             self._apply_write(replica, write)
         if step.offer is not None:
             self._post(wire.ContentMsg(replica.name, step.offer, replica.snapshot()))
+        if step.outcome is Outcome.FOUND and self.directory.is_stale(replica.name, self.node_id):
+            log.warning(
+                "CRC on node %d: checkpoint %s: this replica is stale and no holder that is"
+                " not is left to resynchronise from; it stays stale until closed",
+                self.node_id,
+                replica.name,
+            )
         if replica.sync.in_sync:
             future = self._opening.pop(replica.name, None)
             if future is not None and not future.done():
@@ -358,51 +487,139 @@ class CheckpointService(LinkedService):
 
     # -- for Checkpoint ----------------------------------------------------------------------
 
-    def _replica(self, name: str) -> Replica:
+    def _replica(self, name: str, *, fresh: bool = True) -> Replica:
         self._link.check_running()
         replica = self._replicas.get(name)
         if replica is None or not replica.sync.in_sync:
+            if replica is not None and fresh and self.directory.is_stale(name, self.node_id):
+                raise UnavailableError(self._stale_text(name))
             raise UnavailableError(f"this member does not hold checkpoint {name}")
+        if fresh and self.directory.is_stale(name, self.node_id):
+            raise UnavailableError(self._stale_text(name))
         return replica
 
-    async def _write(self, name: str, section: str, data: bytes | None, sync: bool) -> None:
-        self._next_write += 1
-        write_id = self._next_write
-        msg = wire.WriteMsg(write_id, name, section, data, sync)
-        if not sync:
-            await self._send(msg)
+    def _stale_text(self, name: str) -> str:
+        return (
+            f"the replica of checkpoint {name} on node {self.node_id} is stale (a write did"
+            " not wait for it) until it resynchronises"
+        )
+
+    def _fresh_now(self, name: str) -> bool:
+        replica = self._replicas.get(name)
+        return (
+            replica is not None
+            and replica.sync.in_sync
+            and not self.directory.is_stale(name, self.node_id)
+        )
+
+    async def _fresh(self, name: str, deadline: float) -> None:
+        """Return once this member's replica of ``name`` is in sync and not stale; raise
+        UnavailableError at ``deadline``, or at once when no holder that is not stale is left
+        to resynchronise from."""
+        me = self.node_id
+
+        def hopeless() -> bool:
+            return self.directory.is_stale(name, me) and not self.directory.synced(name) - {me}
+
+        def decided() -> bool:
+            return name not in self._replicas or self._fresh_now(name) or hopeless()
+
+        await self._until(decided, deadline)
+        if self._fresh_now(name):
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._writes[write_id] = future
-        sys.audit(EVENT, "crc.write", write_id)
+        if name not in self._replicas:
+            raise UnavailableError(f"this member no longer holds checkpoint {name}")
+        why = (
+            "no holder that is not stale is left to resynchronise from"
+            if hopeless()
+            else f"it did not resynchronise within {self._settle_timeout:g} s"
+        )
+        raise UnavailableError(f"{self._stale_text(name)}, and {why}")
+
+    async def _promote(self, handle: Checkpoint) -> None:
+        """:meth:`Checkpoint.set_role` to ACTIVE."""
+        await self._take_over(handle)
+        if handle.saver is not None:
+            await self._restore(handle)
+
+    async def _take_over(self, handle: Checkpoint) -> None:
+        name = handle.name
+        deadline = self._clock.now() + self._settle_timeout
+        await self._fresh(name, deadline)
+        handle.role = Role.ACTIVE
+        await self._send(wire.OpenMsg(name, Role.ACTIVE))
+        sent = self._opens_sent
+        # Once this open is delivered, so is everything ordered before it (a drop of this
+        # replica included): only then is "not stale" an answer about the order.
         try:
-            await self._send(msg)
-            try:
-                async with asyncio.timeout(self._ack_timeout):
-                    await future  # cancelled at the deadline: nobody else waits for it
-            except TimeoutError:
-                silent = sorted(self._acks.waiting(write_id))
-                raise UnavailableError(
-                    f"synchronous write of {name}/{section}: no acknowledgement from"
-                    f" node(s) {silent} within {self._ack_timeout:g} s"
-                ) from None
-            sys.audit(EVENT, "crc.done", write_id)
-        finally:
-            del self._writes[write_id]
-            self._acks.forget(write_id)
+            if not await self._until(lambda: self._opens_seen >= sent, deadline):
+                raise UnavailableError(f"checkpoint {name}: the take-over was not delivered")
+            await self._fresh(name, deadline)
+        except UnavailableError:
+            if not handle.closed:
+                handle.role = Role.STANDBY
+                self._post(wire.OpenMsg(name, Role.STANDBY))
+            raise
 
     async def _send(self, msg: wire.Msg) -> None:
         kind, body = wire.encode(msg)
+        if isinstance(msg, wire.OpenMsg):
+            self._opens_sent += 1
         await self._link.send(kind, body)
 
     def _post(self, msg: wire.Msg) -> None:
         kind, body = wire.encode(msg)
+        if isinstance(msg, wire.OpenMsg):
+            self._opens_sent += 1
         self._link.post(kind, body)
 
-    def _complete(self, write_id: int) -> None:
-        future = self._writes.get(write_id)
-        if future is not None and not future.done():
-            future.set_result(None)
+    async def _until(self, predicate: Callable[[], bool], deadline: float) -> bool:
+        """Wait (on the clock) until ``predicate`` holds, re-checked after every delivered
+        message and view; False at ``deadline``."""
+        woken = asyncio.Event()  # one per waiter: no waiter clears another's wake-up
+        self._waiting.add(woken)
+        try:
+            while not predicate():
+                self._link.check_running()
+                if self._clock.now() >= deadline:
+                    return False
+                await self._clock.wait(woken, deadline)
+                woken.clear()
+            return True
+        finally:
+            self._waiting.discard(woken)
+
+    def _progressed(self) -> None:
+        for woken in self._waiting:
+            woken.set()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _write(
+        self, handle: Checkpoint, section: str, data: bytes | None, sync: bool, *, save: bool = True
+    ) -> None:
+        name = handle.name
+        self._next_write += 1
+        write_id = self._next_write
+        msg = wire.WriteMsg(write_id, name, section, data, sync)
+        if not sync:
+            await self._send(msg)  # a persistent one is saved once delivered (_save_later)
+            return
+        pending = self._writes.start(write_id, name)
+        sys.audit(EVENT, "crc.write", write_id)
+        try:
+            await self._send(msg)
+            await self._writes.wait(write_id, f"{name}/{section}")
+            sys.audit(EVENT, "crc.done", write_id)
+        finally:
+            self._writes.finish(write_id)
+        if save and handle.saver is not None:
+            await handle.saver.through(pending.version)
+
+    def _save_later(self, name: str, version: int) -> None:
+        handle = self._handles.get(name)
+        if handle is not None and handle.saver is not None:
+            self._link.spawn(handle.saver.quietly(version))
 
     def _fail_opening(self, name: str, why: str) -> None:
         future = self._opening.pop(name, None)

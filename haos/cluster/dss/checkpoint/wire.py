@@ -9,12 +9,17 @@
                       | sections: count u32, then (section Text, version u64, data Blob)
     SYNC    (kind 6): offer | members | checkpoints: count u32, then
                       (checkpoint Text, holders: count u32, then (node u32, role u8))
+                      -- bit 7 of a holder's role byte: its replica is stale
     NEED    (kind 7): (empty) -- "I hold no directory": a joiner says so after each view
+    DROP    (kind 8): write id u64 | node u32 | checkpoint Text -- "standby ``node`` did not
+                      acknowledge my write ``write id`` in time: its replica is stale"
+    SYNCED  (kind 9): checkpoint Text -- "my stale replica installed a fresh transfer"
 
 ACKs go to one writer (others drop them silently); CONTENT is state transfer of one checkpoint
 to the holders that just opened it; SYNC is state transfer of the directory to group joiners;
 NEED lets the members that hold the directory tell a fresh joiner from the other side of a
-healed partition.
+healed partition. DROP and SYNCED mark a replica stale and fresh again, for every member at
+the same point of the order.
 
 WRITE and ACK, sent on every write, are read and written by hand
 (:mod:`~haos.cluster.dss.messaging.binary`) to the bytes their structs below declare; the tests
@@ -48,10 +53,13 @@ class Kind(enum.IntEnum):
     CONTENT = 5
     SYNC = 6
     NEED = 7
+    DROP = 8
+    SYNCED = 9
 
 
 _SYNC_WRITE = 0x01
 _DELETE = 0x02
+_STALE = 0x80  # in a SYNC holder's role byte
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,19 @@ class NeedMsg:
     pass
 
 
-Msg = OpenMsg | CloseMsg | WriteMsg | AckMsg | ContentMsg | SyncMsg | NeedMsg
+@dataclass(frozen=True)
+class DropMsg:
+    write_id: int
+    node: int
+    name: str
+
+
+@dataclass(frozen=True)
+class SyncedMsg:
+    name: str
+
+
+Msg = OpenMsg | CloseMsg | WriteMsg | AckMsg | ContentMsg | SyncMsg | NeedMsg | DropMsg | SyncedMsg
 
 _OPEN = body("role" / Int8ub, "name" / Text)
 _CLOSE = body("name" / Text)
@@ -121,6 +141,8 @@ _CONTENT = body(
     "sections" / PrefixedArray(Int32ub, _SECTION),
 )
 _NEED = body()
+_DROP = body("write_id" / Int64ub, "node" / Int32ub, "name" / Text)
+_SYNCED = body("name" / Text)
 _HOLDER = Struct("node" / Int32ub, "role" / Int8ub)
 _CHECKPOINT = Struct("name" / Text, "holders" / PrefixedArray(Int32ub, _HOLDER))
 _SYNC = body(
@@ -171,8 +193,15 @@ def encode(msg: Msg) -> tuple[Kind, bytes]:
             }
             return Kind.CONTENT, build(_CONTENT, value)
         case SyncMsg(offer, directory):
+            stale = {n: set(nodes) for n, nodes in directory.stale}
             checkpoints = [
-                {"name": n, "holders": [{"node": h, "role": int(r)} for h, r in holders]}
+                {
+                    "name": n,
+                    "holders": [
+                        {"node": h, "role": int(r) | (_STALE if h in stale.get(n, ()) else 0)}
+                        for h, r in holders
+                    ],
+                }
                 for n, holders in directory.checkpoints
             ]
             value = {
@@ -183,6 +212,10 @@ def encode(msg: Msg) -> tuple[Kind, bytes]:
             return Kind.SYNC, build(_SYNC, value)
         case NeedMsg():
             return Kind.NEED, build(_NEED, {})
+        case DropMsg(write_id, node, name):
+            return Kind.DROP, build(_DROP, {"write_id": write_id, "node": node, "name": name})
+        case SyncedMsg(name):
+            return Kind.SYNCED, build(_SYNCED, {"name": name})
     raise AssertionError(f"not a CRC message: {msg!r}")
 
 
@@ -249,16 +282,26 @@ def decode(kind: int, data: bytes) -> Msg:
     if kind == Kind.SYNC:
         raw = parse(_SYNC, data, "CRC sync")
         checkpoints = tuple(
-            (_name(c.name), tuple((int(h.node), _role(h.role)) for h in c.holders))
+            (_name(c.name), tuple((int(h.node), _role(h.role & ~_STALE)) for h in c.holders))
             for c in raw.checkpoints
         )
         _unique([n for n, _ in checkpoints], "checkpoint")
         for _, holders in checkpoints:
             if len({n for n, _ in holders}) != len(holders):
                 raise WireError("CRC sync: a holder appears twice")
-        directory = DirSnapshot(tuple(int(n) for n in raw.members), checkpoints)
+        stale = tuple(
+            (name, nodes)
+            for (name, _), c in zip(checkpoints, raw.checkpoints, strict=True)
+            if (nodes := tuple(int(h.node) for h in c.holders if h.role & _STALE))
+        )
+        directory = DirSnapshot(tuple(int(n) for n in raw.members), checkpoints, stale)
         return SyncMsg(offer_from(raw.offer), directory)
     if kind == Kind.NEED:
         parse(_NEED, data, "CRC need")
         return NeedMsg()
+    if kind == Kind.DROP:
+        raw = parse(_DROP, data, "CRC drop")
+        return DropMsg(int(raw.write_id), int(raw.node), _name(raw.name))
+    if kind == Kind.SYNCED:
+        return SyncedMsg(_name(parse(_SYNCED, data, "CRC synced").name))
     raise WireError(f"unknown CRC kind {kind}")
