@@ -117,18 +117,44 @@ def render_status(status: dict[str, Any], crim: dict[str, Any]) -> str:
     for node, rt in sorted(state["nodes"].items()):
         member = "member" if rt["member"] else "OFFLINE"
         lines.append(f"  {node:<10} {member:<8} {rt['admin']}")
+    running: dict[str, dict[str, Any] | None] = crim.get("running") or {}
     lines += ["", "Service instances:"]
     for si, info in crim["instances"].items():
         group = crim["groups"][info["group"]]
         served = "served" if info["served"] else "NOT SERVED"
+        if not info["served"] and info.get("assigned"):
+            served += " (assigned, but its primary does not run as primary: see 'runs as')"
         lines.append(f"  {si:<20} {info['group']} ({group['redundancy']}): {served}")
         for role in ("primary", "secondary"):
             for comp in info[role]:
-                lines.append(f"      {role:<9} {comp} on {hosts.get(comp, '-')}")
-    lines += ["", "Components:", f"  {'name':<36} {'state':<10} {'health':<10} {'admin':<9} node"]
+                node = hosts.get(comp, "-")
+                said = runs_as(running, node, comp)
+                lines.append(f"      {role:<9} {comp} on {node}, runs as {said}")
+    lines += [
+        "",
+        "Components:",
+        f"  {'name':<36} {'state':<10} {'runs as':<13} {'health':<10} {'admin':<9} node",
+    ]
     for comp, rt in state["components"].items():
         if comp not in hosts:
             continue  # hardware above the nodes (shelves, slots)
         node = hosts.get(comp, "-")
-        lines.append(f"  {comp:<36} {rt['state']:<10} {rt['health']:<10} {rt['admin']:<9} {node}")
+        said = runs_as(running, node, comp)
+        lines.append(
+            f"  {comp:<36} {rt['state']:<10} {said:<13} {rt['health']:<10} {rt['admin']:<9} {node}"
+        )
+        if rt.get("why"):
+            lines.append(f"      why: {rt['why']}")
     return "\n".join(lines)
+
+
+def runs_as(running: dict[str, dict[str, Any] | None], node: str, component: str) -> str:
+    """What the node's agent says ``component`` runs as: a state, ``failed``, ``unknown``
+    (the node did not answer) or ``-`` (its agent has not said)."""
+    if node not in running:
+        return "-"
+    states = running[node]
+    if states is None:
+        return "unknown"
+    said = states.get(component)
+    return str(said["state"]) if isinstance(said, dict) else "-"

@@ -20,7 +20,8 @@ def demo_toml(
     audit_period: float = 0.5,
     audit_timeout: float = 0.25,
 ) -> str:
-    """``cluster_toml`` plus group ``counter`` (2N, a member on every node, one instance).
+    """``cluster_toml`` plus group ``counter`` (2N, a member on every node, one instance, its
+    checkpoint persistent: the count survives a power loss of the whole cluster).
 
     ``hold_time`` is the CEC's hold of reports about contained components (0: a crash goes
     to the CRIM at once); ``restart_max`` restarts in place before the ladder fails over;
@@ -57,6 +58,7 @@ def demo_toml(
         'name = "counter"',
         'redundancy = "2N"',
         f"members = [{members}]",
+        "persistent_checkpoint = true",
         "",
         "[[service_instances]]",
         'name = "counter-si"',

@@ -9,6 +9,11 @@ service's name (``--name``, default ``demo/counter``) to its ``--advertise`` add
 ``<host name>:<port>``) in the cluster's names, so clients find the current primary (best
 effort: a failed bind is logged, the service runs on).
 
+It logs ``primary: serving ... (at T)`` and ``no longer primary ... (at T)``, T the system's
+monotonic clock (``time.monotonic()``) just before its port opens and just after its last
+answer: every process on the machine (every container of a lab cluster too) shares that clock,
+so the serving times of the members can be compared.
+
 Run by a node agent (``manager = { kind = "client", command = ["python3", "-m",
 "haos.demo.counter"] }``)::
 
@@ -74,11 +79,14 @@ class Counter:
         assert self.client is not None
         data = await self.client.checkpoint_read(SECTION)
         self.value = int(data.decode()) if data else 0
+        began = time.monotonic()  # before the port opens: the earliest it can answer
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.primary = True
         self._since = time.monotonic()
         trace.point("app.serving", self.value)
-        log.info("primary: serving on %s:%d from %d", self.host, self.port, self.value)
+        log.info(
+            "primary: serving on %s:%d from %d (at %.6f)", self.host, self.port, self.value, began
+        )
         if self.name:  # a repository write: not on the way to serving and acking the role
             self._bind = asyncio.create_task(self._bind_name(self.client))
 
@@ -91,10 +99,11 @@ class Counter:
     async def _step_down(self) -> None:
         self.primary = False
         self._close_listener()
-        async with self._lock:
+        async with self._lock:  # the increment in progress is answered first
             for writer in list(self._connections):
                 writer.close()
-        log.info("no longer primary (counter at %d)", self.value)
+        # after this no answer can be given: the last increment's is written already
+        log.info("no longer primary (counter at %d; at %.6f)", self.value, time.monotonic())
 
     def _close_listener(self) -> None:
         server, self._server = self._server, None

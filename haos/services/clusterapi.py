@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from haos import trace
@@ -30,10 +30,18 @@ from haos.cluster.dss.messaging.rrpc import Call, RemoteError, RpcService
 from haos.config.model import NodeSpec
 from haos.errors import HaosError, UnavailableError, UsageError
 from haos.services.crimd import AvailabilityService, ServiceRole
-from haos.services.orderbook import Batch, NodeOrders, batch_from_json, decode, encode
-from haos.services.orders import desired_roles, report_from_json
+from haos.services.orderbook import (
+    Batch,
+    NodeOrders,
+    batch_from_json,
+    decode,
+    encode,
+    running_from_json,
+)
+from haos.services.orders import RoleOrder, order_from_json, report_from_json
 
 log = logging.getLogger(__name__)
+RUNNING_WAIT = 0.5  # s a node gets to say what its components run as, for a status
 
 COMPONENT_EVENTS: dict[str, Callable[[str], ev.Event]] = {
     "available": ev.ComponentAvailable,
@@ -75,8 +83,13 @@ class ClusterApi:
         master: Callable[[], int | None],
         orders: NodeOrders,
         availability: Callable[[], AvailabilityService | None],
-        applied: Callable[[str, str], None] = lambda component, state: None,
+        applied: Callable[[RoleOrder, int | None], None] = lambda order, epoch: None,
+        node_ids: Mapping[str, int] | None = None,
+        desired: Callable[[str], Batch | None] = lambda node: None,
     ) -> None:
+        """``node_ids``: every node's corosync id by name (to ask them what they run).
+        ``desired``: the full desired state a node may take now, as the master's dispatcher
+        has handed it out (a promotion still held behind a switchover is not in it)."""
         self._me = me
         self._topo = topo
         self._rpc = rpc
@@ -84,10 +97,13 @@ class ClusterApi:
         self._orders = orders
         self._availability = availability
         self._on_applied_cb = applied
+        self._ids = dict(node_ids or {})
+        self._desired = desired
         for method, handler in (
             ("orders", self._on_orders),
             ("report", self._on_report),
             ("event", self._on_event),
+            ("running", self._on_running),
             ("desired", self._on_desired),
             ("crim", self._on_crim),
             ("applied", self._on_applied),
@@ -120,33 +136,65 @@ class ClusterApi:
         return encode(_decision(await self._active().submit(make(req["component"]))))
 
     async def _on_applied(self, call: Call) -> bytes:
+        """A node carried out a graceful role order; the confirmation names that order."""
         req = decode(call.payload, "applied")
-        if not isinstance(req, dict) or not isinstance(req.get("component"), str):
-            raise UsageError(f"applied: bad request {req!r}")
+        raw = req.get("order") if isinstance(req, dict) else None
+        order = order_from_json(raw) if isinstance(raw, dict) and "seq" in raw else None
+        epoch = req.get("epoch") if isinstance(req, dict) else None
+        bad_epoch = epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool))
+        if not isinstance(order, RoleOrder) or bad_epoch:
+            raise UsageError(f"applied: bad request {req!r}: a role order with its seq expected")
         self._active()
-        self._on_applied_cb(req["component"], str(req.get("state")))
+        self._on_applied_cb(order, epoch)
         return b"{}"
+
+    async def _on_running(self, call: Call) -> bytes:
+        del call
+        return encode({c: r.to_json() for c, r in self._orders.running.items()})
+
+    async def _gather_running(self, nodes: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Each node's ``running`` map (None for a node that did not answer in time)."""
+
+        async def one(node: str) -> dict[str, Any] | None:
+            if node == self._me.name:
+                return {c: r.to_json() for c, r in self._orders.running.items()}
+            if node not in self._ids:
+                return None
+            try:
+                raw = await self._rpc.call(self._ids[node], "running", b"{}", timeout=RUNNING_WAIT)
+                answer = decode(raw, "running")
+            except HaosError as e:
+                log.debug("running states of %s not known: %s", node, e)
+                return None
+            return answer if isinstance(answer, dict) else None
+
+        answers = await asyncio.gather(*(one(n) for n in nodes))
+        return dict(zip(nodes, answers, strict=True))
 
     async def _on_desired(self, call: Call) -> bytes:
         req = decode(call.payload, "desired")
         node = req.get("node") if isinstance(req, dict) else None
         if node not in self._topo.nodes:
             raise UsageError(f"desired: unknown node {node!r}")
-        brain = self._active().brain
-        assert brain is not None
-        roles = desired_roles(self._topo, brain.crim, node)
-        return encode(Batch(brain.seq, (), roles, (), brain.epoch).to_json())
+        self._active()
+        batch = self._desired(node)
+        if batch is None:
+            raise UnavailableError(f"no desired state handed to {node} yet; ask again")
+        return encode(batch.to_json())
 
     async def _on_crim(self, call: Call) -> bytes:
         a = self._active()
         assert a.brain is not None
         crim, topo = a.brain.crim, self._topo
+        members = sorted(n for n, rt in crim.nodes.items() if rt.member)
+        running = await self._gather_running(members)
         instances = {
             si: {
                 "group": topo.instances[si].group,
                 "primary": crim.primaries(si, topo),
                 "secondary": crim.secondaries(si, topo),
-                "served": si in crim.served,
+                "assigned": si in crim.served,
+                "served": serving(crim.primaries(si, topo), topo.host_of, running),
                 "outage_since": crim.outages.get(si),
             }
             for si in sorted(topo.instances)
@@ -165,6 +213,7 @@ class ClusterApi:
                 "instances": instances,
                 "groups": groups,
                 "hosts": {c: n for c, n in topo.host_of.items() if n is not None},
+                "running": running,
             }
         )
 
@@ -216,6 +265,10 @@ class ClusterApi:
             return dict(await self.to_master("applied", req))
         if op == "crim":
             return dict(await self.to_master("crim", {}))
+        if op == "running":
+            component, state = running_from_json(req)
+            self._orders.ran(component, state)
+            return {}
         if op == "history":
             limit = int(req.get("limit", 50))
             return {"history": list(self._orders.history)[-limit:]}
@@ -226,6 +279,26 @@ class ClusterApi:
                 "roles": {c: s.value for c, s in self._orders.roles.items()},
             }
         return None
+
+
+def serving(
+    primaries: list[str],
+    host_of: Mapping[str, str | None],
+    running: Mapping[str, Mapping[str, Any] | None],
+) -> bool:
+    """Whether an instance is served: it has a primary, and each of its primaries' node
+    agents says that component runs as primary (not merely that the CRIM assigned it)."""
+    if not primaries:
+        return False
+    for comp in primaries:
+        node = host_of.get(comp)
+        if node is None:
+            continue  # not run by a node agent (hardware above the nodes)
+        states = running.get(node)
+        said = None if states is None else states.get(comp)
+        if not isinstance(said, Mapping) or said.get("state") != "primary":
+            return False
+    return True
 
 
 def _decision(d: Decision) -> dict[str, Any]:

@@ -59,6 +59,7 @@ from haos.errors import ConfigError, HaosError, UsageError
 from haos.services.clusterapi import ClusterApi, RpcChannel
 from haos.services.crimd import AvailabilityService
 from haos.services.crimd import Settings as AvailabilitySettings
+from haos.services.durable import RepositoryCheckpoints
 from haos.services.entry import load_node, run_daemon, settle_heap
 from haos.services.epochs import RepositoryEpochs
 from haos.services.executor import Dispatcher
@@ -147,7 +148,7 @@ class NodeDaemon:
             ccr_config = CcrConfig(nodes=len(self.config.nodes))
             async with CcrService.open(ccr_group, store, ccr_quorum, ccr_config) as ccr:
                 self.ccr = ccr
-                self.crc = CheckpointService(crc_group)
+                self.crc = CheckpointService(crc_group, durable=RepositoryCheckpoints(ccr))
                 rpc = RpcService(rpc_group)
                 ids = {n.name: n.node_id for n in self.config.nodes}
                 self.dispatcher = Dispatcher(
@@ -161,6 +162,8 @@ class NodeDaemon:
                     self.orders,
                     lambda: self.availability,
                     self.dispatcher.applied,
+                    node_ids=ids,
+                    desired=self.dispatcher.desired,
                 )
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self.crc.run())
@@ -188,7 +191,9 @@ class NodeDaemon:
         """The CRIM and CEC: active on the master, hot standby on the vice-master."""
         assert self.cmm is not None and self.dispatcher is not None and self.api is not None
         async with self.cmm.listen() as notices:
-            settings = AvailabilitySettings(self.me.node_id, self.topo, self.config.correlation)
+            settings = AvailabilitySettings(
+                self.me.node_id, self.topo, self.config.correlation, persistent=True
+            )
             cmm, me = self.cmm, self.me.node_id
             assert self.ccr is not None
             self.availability = AvailabilityService(
@@ -330,6 +335,9 @@ class NodeDaemon:
                 "members": sorted(cmm.state.members),
                 "fence_pending": sorted(p.node_id for p in cmm.state.peers if p.must_fence),
                 "quorate": cmm.state.quorate,
+                # False until this daemon was in a quorate view with a peer: till then a view
+                # smaller than the cluster gives it no quorum (it waits for its peers)
+                "synced_with_peer": cmm.state.synced_with_peer,
                 "master": cmm.master,
                 "vice_master": cmm.vice_master,
                 "demoted": self.demoted,
@@ -395,11 +403,13 @@ class NodeDaemon:
         trace.point(f"cd.{op}", name)
         if op == "ckpt_open":
             role = Role.ACTIVE if req.get("role") == "active" else Role.STANDBY
-            if name in self.checkpoints:
-                await self.checkpoints[name].set_role(role)
-            else:
-                view = self.cmm.view if self.cmm is not None else ()
-                self.checkpoints[name] = await self.crc.open(name, role, covering=view)
+            persistent = req.get("persistent", False)
+            if not isinstance(persistent, bool):
+                raise UsageError(f"ckpt_open: 'persistent' must be true or false: {persistent!r}")
+            view = self.cmm.view if self.cmm is not None else ()
+            self.checkpoints[name] = await self.crc.open(
+                name, role, covering=view, persistent=persistent
+            )
             return {"replicas": list(self.checkpoints[name].replicas)}
         ckpt = self.checkpoints.get(name)
         if ckpt is None:
@@ -446,6 +456,7 @@ class NodeDaemon:
                 await self._send(writer, await queue.get())
         finally:
             unsubscribe()
+            self.orders.agent_gone()
 
     async def _events(self, writer: asyncio.StreamWriter) -> None:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()

@@ -143,7 +143,9 @@ class Brain:
         return out
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (next_deadline(self.crim), self.cec.next_deadline()) if d]
+        deadlines = [
+            d for d in (next_deadline(self.crim, self.topo), self.cec.next_deadline()) if d
+        ]
         return min(deadlines) if deadlines else None
 
     def to_data(self) -> dict[str, Any]:
@@ -267,6 +269,9 @@ class Settings:
     topo: Topology
     correlation: CorrelationPolicy = field(default_factory=CorrelationPolicy)
     auto_tick: bool = True
+    # Keep the checkpoint on disk too (the checkpoint service's durable store): after a power
+    # loss of the whole cluster the service continues from its last decision.
+    persistent: bool = False
 
 
 # ---------------------------------------------------------------------------- the service
@@ -557,7 +562,9 @@ class AvailabilityService:
             # before the checkpoint directory of the nodes it joined reached it (the CRC's view
             # may lag the CMM's): opening then would find no checkpoint, and invent an initial
             # state beside the real one. The CRC waits until its view covers the CMM's.
-            self._ckpt = await self._crc.open(CHECKPOINT, role, covering=self._view())
+            self._ckpt = await self._crc.open(
+                CHECKPOINT, role, covering=self._view(), persistent=self._s.persistent
+            )
         elif self._ckpt.role is not role:
             await self._ckpt.set_role(role)
         return self._ckpt

@@ -3,9 +3,21 @@
 * :class:`Dispatcher` — the active availability service's :class:`~.crimd.ActionSink`: each
   decision's orders go into the hosting node's outbox; one sender per node delivers them in
   order over RRPC (``orders``). A node that could not be reached is marked *stale* and gets the
-  full set of its desired roles before its next orders (:meth:`Dispatcher.resync` does that for
-  every node after a take-over: a decision cut short by the old master is carried out again).
+  full set of its desired roles, as of the decision being sent, along with its next orders
+  (:meth:`Dispatcher.resync` sends every node its full state after a take-over: a decision cut
+  short by the old master is carried out again).
 * the receiving side, on every node, is :class:`~haos.services.orderbook.NodeOrders`.
+
+A planned switchover (a primary demoted gracefully) is carried out in two steps. First the
+node of each primary that quiesces gets that component's orders; then every node's outbox
+*holds* (the rest of the decision and whatever follows it) until each of those orders is
+confirmed carried out (:meth:`Dispatcher.applied`: the agent echoes the order back), or until
+``quiesce_wait`` has passed since the last of them was handed to its node. A confirmation
+names its order -- component, state and the decision's sequence number -- so it releases the
+hold of that decision only: a late or repeated confirmation of an earlier switchover of the
+same component releases nothing. A full desired state is the state as of the decision whose
+turn it is in the node's outbox (for a stale node, and :meth:`Dispatcher.desired`), so it
+never carries a promotion past a hold either.
 
 The transport is a small protocol (:class:`OrderChannel`) so the policy of who gets what, in
 which order, is tested without corosync.
@@ -14,9 +26,10 @@ which order, is tested without corosync.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +39,14 @@ from haos.cluster.crim.topology import Topology
 from haos.errors import HaosError
 from haos.model.states import AvailabilityState
 from haos.services.orderbook import Batch
-from haos.services.orders import desired_roles, notes_of, orders_for
+from haos.services.orders import (
+    Order,
+    RebootOrder,
+    RoleOrder,
+    desired_roles,
+    notes_of,
+    orders_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +58,67 @@ class OrderChannel(Protocol):
         ...
 
 
-@dataclass
+@dataclass(eq=False)
 class _Hold:
-    """In a node's outbox: what follows waits until ``gates`` (component, state) were all
-    confirmed applied, or ``until`` (loop time) passed."""
+    """In every node's outbox, after the orders of the primaries that quiesce: what follows
+    waits until each order in ``gates`` is confirmed, or until ``deadline``, which is set
+    once every node in ``unsent`` has been handed its gated orders."""
 
-    gates: frozenset[tuple[str, str]]
-    until: float
+    seq: int
+    epoch: int
+    gates: set[RoleOrder]
+    unsent: set[str]
+    deadline: float | None = None  # loop time
+    armed: asyncio.Event = field(default_factory=asyncio.Event)  # deadline set, or released
     released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def handed(self, node: str, deadline: float) -> None:
+        self.unsent.discard(node)
+        if not self.unsent and self.deadline is None:
+            self.deadline = deadline
+            self.armed.set()
+
+    def release(self) -> None:
+        self.armed.set()
+        self.released.set()
+
+
+@dataclass(frozen=True)
+class _Out:
+    """A batch in a node's outbox. ``crim``: the CRIM's state as of its decision, which a stale
+    node's full desired state is taken from; None for the first step of a switchover (it must
+    not carry the promotions that wait). ``gating``: the hold whose orders it carries."""
+
+    batch: Batch
+    crim: CrimState | None = None
+    gating: _Hold | None = None
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """What a node was handed: the last batch, the CRIM's state as of the last decision it got
+    whole, and the roles ordered since (the first step of a switchover)."""
+
+    batch: Batch
+    crim: CrimState
+    since: dict[str, AvailabilityState] = field(default_factory=dict)
+
+
+def quiescing(decision: Decision) -> frozenset[str]:
+    """The components the decision demotes gracefully from primary (a planned switchover)."""
+    return frozenset(
+        a.component
+        for a in decision.actions
+        if isinstance(a, AssignRole)
+        and a.graceful
+        and a.old is AvailabilityState.PRIMARY
+        and a.new is not AvailabilityState.PRIMARY
+    )
+
+
+def _first_step(orders: Sequence[Order], quiet: frozenset[str]) -> tuple[Order, ...]:
+    """The orders of the components in ``quiet``, in their order."""
+    return tuple(o for o in orders if not isinstance(o, RebootOrder) and o.component in quiet)
 
 
 class Dispatcher:
@@ -62,85 +135,108 @@ class Dispatcher:
         self._channel = channel
         self._clock = clock
         self._quiesce_wait = quiesce_wait
-        self._confirmed: set[tuple[str, str]] = set()
-        self._holds: list[_Hold] = []
-        self._outbox: dict[str, asyncio.Queue[Batch | _Hold]] = {
+        self._waiting: dict[RoleOrder, _Hold] = {}  # an order to confirm -> its hold
+        self._outbox: dict[str, asyncio.Queue[_Out | _Hold]] = {
             n: asyncio.Queue() for n in topo.nodes
         }
         self._stale: set[str] = set()
-        self._crim: CrimState | None = None
-        self._seq = 0
+        self._shown: dict[str, _Shown] = {}  # per node: what it was handed so far
         self._epoch = 0  # of the mastership whose decisions this dispatcher carries out
         self.sent = 0
         self.failed = 0
+        self.unmatched = 0  # confirmations that answered no pending switchover
+
+    @property
+    def holding(self) -> int:
+        """Switchovers still waiting for their old primaries (neither confirmed nor given up)."""
+        return len({id(hold) for hold in self._waiting.values()})
 
     async def carry_out(self, seq: int, decision: Decision) -> None:
-        """Queue the decision's orders; returns at once. A planned switchover is carried out
-        in two steps: the nodes of the primaries that quiesce get theirs first; every other
-        node's outbox holds (this decision's orders and whatever follows them) until those
-        primaries confirmed, or ``quiesce_wait`` passed, so the new primary never serves
-        beside the old one -- and nothing else waits meanwhile."""
-        self._crim, self._seq = decision.state, seq
+        """Queue the decision's orders and return at once: a switchover waits in the
+        outboxes (see the module docstring), nothing else waits meanwhile."""
         orders = orders_for(self._topo, seq, decision)
         notes = tuple(notes_of(seq, self._clock(), decision))
+        quiet = quiescing(decision)
+        first = {n: step for n, o in orders.items() if (step := _first_step(o, quiet))}
         gates = {
-            (a.component, a.new.value)
-            for a in decision.actions
-            if isinstance(a, AssignRole)
-            and a.graceful
-            and a.old is AvailabilityState.PRIMARY
-            and a.new is not AvailabilityState.PRIMARY
+            o
+            for step in first.values()
+            for o in step
+            if isinstance(o, RoleOrder) and o.graceful and o.component in quiet
         }
-        first = {self._topo.host_of.get(c) for c, _ in gates}
-        hold = None
-        if gates:
-            until = asyncio.get_running_loop().time() + self._quiesce_wait
-            hold = _Hold(frozenset(gates), until)
-            self._holds.append(hold)
+        hold = _Hold(seq, self._epoch, gates, set(first)) if quiet else None
+        if hold is not None:
+            self._waiting.update(dict.fromkeys(gates, hold))
+            if not gates:  # nothing to confirm (no node hosts the old primary)
+                hold.release()
         for node, box in self._outbox.items():  # every node keeps the history
-            if hold is not None and node not in first:
+            rest = tuple(orders.get(node, ()))
+            later = notes
+            if node in first:
+                box.put_nowait(_Out(Batch(seq, first[node], None, notes, self._epoch), None, hold))
+                rest, later = tuple(o for o in rest if o not in first[node]), ()
+            if hold is not None:
                 box.put_nowait(hold)
-            box.put_nowait(Batch(seq, tuple(orders.get(node, ())), None, notes, self._epoch))
+            box.put_nowait(_Out(Batch(seq, rest, None, later, self._epoch), decision.state))
 
-    def applied(self, component: str, state: str) -> None:
-        """A node confirmed that ``component`` reached ``state`` (a graceful change). Kept
-        only while a hold waits for it: a confirmation that came after its hold gave up must
-        not release a later switchover of the same component early."""
-        gate = (component, state)
-        if any(gate in hold.gates for hold in self._holds):
-            self._confirmed.add(gate)
-            self._release()
+    def applied(self, order: RoleOrder, epoch: int | None = None) -> None:
+        """A node confirmed it carried ``order`` out (a graceful role change). Releases the
+        hold of that order's own decision once all its orders are confirmed; a confirmation
+        that answers no pending order (late, repeated, of a hold that gave up, of an order
+        not sent yet, of another mastership) changes nothing. ``epoch``: the mastership of
+        the batch the order came in, when the node tells it."""
+        hold = self._waiting.get(order)
+        if (
+            hold is None
+            or (epoch is not None and epoch != hold.epoch)
+            or self._topo.host_of.get(order.component) in hold.unsent  # not even sent yet
+        ):
+            self.unmatched += 1
+            log.info("confirmation of %s (epoch %s) answers no pending switchover", order, epoch)
+            return
+        del self._waiting[order]
+        hold.gates.discard(order)
+        if not hold.gates:
+            hold.release()
 
-    def _release(self) -> None:
-        for hold in [h for h in self._holds if h.gates <= self._confirmed]:
-            self._holds.remove(hold)
-            self._confirmed -= hold.gates
-            hold.released.set()
-
-    async def _wait(self, hold: _Hold) -> None:
+    def _give_up(self, hold: _Hold) -> None:
         if hold.released.is_set():
             return
-        left = hold.until - asyncio.get_running_loop().time()
+        for order in hold.gates:
+            self._waiting.pop(order, None)
+        log.warning(
+            "switchover %d: %s not confirmed within %g s of being sent; going on",
+            hold.seq,
+            ", ".join(f"{o.component} {o.state}" for o in sorted(hold.gates, key=str)),
+            self._quiesce_wait,
+        )
+        hold.release()
+
+    async def _wait(self, hold: _Hold) -> None:
+        await hold.armed.wait()
         try:
-            async with asyncio.timeout(max(0.0, left)):
+            async with asyncio.timeout_at(hold.deadline):
                 await hold.released.wait()
         except TimeoutError:
-            if hold in self._holds:
-                self._holds.remove(hold)
-                self._confirmed -= hold.gates
-                log.warning("switchover: %s not confirmed in time; going on", set(hold.gates))
-            hold.released.set()
+            self._give_up(hold)
 
     def resync(self, seq: int, crim: CrimState, epoch: int = 0) -> None:
         """Send every node its full desired state (after a take-over); every batch from now
         on names ``epoch``, the mastership that took over."""
-        self._crim, self._seq, self._epoch = crim, seq, epoch
+        self._epoch = epoch
         for node in self._topo.nodes:
-            self._outbox[node].put_nowait(self._full(node))
+            full = Batch(seq, (), desired_roles(self._topo, crim, node), (), epoch)
+            self._outbox[node].put_nowait(_Out(full, crim))
 
-    def _full(self, node: str) -> Batch:
-        assert self._crim is not None
-        return Batch(self._seq, (), desired_roles(self._topo, self._crim, node), (), self._epoch)
+    def desired(self, node: str) -> Batch | None:
+        """The full desired state ``node`` may take now: what the orders handed to it so far
+        add up to (not a decision still held behind a switchover). None until it was handed
+        a decision's orders."""
+        shown = self._shown.get(node)
+        if shown is None:
+            return None
+        roles = {**desired_roles(self._topo, shown.crim, node), **shown.since}
+        return dataclasses.replace(shown.batch, orders=(), roles=roles, notes=())
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -150,19 +246,39 @@ class Dispatcher:
     async def _sender(self, node: str) -> None:
         box = self._outbox[node]
         while True:
-            batch = await box.get()
-            if isinstance(batch, _Hold):
-                await self._wait(batch)
+            item = await box.get()
+            if isinstance(item, _Hold):
+                await self._wait(item)
                 continue
-            if node in self._stale and batch.roles is None and self._crim is not None:
-                roles = self._full(node).roles
-                batch = Batch(batch.seq, batch.orders, roles, batch.notes, batch.epoch)
             try:
-                await self._channel.send(node, batch.to_json())
-            except HaosError as e:
-                self.failed += 1
-                self._stale.add(node)
-                log.warning("orders %d for %s not delivered: %s", batch.seq, node, e)
-            else:
-                self.sent += 1
+                await self._hand_over(node, item)
+            finally:
+                if item.gating is not None:
+                    deadline = asyncio.get_running_loop().time() + self._quiesce_wait
+                    item.gating.handed(node, deadline)
+
+    async def _hand_over(self, node: str, item: _Out) -> None:
+        batch = item.batch
+        self._show(node, item)
+        if item.crim is not None and node in self._stale and batch.roles is None:
+            roles = desired_roles(self._topo, item.crim, node)
+            batch = dataclasses.replace(batch, roles=roles)
+        if not (batch.orders or batch.notes or batch.roles is not None):
+            return  # the second step of a switchover on the old primary's node, often empty
+        try:
+            await self._channel.send(node, batch.to_json())
+        except HaosError as e:
+            self.failed += 1
+            self._stale.add(node)
+            log.warning("orders %d for %s not delivered: %s", batch.seq, node, e)
+        else:
+            self.sent += 1
+            if batch.roles is not None:  # a node is caught up only by a full state
                 self._stale.discard(node)
+
+    def _show(self, node: str, item: _Out) -> None:
+        if item.crim is not None:
+            self._shown[node] = _Shown(item.batch, item.crim)
+        elif (shown := self._shown.get(node)) is not None:
+            roles = {o.component: o.state for o in item.batch.orders if isinstance(o, RoleOrder)}
+            self._shown[node] = _Shown(item.batch, shown.crim, {**shown.since, **roles})

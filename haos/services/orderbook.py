@@ -79,6 +79,42 @@ def batch_from_json(obj: object) -> Batch:
 
 Listener = Callable[[dict[str, Any]], None]
 
+# What the node's agent says a component runs as: an availability state it reached, or
+# FAILED (it could not reach its state, or its driver reported it broken since).
+FAILED = "failed"
+RUNNING_STATES = frozenset({*(s.value for s in AvailabilityState), FAILED})
+
+
+@dataclass(frozen=True)
+class Running:
+    """What a component runs as, by its node agent's last word, and when that was said."""
+
+    state: str  # one of RUNNING_STATES
+    at: float
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "at": self.at, "detail": self.detail}
+
+
+def running_from_json(obj: object) -> tuple[str, Running]:
+    """``(component, Running)`` from the agent's ``running`` request; UsageError naming
+    what is wrong."""
+    if not isinstance(obj, Mapping):
+        raise UsageError(f"running: expected an object, got {obj!r}")
+    component, state = obj.get("component"), obj.get("state")
+    if not isinstance(component, str) or not component:
+        raise UsageError(f"running: bad component {component!r}")
+    if state not in RUNNING_STATES:
+        raise UsageError(f"running: bad state {state!r} (one of {sorted(RUNNING_STATES)})")
+    at = obj.get("at")
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        raise UsageError(f"running: field 'at' must be a number, got {at!r}")
+    detail = obj.get("detail", "")
+    if not isinstance(detail, str):
+        raise UsageError(f"running: field 'detail' must be text, got {detail!r}")
+    return component, Running(str(state), float(at), detail[:500])
+
 
 class NodeOrders:
     """See the module docstring. ``receive`` takes what the master sent (already decoded)."""
@@ -90,6 +126,7 @@ class NodeOrders:
         self.seq = -1  # the newest order or full state taken in, within that epoch
         self.refused = 0  # batches refused as coming from a superseded master
         self._noted = (-1, -1)  # (epoch, seq) of the newest notes kept in the history
+        self.running: dict[str, Running] = {}  # what the agent says each component runs as
         self.roles: dict[str, AvailabilityState] = {}
         self.synced = False  # has had a full desired state
         self._listeners: list[Listener] = []
@@ -125,7 +162,7 @@ class NodeOrders:
             self.seq = max(self.seq, order.seq)
             if isinstance(order, RoleOrder):
                 self.roles[order.component] = order.state
-            self._emit({"order": order_to_json(order)})
+            self._emit({"order": order_to_json(order), "epoch": self.epoch})
 
     def step_down(self) -> None:
         """This node lost quorum: no local component may stay primary (each becomes a spare),
@@ -137,6 +174,15 @@ class NodeOrders:
             c: AvailabilityState.SPARE if s is primary else s for c, s in self.roles.items()
         }
         self._emit({"roles": {c: s.value for c, s in self.roles.items()}})
+
+    def ran(self, component: str, running: Running) -> None:
+        """The node's agent says what ``component`` runs as now."""
+        self.running[component] = running
+
+    def agent_gone(self) -> None:
+        """The agent's feed closed: what it said no longer holds (it says it again when it
+        comes back and brings the components to their roles)."""
+        self.running.clear()
 
     async def wait_unsynced(self) -> None:
         await self._unsynced.wait()

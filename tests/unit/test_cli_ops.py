@@ -37,6 +37,17 @@ CRIM = {
 }
 
 
+def test_status_says_what_the_primary_runs_as_and_that_an_unrun_assignment_is_not_served() -> None:
+    running = {"n1": {"s/n1/app": {"state": "spare", "at": 1.0, "detail": ""}}}
+    info = {**CRIM["instances"]["app-si"], "served": False, "assigned": True}  # type: ignore[dict-item]
+    crim = {**CRIM, "running": running, "instances": {"app-si": info}}
+    text = render_status(STATUS, crim)
+    assert "app-si               app (2N): NOT SERVED (assigned, but its primary" in text
+    assert "primary   s/n1/app on n1, runs as spare" in text
+    crim = {**CRIM, "running": {"n1": None}}
+    assert "s/n1/app on n1, runs as unknown" in render_status(STATUS, crim)
+
+
 def test_status_view_shows_quorum_roles_and_components() -> None:
     text = render_status(STATUS, CRIM)
     assert "quorate, master n1 (1), vice-master n2 (2)" in text

@@ -10,6 +10,7 @@ from haos.errors import HaosError, UnavailableError
 from haos.model.reports import ErrorKind, ErrorReport, RecoveryLevel
 from haos.model.states import AvailabilityState
 from haos.services.agent.agent import NodeAgent
+from haos.services.orders import RoleOrder
 
 
 class FakeDriver:
@@ -37,6 +38,8 @@ class FakeLink:
         self.feed = feed
         self.reports: list[dict[str, Any]] = []
         self.events: list[tuple[str, str]] = []
+        self.confirmed: list[tuple[RoleOrder, int | None]] = []
+        self.told: list[tuple[str, str]] = []  # (component, what it runs as)
         self.refuse_events = refuse_events
 
     async def orders(self) -> AsyncIterator[dict[str, Any]]:
@@ -52,6 +55,12 @@ class FakeLink:
             self.refuse_events -= 1
             raise UnavailableError("no master yet")
         self.events.append((kind, component))
+
+    async def applied(self, order: RoleOrder, epoch: int | None) -> None:
+        self.confirmed.append((order, epoch))
+
+    async def running(self, component: str, state: str, at: float, detail: str) -> None:
+        self.told.append((component, state))
 
 
 class NoReboot:
@@ -121,3 +130,52 @@ def test_a_driver_that_fails_is_reported_and_error_reports_reach_the_link() -> N
     assert kinds == [("a", "hang", "hm"), ("a", "error", "agent")]
     assert agent.stats.failed == 1 and "cannot be primary" in agent.stats.last
     assert agent.done.is_set()  # what the daemon's STATUS= waits on
+
+
+def test_a_graceful_role_change_is_confirmed_with_the_order_it_carried_out() -> None:
+    """The master releases the other side of a planned switchover on this confirmation: it
+    must name the very order (its decision's seq, and the epoch when the feed gives one),
+    come only once the driver reached the state, and come for graceful orders only."""
+    log: list[str] = []
+    spare = {"kind": "role", "component": "a", "state": "spare", "graceful": True}
+    feed = [
+        {"roles": {"a": "primary"}},
+        {"order": {**spare, "seq": 7}, "epoch": 3},
+        {"order": {"kind": "role", "component": "a", "state": "primary", "seq": 8}},
+        {"order": {**spare, "seq": 9}},
+    ]
+    link = FakeLink(feed)
+    agent = NodeAgent({"a": FakeDriver("a", log, slow=0.02)}, link, NoReboot(), retry=0.01)
+    asyncio.run(run_for(agent, 0.3))
+    assert log == ["a=primary", "a=spare~", "a=primary", "a=spare~"]
+    spare_state = AvailabilityState.SPARE
+    assert link.confirmed == [
+        (RoleOrder("a", spare_state, True, 7), 3),
+        (RoleOrder("a", spare_state, True, 9), None),
+    ]
+
+
+def test_what_each_component_runs_as_is_told_after_it_is_reached_or_fails() -> None:
+    log: list[str] = []
+    feed = [
+        {"roles": {"a": "spare", "b": "spare"}},
+        {"order": {"kind": "role", "component": "a", "state": "primary", "seq": 2}},
+        {"order": {"kind": "role", "component": "b", "state": "primary", "seq": 3}},
+    ]
+    link = FakeLink(feed)
+    drivers = {"a": FakeDriver("a", log), "b": FakeDriver("b", log, fail=True)}
+    agent = NodeAgent(drivers, link, NoReboot(), retry=0.01)
+
+    async def go() -> None:
+        task = asyncio.ensure_future(agent.run())
+        await asyncio.sleep(0.2)
+        agent.report(ErrorReport("a", ErrorKind.CRASH, 1.0, "cmf", "exited"))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    said_a = [s for c, s in link.told if c == "a"]
+    said_b = [s for c, s in link.told if c == "b"]
+    assert said_a[-2:] == ["primary", "failed"]  # it ran as primary, then broke
+    assert "primary" not in said_b and said_b[-1] == "failed"  # never reached primary

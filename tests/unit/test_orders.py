@@ -222,7 +222,7 @@ def test_a_planned_switchover_promotes_only_after_the_old_primary_confirmed() ->
             carried = tg.create_task(dispatcher.carry_out(9, d))
             await asyncio.sleep(0.1)
             early = [node for node, _ in channel.got]
-            dispatcher.applied(primary, "spare")
+            dispatcher.applied(RoleOrder(primary, SP, True, 9))
             await carried
             await asyncio.sleep(0.05)
             task.cancel()
@@ -234,8 +234,9 @@ def test_a_planned_switchover_promotes_only_after_the_old_primary_confirmed() ->
 
 
 def test_a_held_switchover_blocks_no_other_decision_and_keeps_each_nodes_order() -> None:
-    """carry_out returns at once; the nodes that wait for the old primary get this decision
-    and the next one in order once it confirmed, or once quiesce_wait passed without it."""
+    """carry_out returns at once; the old primary's node gets its quiescing orders, then every
+    node gets the rest of this decision and the next one, in order, once it confirmed, or once
+    quiesce_wait passed without it."""
     state, _ = formed()
     primary = next(c for c in DEMO if state.components[c].state is P)
     switch = decide(TOPO, state, ev.OperatorSwitchover(primary), 3.0)
@@ -251,9 +252,9 @@ def test_a_held_switchover_blocks_no_other_decision_and_keeps_each_nodes_order()
             await asyncio.wait_for(dispatcher.carry_out(10, later), 0.05)
             await asyncio.sleep(0.1)
             assert {node for node, _ in channel.got} == {first}
-            assert [p["seq"] for _, p in channel.got] == [9, 10]
+            assert [p["seq"] for _, p in channel.got] == [9]
             if confirm:
-                dispatcher.applied(primary, "spare")
+                dispatcher.applied(RoleOrder(primary, SP, True, 9))
                 await asyncio.sleep(0.05)
             else:
                 await asyncio.sleep(0.4)
@@ -279,7 +280,7 @@ def test_a_confirmation_after_its_hold_gave_up_does_not_release_the_next_switcho
             task = tg.create_task(dispatcher.run())
             await dispatcher.carry_out(9, switch)
             await asyncio.sleep(0.3)  # the hold gave up: every node got decision 9
-            dispatcher.applied(primary, "spare")  # the old primary confirms, too late
+            dispatcher.applied(RoleOrder(primary, SP, True, 9))  # the old primary, too late
             channel.got.clear()
             await dispatcher.carry_out(10, switch)  # the same switchover gate again
             await asyncio.sleep(0.1)

@@ -4,7 +4,8 @@ It follows the node's cluster daemon (:class:`ClusterLink`): first the full desi
 this node's components, then each order. Per component, work runs strictly in order on one
 worker task, so a slow stop of one component never delays the promotion of another.
 
-* role order → ``driver.apply(state, graceful)``;
+* role order → ``driver.apply(state, graceful)``; a graceful one (a planned switchover) is
+  confirmed to the master once carried out, with the order itself (``link.applied``);
 * recover order → ``driver.recover(level)``, then the component is reported *available* (the
   CRIM then re-asserts its role);
 * stop order (the CRIM took it off-line) → ``apply(OFFLINE)``;
@@ -48,6 +49,7 @@ from haos.services.orders import (
 
 log = logging.getLogger(__name__)
 _SPARE, _OFF = AvailabilityState.SPARE, AvailabilityState.OFFLINE
+FAILED = "failed"  # what a component runs as when it could not reach its state, or broke
 
 
 class ClusterLink(Protocol):
@@ -61,8 +63,15 @@ class ClusterLink(Protocol):
 
     async def event(self, kind: str, component: str) -> None: ...
 
-    async def applied(self, component: str, state: str) -> None:
-        """Tell the master that ``component`` reached ``state`` (a graceful change)."""
+    async def applied(self, order: RoleOrder, epoch: int | None) -> None:
+        """Tell the master that ``order`` (a graceful role change) was carried out: the
+        order itself, so the master releases what waits for this very order and nothing
+        else. ``epoch``: the mastership the order came from, when the feed said."""
+        ...
+
+    async def running(self, component: str, state: str, at: float, detail: str) -> None:
+        """Tell the node's cluster daemon what ``component`` runs as now: the state it
+        reached, or ``failed`` (for status: "served" means the primary runs as primary)."""
         ...
 
 
@@ -105,6 +114,9 @@ class NodeAgent:
             c: asyncio.Queue() for c in self._drivers
         }
         self._reports: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        # What each component runs as, not yet told to the cluster daemon (latest wins).
+        self._untold: dict[str, tuple[str, float, str]] = {}
+        self._tell = asyncio.Event()
         self.stats = AgentStats()
         self.synced = asyncio.Event()  # had a full desired state at least once
         self.done = asyncio.Event()  # set whenever stats.last changes (cleared by who waits)
@@ -116,13 +128,19 @@ class NodeAgent:
         if report.component not in self._drivers:
             log.warning("report about unmanaged component %s dropped", report.component)
             return
+        self._runs(report.component, FAILED, f"{report.kind}: {report.detail}")
         self._reports.put_nowait(("report", report_to_json(report)))
+
+    def _runs(self, comp: str, state: str, detail: str = "") -> None:
+        self._untold[comp] = (state, self._clock(), detail)
+        self._tell.set()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
             for comp in self._drivers:
                 tasks.create_task(self._worker(comp))
             tasks.create_task(self._sender())
+            tasks.create_task(self._teller())
             tasks.create_task(self._follow())
 
     async def close(self) -> None:
@@ -149,7 +167,8 @@ class NodeAgent:
             if "roles" in item:
                 self._full(roles_from_json(item["roles"]))
             elif "order" in item:
-                self._order(order_from_json(item["order"]))
+                epoch = item.get("epoch")
+                self._order(order_from_json(item["order"]), epoch if _is_int(epoch) else None)
             else:
                 log.warning("unknown item in the order feed: %r", item)
         except HaosError as e:
@@ -164,7 +183,7 @@ class NodeAgent:
                 self._queue(comp, "make ready", self._apply(comp, _SPARE, False, announce=True))
         self.synced.set()
 
-    def _order(self, order: Order) -> None:
+    def _order(self, order: Order, epoch: int | None = None) -> None:
         if isinstance(order, RebootOrder):
             asyncio.get_running_loop().create_task(self._rebooter.reboot(order.reason))
             return
@@ -174,9 +193,11 @@ class NodeAgent:
             return
         if isinstance(order, RoleOrder):
             what = f"{order.state}{' (graceful)' if order.graceful else ''}"
-            # a graceful change is confirmed: the master holds the other side of a planned
-            # switchover back until this component has quiesced and left its role
-            work = self._apply(comp, order.state, order.graceful, confirm=order.graceful)
+            # a graceful change is confirmed, naming the order: the master holds the other
+            # side of a planned switchover back until this component has quiesced and left
+            # its role for this very order (not for an earlier one of the same component)
+            confirm = (order, epoch) if order.graceful else None
+            work = self._apply(comp, order.state, order.graceful, confirm=confirm)
             self._queue(comp, what, work)
         elif isinstance(order, RecoverOrder):
             self._queue(comp, str(order.level), self._recover(comp, order.level))
@@ -196,23 +217,26 @@ class NodeAgent:
         state: AvailabilityState,
         graceful: bool,
         announce: bool = False,
-        confirm: bool = False,
+        confirm: tuple[RoleOrder, int | None] | None = None,
     ) -> Work:
         async def work() -> None:
             trace.point("agent.apply", f"{comp} {state.value}")
             await self._drivers[comp].apply(state, graceful)
             trace.point("agent.applied", f"{comp} {state.value}")
             self.stats.states[comp] = state.value
+            self._runs(comp, state.value)
             if announce:
                 self._reports.put_nowait(("available", {"component": comp}))
-            if confirm:
-                self._reports.put_nowait(("applied", {"component": comp, "state": state.value}))
+            if confirm is not None:
+                order, epoch = confirm
+                self._reports.put_nowait(("applied", {"order": order, "epoch": epoch}))
 
         return work
 
     def _recover(self, comp: str, level: RecoveryLevel) -> Work:
         async def work() -> None:
             await self._drivers[comp].recover(level)
+            self._runs(comp, self.stats.states.get(comp, _SPARE.value), f"after {level}")
             self._reports.put_nowait(("available", {"component": comp}))
 
         return work
@@ -228,10 +252,12 @@ class NodeAgent:
                 self.stats.failed += 1
                 self._did(f"{comp}: {what} failed: {e}")
                 log.error("%s", self.stats.last)
-                # The driver could not reach the state: that is the component's error.
-                self.report(
-                    ErrorReport(comp, ErrorKind.ERROR, self._clock(), "agent", f"{what}: {e}")
-                )
+                self._runs(comp, FAILED, f"{what}: {e}")
+                if not getattr(e, "reported", False):  # the driver told the master itself
+                    # The driver could not reach the state: that is the component's error.
+                    self.report(
+                        ErrorReport(comp, ErrorKind.ERROR, self._clock(), "agent", f"{what}: {e}")
+                    )
             else:
                 self.stats.applied += 1
                 ms = (time.perf_counter() - started) * 1000.0
@@ -253,7 +279,7 @@ class NodeAgent:
                         await self._link.report(body)
                         self.stats.reports += 1
                     elif kind == "applied":
-                        await self._link.applied(body["component"], body["state"])
+                        await self._link.applied(body["order"], body["epoch"])
                     else:
                         await self._link.event(kind, body["component"])
                     break
@@ -263,3 +289,23 @@ class NodeAgent:
                         log.error("%s about %s not delivered: %s", kind, body, e)
                         break
                     await asyncio.sleep(self._retry)
+
+    async def _teller(self) -> None:
+        """Tell the cluster daemon what the components run as (the latest word of each)."""
+        while True:
+            await self._tell.wait()
+            self._tell.clear()
+            while self._untold:
+                comp = next(iter(self._untold))
+                state, at, detail = self._untold.pop(comp)
+                try:
+                    await self._link.running(comp, state, at, detail)
+                except HaosError as e:
+                    if comp not in self._untold:  # nothing newer meanwhile: say it again
+                        self._untold[comp] = (state, at, detail)
+                    log.debug("what %s runs as not told yet: %s", comp, e)
+                    await asyncio.sleep(self._retry)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -4,7 +4,8 @@ Checkpoints: the members of one service group share one CRC checkpoint, named af
 (``group:<name>``), so the component that takes over reads what the old primary wrote. Every
 node hosting a member holds a replica (it opens the checkpoint as a standby when the agent
 starts); the node of the primary opens it active on its first write. A synchronous write
-therefore returns once every member's node holds it.
+therefore returns once every member's node holds it. A group with ``persistent_checkpoint``
+opens it persistent: its writes are also kept in the repository, on disk.
 
 Names: bound in the CCR under ``/haos/names/`` (durable, replicated, watched), the handle is
 the text the application gives (e.g. ``n2:7000``).
@@ -32,10 +33,15 @@ class ClusterBackend:
         group = self._topo.group_of.get(component)
         return f"group:{group}" if group else f"component:{component}"
 
+    def persistent(self, component: str) -> bool:
+        group = self._topo.group_of.get(component)
+        return group is not None and self._topo.groups[group].persistent_checkpoint
+
     async def open(self, component: str, role: str) -> None:
         name = self.checkpoint_of(component)
         if self._roles.get(name) != role:
-            await self._client.request("ckpt_open", name=name, role=role)
+            persistent = self.persistent(component)
+            await self._client.request("ckpt_open", name=name, role=role, persistent=persistent)
             self._roles[name] = role
 
     async def checkpoint_write(self, component: str, section: str, data: bytes, sync: bool) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from haos.errors import UnavailableError
 from haos.services.control import AsyncControlClient
+from haos.services.orders import RoleOrder, order_to_json
 
 
 class ControlLink:
@@ -26,5 +27,13 @@ class ControlLink:
             # e.g. the node is not a member yet: the CRIM will take it once it is
             raise UnavailableError(f"{kind} {component} refused: {answer.get('reason')}")
 
-    async def applied(self, component: str, state: str) -> None:
-        await self._client.request("applied", component=component, state=state)
+    async def running(self, component: str, state: str, at: float, detail: str) -> None:
+        await self._client.request(
+            "running", component=component, state=state, at=at, detail=detail
+        )
+
+    async def applied(self, order: RoleOrder, epoch: int | None) -> None:
+        fields: dict[str, Any] = {"order": order_to_json(order)}
+        if epoch is not None:
+            fields["epoch"] = epoch
+        await self._client.request("applied", **fields)

@@ -1,0 +1,64 @@
+"""Persistent checkpoints' durable copies in the repository: one key per checkpoint, every
+section in one write, damaged or oversized copies named."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from haos.cluster.dss.ccr import CcrConfig, CcrService, ManualQuorum, MemoryStore, Put
+from haos.errors import UnavailableError, UsageError
+from haos.services.durable import RepositoryCheckpoints, key_of
+from haos.testing.bus import LocalBus
+
+
+def with_ccr(body: Any) -> None:
+    async def go() -> None:
+        service = CcrService(LocalBus().join(1), MemoryStore(), ManualQuorum(True), CcrConfig(1))
+        await service.load()
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(service.run())
+            await service.wait_ready(timeout=5.0)
+            try:
+                await body(service)
+            finally:
+                task.cancel()
+
+    asyncio.run(go())
+
+
+def test_sections_survive_as_one_value_and_are_replaced_whole() -> None:
+    async def body(ccr: CcrService) -> None:
+        store = RepositoryCheckpoints(ccr)
+        assert await store.load("group:counter") is None
+        await store.save("group:counter", {"state": b"41", "blob": bytes(range(256))})
+        assert await store.load("group:counter") == {"state": b"41", "blob": bytes(range(256))}
+        await store.save("group:counter", {"state": b"42"})
+        assert await store.load("group:counter") == {"state": b"42"}
+        await store.delete("group:counter")
+        assert await store.load("group:counter") is None
+
+    with_ccr(body)
+
+
+def test_every_name_has_its_own_valid_key() -> None:
+    names = ["crim", "group:counter", "component:shelf1/slot1/node/app", "x-41", "é"]
+    keys = {key_of(n) for n in names}
+    assert len(keys) == len(names)
+    assert key_of("crim") == "/haos/checkpoints/crim"
+
+
+def test_a_damaged_or_oversized_copy_is_named_and_nothing_is_half_saved() -> None:
+    async def body(ccr: CcrService) -> None:
+        store = RepositoryCheckpoints(ccr)
+        await ccr.txn((), (Put(key_of("crim"), b'{"format": 1, "sections": {"s": "!!"}}'),))
+        with pytest.raises(UnavailableError, match="durable copy of checkpoint 'crim'"):
+            await store.load("crim")
+        await store.save("big", {"s": b"ok"})
+        with pytest.raises(UsageError, match=r"persistent checkpoint 'big'.*more than"):
+            await store.save("big", {"s": bytes(200 * 1024)})
+        assert await store.load("big") == {"s": b"ok"}
+
+    with_ccr(body)
