@@ -407,10 +407,9 @@ class NodeDaemon:
             if not isinstance(persistent, bool):
                 raise UsageError(f"ckpt_open: 'persistent' must be true or false: {persistent!r}")
             view = self.cmm.view if self.cmm is not None else ()
-            self.checkpoints[name] = await self.crc.open(
-                name, role, covering=view, persistent=persistent
-            )
-            return {"replicas": list(self.checkpoints[name].replicas)}
+            opened = await self.crc.open(name, role, covering=view, persistent=persistent)
+            self.checkpoints[name] = opened
+            return {"replicas": list(opened.replicas), "synced": opened.synced}
         ckpt = self.checkpoints.get(name)
         if ckpt is None:
             raise UsageError(f"checkpoint {name!r} is not open on this node")

@@ -482,7 +482,7 @@ class AvailabilityService:
         # without quorum or a master -- or between the CMM's MasterChanged and
         # ViceMasterChanged, before the new pair opened it -- the state would be lost.
         held = self.role in (ServiceRole.ACTIVE, ServiceRole.STANDBY)
-        holders = self._crc.directory.holders.get(CHECKPOINT, {})
+        holders = self._crc.directory.synced(CHECKPOINT)  # a stale replica holds nothing
         settled = (
             self._quorate
             and self._master is not None
