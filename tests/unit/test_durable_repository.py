@@ -3,30 +3,12 @@ section in one write, damaged or oversized copies named."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import pytest
 
-from haos.cluster.dss.ccr import CcrConfig, CcrService, ManualQuorum, MemoryStore, Put
+from haos.cluster.dss.ccr import CcrService, Put
 from haos.errors import UnavailableError, UsageError
 from haos.services.durable import RepositoryCheckpoints, key_of
-from haos.testing.bus import LocalBus
-
-
-def with_ccr(body: Any) -> None:
-    async def go() -> None:
-        service = CcrService(LocalBus().join(1), MemoryStore(), ManualQuorum(True), CcrConfig(1))
-        await service.load()
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(service.run())
-            await service.wait_ready(timeout=5.0)
-            try:
-                await body(service)
-            finally:
-                task.cancel()
-
-    asyncio.run(go())
+from haos.testing.ccr import with_ccr
 
 
 def test_sections_survive_as_one_value_and_are_replaced_whole() -> None:

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from haos.cluster.dss.ccr import CcrConfig, CcrService, ManualQuorum, MemoryStore, Put
+from haos.cluster.dss.ccr import CcrService, Put
 from haos.errors import ConflictError, UnavailableError, UsageError
 from haos.model.states import AvailabilityState
 from haos.services.epochs import KEY, RepositoryEpochs
 from haos.services.orderbook import Batch, NodeOrders, batch_from_json
 from haos.services.orders import RoleOrder
-from haos.testing.bus import LocalBus
+from haos.testing.ccr import with_ccr
 
 P, S, SP = AvailabilityState.PRIMARY, AvailabilityState.SECONDARY, AvailabilityState.SPARE
 
@@ -55,21 +55,6 @@ def test_the_epoch_travels_in_the_wire_form_and_bad_ones_are_named() -> None:
     for bad in (-1, "2", True, 1.5):
         with pytest.raises(UsageError, match="bad epoch"):
             batch_from_json({"seq": 1, "epoch": bad})
-
-
-def with_ccr(body: Any) -> None:
-    async def go() -> None:
-        service = CcrService(LocalBus().join(1), MemoryStore(), ManualQuorum(True), CcrConfig(1))
-        await service.load()
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(service.run())
-            await service.wait_ready(timeout=5.0)
-            try:
-                await body(service)
-            finally:
-                task.cancel()
-
-    asyncio.run(go())
 
 
 def test_repository_epochs_are_unique_and_increasing_even_when_claimed_at_once() -> None:
