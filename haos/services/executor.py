@@ -19,6 +19,22 @@ same component releases nothing. A full desired state is the state as of the dec
 turn it is in the node's outbox (for a stale node, and :meth:`Dispatcher.desired`), so it
 never carries a promotion past a hold either.
 
+A take-over is carried out the same way (:meth:`Dispatcher.resync`), since the new master does
+not know what each node runs: the old master may have died between a switchover's two steps,
+its old primary still serving. Every primary of a group whose model allows one primary per
+instance (:func:`resync_plan`) is a promotion that waits: first the node of every other member
+of its group gets that member's role as a graceful order (an old primary that never quiesced
+does so now), which its agent confirms; a node with nothing that waits gets its full state at
+once; the full state of a node where a promotion waits follows once all those orders are
+confirmed (or ``quiesce_wait`` after the last was handed over). A node that holds its primary
+already keeps it meanwhile: it is sent nothing that would demote it. Whatever follows the
+resync waits behind it on every node, as it does behind a switchover.
+
+A hold gives up waiting for a node the CRIM no longer counts as a member: a node is fenced
+before its NodeLeft (:mod:`haos.cluster.cmm.policy`), so nothing on it serves. The bound
+``quiesce_wait`` covers a member that does not answer; it is well above the time a node cut
+off from quorum takes to give up its primaries (the CMM's ``demote_within``, 1 s).
+
 The transport is a small protocol (:class:`OrderChannel`) so the policy of who gets what, in
 which order, is tested without corosync.
 """
@@ -49,6 +65,7 @@ from haos.services.orders import (
 )
 
 log = logging.getLogger(__name__)
+_P, _S = AvailabilityState.PRIMARY, AvailabilityState.SECONDARY
 
 
 class OrderChannel(Protocol):
@@ -68,6 +85,8 @@ class _Hold:
     epoch: int
     gates: set[RoleOrder]
     unsent: set[str]
+    what: str = "switchover"
+    promotes: set[str] | None = None  # a resync's: the nodes whose promotions wait
     deadline: float | None = None  # loop time
     armed: asyncio.Event = field(default_factory=asyncio.Event)  # deadline set, or released
     released: asyncio.Event = field(default_factory=asyncio.Event)
@@ -114,6 +133,43 @@ def quiescing(decision: Decision) -> frozenset[str]:
         and a.old is AvailabilityState.PRIMARY
         and a.new is not AvailabilityState.PRIMARY
     )
+
+
+@dataclass(frozen=True)
+class ResyncPlan:
+    """What a resync holds back: ``withheld``, the primaries whose promotion waits, until
+    every order in ``gates`` (the other members' roles, graceful) is confirmed."""
+
+    withheld: frozenset[str]
+    gates: frozenset[RoleOrder]
+
+
+def resync_plan(topo: Topology, crim: CrimState, seq: int) -> ResyncPlan:
+    """Per group with one primary per instance: its primaries wait for its other members.
+
+    Only members on nodes the CRIM counts as members count: any other node was fenced before
+    it left. A member that is not to be primary gets its role as the agent takes it from a
+    full state (secondary, else spare), so its confirmation says it no longer serves."""
+
+    def placed(comp: str) -> bool:
+        node = topo.host_of.get(comp)
+        runtime = None if node is None else crim.nodes.get(node)
+        return runtime is not None and runtime.member and comp in crim.components
+
+    withheld: set[str] = set()
+    gates: set[RoleOrder] = set()
+    for spec in topo.groups.values():
+        if not spec.model.exclusive_primary:
+            continue
+        members = [m for m in spec.members if placed(m)]
+        primaries = {m for m in members if crim.components[m].state is _P}
+        others = [m for m in members if m not in primaries]
+        if primaries and others:
+            withheld |= primaries
+            for m in others:
+                state = crim.components[m].state
+                gates.add(RoleOrder(m, _S if state is _S else AvailabilityState.SPARE, True, seq))
+    return ResyncPlan(frozenset(withheld), frozenset(gates))
 
 
 def _first_step(orders: Sequence[Order], quiet: frozenset[str]) -> tuple[Order, ...]:
@@ -169,6 +225,7 @@ class Dispatcher:
             self._waiting.update(dict.fromkeys(gates, hold))
             if not gates:  # nothing to confirm (no node hosts the old primary)
                 hold.release()
+        self._forget_departed(decision.state)
         for node, box in self._outbox.items():  # every node keeps the history
             rest = tuple(orders.get(node, ()))
             later = notes
@@ -199,13 +256,39 @@ class Dispatcher:
         if not hold.gates:
             hold.release()
 
+    def _forget_departed(self, crim: CrimState) -> None:
+        """Stop waiting for nodes ``crim`` no longer counts as members: each was fenced before
+        its NodeLeft, so nothing on it serves (nor will a promotion waiting there happen)."""
+        gone = {n for n, runtime in crim.nodes.items() if not runtime.member}
+        for order, hold in list(self._waiting.items()):
+            if self._topo.host_of.get(order.component) in gone:
+                del self._waiting[order]
+                hold.gates.discard(order)
+                log.info(
+                    "%s %d: %s %s no longer waited for: its node left",
+                    hold.what,
+                    hold.seq,
+                    order.component,
+                    order.state,
+                )
+                if not hold.gates:
+                    hold.release()
+        for hold in {id(h): h for h in self._waiting.values()}.values():
+            if hold.promotes is not None and not hold.promotes - gone:
+                self._drop(hold)
+                hold.release()
+
+    def _drop(self, hold: _Hold) -> None:
+        for order in hold.gates:
+            self._waiting.pop(order, None)
+
     def _give_up(self, hold: _Hold) -> None:
         if hold.released.is_set():
             return
-        for order in hold.gates:
-            self._waiting.pop(order, None)
+        self._drop(hold)
         log.warning(
-            "switchover %d: %s not confirmed within %g s of being sent; going on",
+            "%s %d: %s not confirmed within %g s of being sent; going on",
+            hold.what,
             hold.seq,
             ", ".join(f"{o.component} {o.state}" for o in sorted(hold.gates, key=str)),
             self._quiesce_wait,
@@ -221,12 +304,39 @@ class Dispatcher:
             self._give_up(hold)
 
     def resync(self, seq: int, crim: CrimState, epoch: int = 0) -> None:
-        """Send every node its full desired state (after a take-over); every batch from now
-        on names ``epoch``, the mastership that took over."""
+        """Send every node its full desired state (after a take-over), its promotions held
+        back as the module docstring says; every batch from now on names ``epoch``, the
+        mastership that took over."""
         self._epoch = epoch
-        for node in self._topo.nodes:
-            full = Batch(seq, (), desired_roles(self._topo, crim, node), (), epoch)
-            self._outbox[node].put_nowait(_Out(full, crim))
+        self._shown.clear()  # handed out under another mastership: no longer what holds
+        plan = resync_plan(self._topo, crim, seq)
+        first: dict[str, tuple[Order, ...]] = {}
+        for node, hosted in self._topo.hosted.items():
+            step = tuple(sorted((o for o in plan.gates if o.component in hosted), key=str))
+            if step:
+                first[node] = step
+        promotes = {n for c in plan.withheld if (n := self._topo.host_of.get(c)) is not None}
+        hold = _Hold(seq, epoch, set(plan.gates), set(first), "resync", promotes)
+        if plan.withheld:  # and so gates: each withheld primary has another member
+            self._waiting.update(dict.fromkeys(plan.gates, hold))
+            log.info(
+                "resync %d: %s promoted once %d other member(s) confirmed",
+                seq,
+                ", ".join(sorted(plan.withheld)),
+                len(plan.gates),
+            )
+        for node, box in self._outbox.items():
+            full = _Out(Batch(seq, (), desired_roles(self._topo, crim, node), (), epoch), crim)
+            if node in first:  # the gates: graceful, so the agent confirms them
+                box.put_nowait(_Out(Batch(seq, first[node], None, (), epoch), None, hold))
+            if not plan.withheld:
+                box.put_nowait(full)
+            elif node in promotes:
+                box.put_nowait(hold)
+                box.put_nowait(full)
+            else:  # nothing waits on this node; what follows the resync waits everywhere
+                box.put_nowait(full)
+                box.put_nowait(hold)
 
     def desired(self, node: str) -> Batch | None:
         """The full desired state ``node`` may take now: what the orders handed to it so far

@@ -222,6 +222,10 @@ def test_the_desired_state_a_node_asks_for_leaves_out_what_is_held() -> None:
         async with running(Dispatcher(TOPO, nodes, quiesce_wait=30.0)) as dispatcher:
             assert dispatcher.desired("n2") is None  # nothing handed over yet
             dispatcher.resync(9, state)
+            await settle()
+            assert dispatcher.desired("n1") is None  # A's node waits for B's and C's
+            dispatcher.applied(RoleOrder(B, S, True, 9))
+            dispatcher.applied(RoleOrder(C, SP, True, 9))
             await dispatcher.carry_out(10, d10)
             await settle()
             n1, n2 = dispatcher.desired("n1"), dispatcher.desired("n2")
