@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from haos.cluster.harness.nspawn import (
     mounts_under,
     topology,
 )
+from haos.errors import UsageError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -146,3 +148,30 @@ def test_a_node_without_its_namespace_is_refused_before_anything_is_made(
     with pytest.raises(HarnessError, match="no network namespace"):
         node.__enter__()
     assert node.leftovers() == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_node_whose_power_is_cut_while_it_boots_fails_its_wait_saying_so(cache: Path) -> None:
+    with topology(1) as topo:
+        node = boot(topo, 1, cache)
+
+        def booting() -> bool:
+            with contextlib.suppress(UsageError):
+                return node.leader > 0  # its PID 1 is there: await_running waits for systemd
+            return False
+
+        def fence() -> None:  # what a fence device does from its own thread
+            wait_for("the container's PID 1", booting)
+            node.power_cut()
+
+        try:
+            node.launch()
+            cutter = threading.Thread(target=fence)
+            cutter.start()
+            with pytest.raises(HarnessError, match="powered off while waiting for systemd"):
+                node.await_running()
+            cutter.join()
+            with pytest.raises(HarnessError, match="powered off while waiting for the container"):
+                node.await_running()  # and at once when asked again
+        finally:
+            node.close()
+        assert_nothing_left(topo, [node])

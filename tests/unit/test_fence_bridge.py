@@ -3,6 +3,8 @@ requests through a real directory, the power operations recorded."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +79,62 @@ def test_bridge_command_names_the_directory(tmp_path: Path) -> None:
 
 def test_no_bridge_no_answer(tmp_path: Path) -> None:
     assert request_fence(tmp_path, "n1", "off", timeout=0.1) == "error: no answer within 0.1 s"
+
+
+class Recorded:
+    """A power lock that records when it is taken and given back, beside the power calls."""
+
+    def __init__(self, calls: list[tuple[str, str]]) -> None:
+        self.calls = calls
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        self.calls.append(("lock", "taken"))
+
+    def __exit__(self, *exc: object) -> None:
+        self.calls.append(("lock", "released"))
+        self.lock.release()
+
+
+def test_a_reboot_is_carried_out_whole_under_the_power_lock(tmp_path: Path) -> None:
+    power = Power()
+    lock = Recorded(power.calls)
+    bridge = FenceBridge(tmp_path / "fence", power.off, power.on, power=lock)
+    bridge.start()
+    try:
+        assert request_fence(bridge.directory, "n3", "reboot", timeout=10.0) == "ok"
+        deadline = time.monotonic() + 10.0
+        while len(power.calls) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        bridge.stop()
+    # nobody else holding the lock sees n3 between its power cut and its boot
+    assert power.calls == [("lock", "taken"), ("off", "n3"), ("on", "n3"), ("lock", "released")]
+
+
+def test_requests_wait_while_the_power_lock_is_held_and_are_listed_meanwhile(
+    tmp_path: Path,
+) -> None:
+    power = Power()
+    lock = threading.Lock()
+    bridge = FenceBridge(tmp_path / "fence", power.off, power.on, power=lock)
+    bridge.start()
+    answers: list[str] = []
+    try:
+        with lock:  # what entering the cluster holds while it boots the nodes
+            asker = threading.Thread(
+                target=lambda: answers.append(request_fence(bridge.directory, "n1", "off", 10.0))
+            )
+            asker.start()
+            deadline = time.monotonic() + 10.0
+            while not bridge.waiting() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert bridge.waiting() == [("n1", "off")]
+            time.sleep(0.2)  # several rounds of the bridge: still nothing carried out
+            assert power.calls == [] and answers == []
+        asker.join(10.0)
+    finally:
+        bridge.stop()
+    assert answers == ["ok"] and power.calls == [("off", "n1")]
+    assert bridge.waiting() == []

@@ -116,6 +116,7 @@ class NspawnNode(Closing):
         self._stack = contextlib.ExitStack()
         self._proc: subprocess.Popen[bytes] | None = None
         self._leader: int | None = None
+        self._powered_off = False  # stopped (or its power cut) since the last launch
         self.launched_at: float | None = None  # monotonic time nspawn was started
         self.running_after: float | None = None  # seconds from launch to "running"
 
@@ -145,6 +146,7 @@ class NspawnNode(Closing):
         """Like pulling the plug: SIGKILL everything in the node's cgroups (systemd-nspawn
         too), then :meth:`close`. The overlay's upper layer (the node's disk) stays."""
         if self.launched_at is not None:
+            self._powered_off = self._proc is not None  # before nspawn is seen to die
             _kill_cgroup(self.cgroups, self.stop_timeout)
         self.close()
 
@@ -218,6 +220,7 @@ class NspawnNode(Closing):
         ]  # fmt: skip
         with (self.workdir / "nspawn.log").open("wb") as out:
             self.launched_at = time.monotonic()
+            self._powered_off = False
             self._proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -227,15 +230,24 @@ class NspawnNode(Closing):
             )
 
     def await_running(self) -> None:
-        """Wait until the container's systemd reports ``running`` (see the module docstring)."""
+        """Wait until the container's systemd reports ``running`` (see the module docstring).
+
+        HarnessError if the node is powered off (by :meth:`close` or :meth:`power_cut`, from
+        another thread say) before or while it boots.
+        """
         if self.launched_at is None:
             raise UsageError(f"node {self.name} was not launched")
         deadline = self.launched_at + self.boot_timeout
-        self._leader = self._wait("the container's PID 1", deadline, self._find_leader)
-        state = self._wait("systemd to answer", deadline, lambda: self._system_state(deadline))
+        leader = self._wait("the container's PID 1", deadline, self._find_leader)
+        self._leader = leader
+        # The pid found, not self.leader: a power-off may clear that at any moment.
+        state = self._wait(
+            "systemd to answer", deadline, lambda: self._system_state(leader, deadline)
+        )
         self.running_after = time.monotonic() - self.launched_at
         if state != "running":
-            failed = self.run(["systemctl", "--failed", "--no-legend", "--plain"], check=False)
+            argv = ["systemctl", "--failed", "--no-legend", "--plain"]
+            failed = _proc.run(_nsenter(leader, argv), check=False)
             raise HarnessError(
                 f"node {self.name} booted {state}; failed units:\n{failed.stdout}"
                 f"nspawn said:\n{self.nspawn_log()}"
@@ -244,6 +256,8 @@ class NspawnNode(Closing):
 
     def _wait(self, what: str, deadline: float, probe: Callable[[], T]) -> T:
         while True:
+            if self._powered_off:
+                raise HarnessError(f"node {self.name} was powered off while waiting for {what}")
             if self._proc is not None and self._proc.poll() is not None:
                 raise HarnessError(
                     f"systemd-nspawn of {self.name} exited with {self._proc.returncode} while "
@@ -269,13 +283,13 @@ class NspawnNode(Closing):
                         return pid
         return 0
 
-    def _system_state(self, deadline: float) -> str:
+    def _system_state(self, leader: int, deadline: float) -> str:
         """``running``/``degraded``/… once systemd has finished booting; "" while it cannot
-        answer yet (its private socket is not there before it is up)."""
+        answer yet (its private socket is not there before it is up) or is gone."""
         remaining = max(deadline - time.monotonic(), 0.1)
-        argv = ["systemctl", "is-system-running", "--wait"]
+        argv = _nsenter(leader, ["systemctl", "is-system-running", "--wait"])
         try:
-            out = self.run(argv, timeout=remaining, check=False)
+            out = _proc.run(argv, timeout=remaining, check=False)
         except CommandFailed:
             return ""  # timed out: the caller's deadline check reports it
         state = out.stdout.strip()
@@ -285,7 +299,7 @@ class NspawnNode(Closing):
 
     def argv(self, argv: Sequence[str]) -> list[str]:
         """The host argv that runs ``argv`` in every namespace of the container's PID 1."""
-        return ["nsenter", "-t", str(self.leader), "-a", "--", *argv]
+        return _nsenter(self.leader, argv)
 
     def run(
         self,
@@ -339,6 +353,7 @@ class NspawnNode(Closing):
         proc, self._proc, self._leader = self._proc, None, None
         if proc is None:
             return
+        self._powered_off = True
         # A container that never finished booting may not handle the power-off request yet:
         # it gets SIGKILL at once instead of a wait for the full stop_timeout.
         if proc.poll() is None and self.running_after is not None:
@@ -380,6 +395,10 @@ class NspawnNode(Closing):
         if os.path.ismount(self.root):
             found.append(f"mount {self.root}")
         return found
+
+
+def _nsenter(leader: int, argv: Sequence[str]) -> list[str]:
+    return ["nsenter", "-t", str(leader), "-a", "--", *argv]
 
 
 def _depth(path: Path) -> int:

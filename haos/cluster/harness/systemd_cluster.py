@@ -11,9 +11,11 @@ The harness topology (:func:`.nspawn.topology`: a namespace per node with two li
 :class:`~.nspawn.NspawnNode` per node, all booted at once. Into each node's overlay go the
 harness's corosync.conf and authkey, ``/etc/haos/cluster.toml``, ``/etc/haos/node.env``
 (``HAOS_NODE=nK``) and the units of ``units/`` (into ``/etc/systemd/system``), enabled
-with ``corosync.service``. haos itself is this repository, bind-mounted read-only at the same
-path and put on the units' ``PYTHONPATH`` by a drop-in, with the packages of its ``.venv``
-(built by the same Debian Python 3.11 the node root has).
+with ``corosync.service``. haos itself is a copy of this repository's ``haos`` package taken
+on entering (every node, also one booted again later, runs the same code however the tree
+changes meanwhile), bind-mounted read-only at the same path and put on the units'
+``PYTHONPATH`` by a drop-in, with the packages of the repository's ``.venv`` (built by the same
+Debian Python 3.11 the node root has); the repository itself is bind-mounted read-only too.
 
 Entering returns once every node's systemd reports ``running``: its boot jobs are done, so
 ``haos-clusterd`` has sent ``READY=1`` -- it joined the cluster and its repository holds the
@@ -27,7 +29,9 @@ for ``reboot`` to boot it again on its disk -- what a BMC would do for a real bo
 Leaving -- normally or by any exception -- stops the fence bridge, powers every node off,
 SIGKILLs what is left, unmounts, removes cgroups, kills whatever still runs in the namespaces
 and deletes them and the work directory (see :class:`~.nspawn.NspawnNode`). Power operations
-(``stop_node``, ``start_node``, ``power_cut``, the bridge's) run one at a time.
+(``stop_node``, ``start_node``, ``power_cut``, the bridge's) run one at a time, and none
+while entering boots the nodes: a fencing the daemons ask for meanwhile is carried out once
+every node runs (its fencer waits for the answer, and NodeLeft with it).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import contextlib
 import json
 import logging
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -129,6 +134,7 @@ class SystemdCluster(Closing):
         self.nodes: dict[str, NspawnNode] = {}
         self.up_after: float | None = None  # seconds from the first launch to all running
         self._files: dict[str, dict[str, str]] = {}
+        self._source: Path | None = None  # the copy of the haos package the nodes run
         self._corosync_conf = ""
         self._authkey = b""
         self._stack = contextlib.ExitStack()
@@ -153,23 +159,36 @@ class SystemdCluster(Closing):
         self._corosync_conf = render_corosync_conf(self.spec, self.topo.names)
         self._authkey = secrets.token_bytes(256)
         if self.fence:
-            self.bridge = FenceBridge(self.topo.workdir / "fence", self.power_cut, self.start_node)
+            self.bridge = FenceBridge(
+                self.topo.workdir / "fence", self.power_cut, self.start_node, power=self._power
+            )
             self.fence_command = self.bridge.command()
             self.bridge.start()
         toml = self.config_toml or cluster_toml(self.spec, f"systemd-{self.topo.names.cluster_id}")
+        # A tree edited while the cluster runs would give daemons started at different times
+        # different code, even modules of one version mixed with another's (a daemon that
+        # then crashes is fenced): the nodes run a copy.
+        self._source = self.topo.workdir / "source"
+        shutil.copytree(self.repo / "haos", self._source / "haos")
         for name in self.names:
             self._files[name] = self._node_files(name, toml)
         started = time.monotonic()
-        for name in self.names:
-            self._launch(name)
-        for name in self.names:
-            self._await(name)
+        # The fence bridge takes requests from the start, but carries them out only once every
+        # node runs: a power cut must not pull a node from under the wait for its boot.
+        with self._power:
+            for name in self.names:
+                self._launch(name)
+            for name in self.names:
+                self._await(name)
         self.up_after = time.monotonic() - started
         log.info("systemd cluster %s up after %.2f s", self.topo.names.cluster_id, self.up_after)
+        if self.bridge is not None and (waiting := self.bridge.waiting()):
+            log.warning("fence requests made while the cluster formed: %s", waiting)
 
     def _node_files(self, name: str, toml: str) -> dict[str, str]:
+        assert self._source is not None
         venv = sorted((self.repo / ".venv" / "lib").glob("python3*/site-packages"))
-        path = ":".join(str(p) for p in [self.repo, *venv])
+        path = ":".join(str(p) for p in [self._source, *venv])
         env = (
             f"HAOS_NODE={name}\nHAOS_FENCE_COMMAND={self.fence_command}\n"
             f"HAOS_FENCE_ACTION={self.fence_action}\n"
@@ -179,14 +198,14 @@ class SystemdCluster(Closing):
         files = {"/etc/haos/cluster.toml": toml, "/etc/haos/node.env": env}
         for unit in (CLUSTERD, AGENTD):
             files[f"/etc/systemd/system/{unit}"] = (self.repo / "units" / unit).read_text()
-            # haos comes from the bind-mounted tree, not from an installed package
+            # haos comes from the bind-mounted copy, not from an installed package
             files[f"/etc/systemd/system/{unit}.d/harness.conf"] = (
                 f"[Service]\nEnvironment=PYTHONPATH={path}\n"
             )
         return files
 
     def _launch(self, name: str) -> NspawnNode:
-        assert self.topo is not None
+        assert self.topo is not None and self._source is not None
         k = int(name[1:])
         workdir = self.topo.workdir / name
         workdir.mkdir(exist_ok=True)
@@ -199,7 +218,7 @@ class SystemdCluster(Closing):
             authkey=self._authkey,
             files=self._files[name],
             enable=self.units,
-            bind_ro=(self.repo, *self.host_dirs),
+            bind_ro=(self.repo, self._source, *self.host_dirs),
             bind=tuple(
                 d
                 for d in (self.bridge.directory if self.bridge else None, self.trace_dir)
@@ -318,15 +337,23 @@ class FenceBridge:
     ``<token>.req`` (JSON: node, action) into ``directory``, which every node has bind-mounted
     at the same path, and waits for ``<token>.done``. A thread on the host carries requests
     out in arrival order: ``off`` cuts the node's power; ``reboot`` cuts it, answers, then
-    boots the node again. Only the answer ``ok`` counts as fenced.
+    boots the node again. Only the answer ``ok`` counts as fenced. Each request is carried
+    out whole while holding ``power``: whoever else powers the nodes (the cluster, booting)
+    never sees a node between its power cut and its boot.
     """
 
     def __init__(
-        self, directory: Path, off: Callable[[str], None], on: Callable[[str], object]
+        self,
+        directory: Path,
+        off: Callable[[str], None],
+        on: Callable[[str], object],
+        *,
+        power: contextlib.AbstractContextManager[object] | None = None,
     ) -> None:
         self.directory = directory
         self._off = off
         self._on = on
+        self._power = power if power is not None else contextlib.nullcontext()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.done: list[tuple[str, str, str]] = []  # (node, action, answer), for tests
@@ -343,6 +370,15 @@ class FenceBridge:
         self._thread = threading.Thread(target=self._serve, name="fence-bridge", daemon=True)
         self._thread.start()
 
+    def waiting(self) -> list[tuple[str, str]]:
+        """The requests not yet carried out, (node, action), oldest first."""
+        found = []
+        for request in self.directory.glob("*.req"):
+            with contextlib.suppress(OSError, ValueError, KeyError):  # carried out meanwhile
+                ask = json.loads(request.read_text())
+                found.append((_mtime(request), str(ask["node"]), str(ask["action"])))
+        return [(node, action) for _, node, action in sorted(found)]
+
     def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
@@ -351,11 +387,15 @@ class FenceBridge:
 
     def _serve(self) -> None:
         while not self._stopping.wait(_POLL):
-            requests = sorted(self.directory.glob("*.req"), key=lambda p: p.stat().st_mtime_ns)
+            requests = sorted(self.directory.glob("*.req"), key=_mtime)
             for request in requests:
                 self._handle(request)
 
     def _handle(self, request: Path) -> None:
+        with self._power:
+            self._carry_out(request)
+
+    def _carry_out(self, request: Path) -> None:
         node, action, answer = "?", "?", "ok"
         try:
             ask = json.loads(request.read_text())
@@ -376,6 +416,10 @@ class FenceBridge:
                 self._on(node)
             except HaosError as e:
                 log.error("fence bridge: %s did not boot again: %s", node, e)
+
+
+def _mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns
 
 
 def request_fence(directory: Path, node: str, action: str, timeout: float = FENCE_TIMEOUT) -> str:
