@@ -9,10 +9,11 @@ without pause. The cluster daemon of a node that is not the primary's is stopped
 3 s, well within its watchdog (5 s), and then continued.
 
 The counter's checkpoint is persistent, so each increment also waits for its save to the
-repository, which orders every write through its sequencer (the lowest member). Stopping a
-replica's daemon that is not the sequencer costs the client one bound; stopping the
-sequencer's stops the repository, and with it every persistent write, for as long as it lasts
--- the checkpoint service still drops the replica within its bound.
+repository, which orders every write through its sequencer (the lowest member, the master's
+node as a rule). Stopping the sequencer's daemon stops the repository for as long as it lasts;
+the durable copy is a replica too, so the increments wait for it at most the same bound (from
+their delivery, together with the drop), go on with the copy behind, and the copy catches up
+once the daemon continues. Either way the client waits one bound, once.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from haos.cluster.dss.checkpoint.service import DROP_AFTER
+from haos.cluster.dss.checkpoint.service import DROP_AFTER, DURABLE_WAIT
 from haos.cluster.harness import nspawn
 from haos.cluster.harness.systemd_cluster import CLUSTERD, NODEROOT_CACHE, REPO
 from haos.demo import counter
@@ -43,11 +44,15 @@ from haos.errors import HaosError
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SETTLE = 60.0  # seconds for the cluster to place the counter
-STOPPED = 3.0  # seconds the cluster daemon is stopped: under its watchdog (5 s)
+# Seconds the cluster daemon is stopped: under its watchdog (5 s), but the watchdog's gate pets
+# only every 2.5 s and only once the resumed loop has proven itself, so a stop that begins
+# late in a round can still end in a watchdog restart (SIGABRT, the stacks in the journal).
+STOPPED = 3.0
 # What the longest gap may exceed the bound by: the write's own trips (agent, daemon, the
 # group: tens of ms on this loaded 2-core machine), the DROP's trip, and the stopped daemon's
 # catch-up after it continues (3 s of queued messages on a shared core).
 MARGIN = 0.25
+BOUND = max(DROP_AFTER, DURABLE_WAIT)  # both count from the write's delivery
 CHECKPOINT = "group:counter"  # the counter group's checkpoint, as the agent names it
 CLIENT_TIMEOUT = 10.0  # the client waits this long for an answer: a stall shows as a gap
 
@@ -160,6 +165,13 @@ def _journal(demo: DemoCluster, node: str) -> str:
     return demo.cluster.node(node).journal(CLUSTERD, 400)
 
 
+def _why_restarted(demo: DemoCluster, node: str) -> str:
+    """The journal lines of ``node``'s cluster daemon that tell why it ended."""
+    words = ("atchdog", "Main process exited", "Failed with result", "Scheduled restart")
+    lines = _journal(demo, node).splitlines()
+    return "\n".join(line for line in lines if any(w in line for w in words))
+
+
 def _stored(demo: DemoCluster, node: str) -> int:
     """The counter's checkpointed value in ``node``'s replica (-1 while it cannot be read)."""
     try:
@@ -191,7 +203,10 @@ def _stop_replica(demo: DemoCluster, primary: str, stalled: str) -> float:
         try:
             time.sleep(STOPPED)  # the fault's duration (the harness injects it by the clock)
         finally:
-            demo.cluster.kill_daemon(stalled, CLUSTERD, signal.SIGCONT)
+            try:
+                demo.cluster.kill_daemon(stalled, CLUSTERD, signal.SIGCONT)
+            except HaosError as e:  # it did not stay stopped: say why
+                raise AssertionError(f"{e}\n{_why_restarted(demo, stalled)}") from e
         continued_at = time.monotonic()
         demo.cluster.wait_for(
             lambda: client.answered_since(continued_at + 2.0, 100),
@@ -211,14 +226,14 @@ def _stop_replica(demo: DemoCluster, primary: str, stalled: str) -> float:
         f" primary on {primary} answered {len(served)} increments in the"
         f" {window[1] - window[0]:.1f} s around it; longest gap {longest * 1e3:.0f} ms at"
         f" {when - stopped_at:+.2f} s; next: {[round(g * 1e3) for g, _ in gaps[1:6]]} ms;"
-        f" bound {DROP_AFTER * 1e3:.0f} ms"
+        f" bound {BOUND * 1e3:.0f} ms"
     )
     assert not client.lost, client.lost
     values = [a.value for a in answers]
     assert values == sorted(set(values)), "an answered value came twice or went back"
     # Not fenced, not restarted: the same daemon process went on.
-    assert demo.cluster.main_pid(stalled) == pid
-    assert demo.cluster.restarts(stalled) == restarts
+    assert demo.cluster.main_pid(stalled) == pid, _why_restarted(demo, stalled)
+    assert demo.cluster.restarts(stalled) == restarts, _why_restarted(demo, stalled)
     status = demo.cluster.status(stalled)
     assert status is not None and len(status["members"]) == 3
     # The writer said once that it dropped the replica, and the replica resynchronised...
@@ -256,18 +271,19 @@ def test_a_stopped_replica_daemon_is_dropped_and_the_primary_keeps_answering(
     candidates = [n for n in demo.names if n not in (primary, sequencer)]
     stalled = master if master in candidates else candidates[0]
     longest = _stop_replica(demo, primary, stalled)
-    assert longest < DROP_AFTER + MARGIN, f"the primary stalled {longest:.3f} s"
+    assert longest < BOUND + MARGIN, f"the primary stalled {longest:.3f} s"
 
 
-def test_a_stopped_sequencer_daemon_is_dropped_but_persistent_writes_wait_for_it(
+def test_a_stopped_sequencer_daemon_is_dropped_and_the_primary_keeps_answering(
     demo: DemoCluster,
 ) -> None:
     """The repository's sequencer's node (the master's, as a rule): its replica is dropped
-    within the bound all the same, but the persistent checkpoint's saves wait for the
-    repository, which waits for its sequencer: the client waits about as long as the stop."""
+    and the durable copy falls behind within one bound together, the client waits that bound
+    once, and the copy catches up (said once each) when the daemon continues."""
     primary = demo.holder("primary")
     assert primary is not None
-    sequencer = _sequencer(demo)
+    sequencer, master = _sequencer(demo), _master(demo)
+    print(f"\nsequencer {sequencer}, master {master}, primary {primary}")
     if sequencer == primary:  # move the counter away first (a planned switchover)
         target = member(int(primary[1:]))
         answer = demo.cluster.control(primary).request(
@@ -282,4 +298,9 @@ def test_a_stopped_sequencer_daemon_is_dropped_but_persistent_writes_wait_for_it
         primary = demo.holder("primary")
         assert primary is not None
     longest = _stop_replica(demo, primary, sequencer)
-    assert longest < STOPPED + 1.0, f"the primary stalled {longest:.3f} s"
+    assert longest < BOUND + MARGIN, f"the primary stalled {longest:.3f} s"
+    lines = [line for line in _journal(demo, primary).splitlines() if CHECKPOINT in line]
+    behind = [line for line in lines if "durable copy behind" in line]
+    caught_up = [line for line in lines if "caught up" in line]
+    print("\n".join(["the durable copy, as the writer logged it:", *behind, *caught_up]))
+    assert len(behind) == 1 and len(caught_up) == 1, lines

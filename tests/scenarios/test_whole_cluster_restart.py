@@ -98,7 +98,10 @@ def restart_and_check(demo: DemoCluster, probe: ProbeProcess, cut_at: float) -> 
 def test_two_nodes_power_cut_one_after_the_other_serve_on_from_the_last_value(
     cache: Path,
 ) -> None:
-    with DemoCluster(2, cache=cache) as demo:
+    """The secondary's node loses power and is fenced off; the primary serves alone (its
+    increments held by no peer, only by the repository); then it loses power too. Both come
+    back, the one that missed everything first."""
+    with DemoCluster(2, cache=cache, fence_action="off") as demo:
         demo.wait_settled(SETTLE)
         primary, secondary = demo.holder("primary"), demo.holder("secondary")
         assert primary is not None and secondary is not None
@@ -107,10 +110,17 @@ def test_two_nodes_power_cut_one_after_the_other_serve_on_from_the_last_value(
             after(probe, 0.0)
             time.sleep(1.0)  # some answered increments to lose, if anything is lost
             demo.power_cut(secondary)
-            time.sleep(0.5)  # the primary serves alone meanwhile: increments held by no peer
+            bridge = demo.cluster.bridge
+            assert bridge is not None
+            demo.cluster.wait_for(
+                lambda: any(n == secondary for n, *_ in bridge.done), SETTLE, "fenced"
+            )
+            served_alone = time.monotonic()
+            after(probe, served_alone)
+            time.sleep(0.5)
             cut_at = demo.power_cut(primary)  # the whole cluster is down now
-            demo.cluster.start_node(secondary)
-            demo.cluster.start_node(primary)
+            assert [a for a in probe.answers if a.t > served_alone], "not served alone"
+            demo.cluster.start_nodes(secondary, primary)
             restart_and_check(demo, probe, cut_at)
         finally:
             probe.close()
@@ -144,8 +154,7 @@ def test_master_and_vice_master_cut_together_serve_on_from_the_last_value(cache:
             time.sleep(1.0)
             demo.power_cut(master)
             cut_at = demo.power_cut(vice)
-            demo.cluster.start_node(master)
-            demo.cluster.start_node(vice)
+            demo.cluster.start_nodes(master, vice)
             restart_and_check(demo, probe, cut_at)
         finally:
             probe.close()

@@ -251,12 +251,22 @@ class SystemdCluster(Closing):
     def start_node(self, name: str) -> float:
         """Boot node ``name`` again on its disk; return the seconds until it runs (its daemons
         ready: it has rejoined)."""
+        return self.start_nodes(name)[name]
+
+    def start_nodes(self, *names: str) -> dict[str, float]:
+        """Boot the nodes ``names`` again at once, each on its disk (after a power loss of
+        several, which can only rejoin together); the seconds until each runs."""
         with self._power:
-            self.node(name).close()
-            node = self._launch(name)
-            self._await(name)
-        assert node.running_after is not None
-        return node.running_after
+            for name in names:
+                self.node(name).close()
+            nodes = {name: self._launch(name) for name in names}
+            for name in names:
+                self._await(name)
+        out = {}
+        for name, node in nodes.items():
+            assert node.running_after is not None
+            out[name] = node.running_after
+        return out
 
     # -- access ------------------------------------------------------------------------------
 

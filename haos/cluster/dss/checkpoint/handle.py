@@ -30,6 +30,22 @@ class Checkpoint:
         return self.saver is not None
 
     @property
+    def durable_behind(self) -> bool:
+        """Persistent, and a synchronous write was acknowledged without a durable save
+        covering it (the store stalled or failed) that no save has covered yet: until then a
+        whole-cluster power loss would lose it."""
+        return self.saver is not None and self.saver.behind
+
+    @property
+    def durable_unsaved(self) -> int:
+        """How many writes this member applied that the durable copy does not hold yet (0 if
+        not persistent)."""
+        if self.saver is None or self.closed:
+            return 0
+        replica = self._service._replicas.get(self.name)
+        return 0 if replica is None else max(0, replica.version - self.saver.saved)
+
+    @property
     def synced(self) -> bool:
         """This member's replica holds the checkpoint's state: it is in sync and not stale
         (dropped by a write that did not wait for it, and not yet resynchronised)."""

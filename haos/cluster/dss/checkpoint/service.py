@@ -33,13 +33,23 @@ after ``settle_timeout``: a member that booted alone founded a directory of its 
 that opened a checkpoint before the other side's directory was merged would hold an empty
 replica of its own beside the real one, and drop the real holders' writes.
 
-Persistent checkpoints (``open(..., persistent=True)``, with a ``durable`` store given): a
-synchronous write through the handle returns only once, besides the above, a durable save
-covering it completed (see ``checkpoint.durable``: saves are serialised and coalesced); an
-asynchronous write is saved in the background. A persistent checkpoint opened or taken ACTIVE
-that has never been written since it was created in memory starts from the durable copy (e.g.
-after the whole cluster lost power, and its standbys opened it empty), written to every holder
-like any write.
+Persistent checkpoints (``open(..., persistent=True)``, with a ``durable`` store given): the
+writer saves the whole checkpoint to the store in the background (see ``checkpoint.durable``:
+saves are serialised and coalesced), starting once its own copy applied a write. The durable
+copy is a replica too, and a slow one degrades writes rather than stalling them: a synchronous
+write also waits, besides the above, for a save covering it, but at most ``durable_wait`` from
+its delivery (the same clock as the standbys' ``drop_after``, so a stalled standby and a
+stalled store cost one bound together), and not at all while the store is known stuck. A
+write that returns without its save leaves the copy *behind* (:attr:`Checkpoint.durable_behind`,
+one warning per such period) until a save covers it. So a whole-cluster power loss keeps every
+synchronous write acknowledged while the copy was not behind; those acknowledged while it is
+behind (the store stalled or unreachable) are lost if every node loses power before it
+catches up. A save the store refuses with a UsageError (the sections are larger than it
+keeps) fails the synchronous writes it covered, as it would never succeed. An asynchronous
+write is saved in the background. A persistent checkpoint opened or taken ACTIVE that has
+never been written since it was created in memory starts from the durable copy (e.g. after
+the whole cluster lost power, and its standbys opened it empty), written to every holder like
+any write.
 
 See ``checkpoint.replica`` for the state and its rules.
 """
@@ -88,8 +98,20 @@ ACK_TIMEOUT = 10.0  # seconds a synchronous write may take in all (delivery, ack
 # pauses a daemon 4-17 ms. Below what a user notices as an outage (the demo's client gives
 # up after 300 ms) and far below the 5 s watchdog that ends a stopped daemon for good.
 DROP_AFTER = 0.25
+# Seconds a persistent synchronous write waits for a save covering it, from its delivery. A
+# save to the repository is one transaction, as fast as a checkpoint write (p99 under 10 ms on
+# a quiet harness, BENCHMARKS.md), so a healthy store never comes near it; the same bound as
+# DROP_AFTER because the store is judged like a standby, and a client gives up after 300 ms.
+DURABLE_WAIT = 0.25
 
-__all__ = ["ACK_TIMEOUT", "DROP_AFTER", "SETTLE_TIMEOUT", "Checkpoint", "CheckpointService"]
+__all__ = [
+    "ACK_TIMEOUT",
+    "DROP_AFTER",
+    "DURABLE_WAIT",
+    "SETTLE_TIMEOUT",
+    "Checkpoint",
+    "CheckpointService",
+]
 
 
 class CheckpointService(LinkedService):
@@ -105,12 +127,16 @@ class CheckpointService(LinkedService):
         drop_after: float = DROP_AFTER,
         clock: Clock | None = None,
         durable: DurableStore | None = None,
+        durable_wait: float = DURABLE_WAIT,
     ) -> None:
         if not 0 < drop_after < ack_timeout:
             raise UsageError(
                 f"drop_after ({drop_after:g} s) must be positive and under ack_timeout"
                 f" ({ack_timeout:g} s)"
             )
+        if not durable_wait > 0:
+            raise UsageError(f"durable_wait ({durable_wait:g} s) must be positive")
+        self._durable_wait = durable_wait
         self._settle_timeout = settle_timeout
         self._ack_timeout = ack_timeout
         self._drop_after = drop_after
@@ -260,7 +286,7 @@ class CheckpointService(LinkedService):
         for section, data in sorted(sections.items()):
             await self._write(handle, section, data, True, save=False)
         if handle.saver is not None:
-            handle.saver.saved = max(handle.saver.saved, replica.version)
+            handle.saver.covered(replica.version)
 
     def _saver(self, name: str) -> Saver:
         assert self.durable is not None
@@ -270,7 +296,15 @@ class CheckpointService(LinkedService):
             current = self._replica(name, fresh=False)
             return current.version, {s: sec.data for s, sec in current.sections.items()}
 
-        return Saver(self.durable, name, snapshot, saved=replica.version)
+        return Saver(
+            self.durable,
+            name,
+            snapshot,
+            clock=self._clock,
+            spawn=self._link.spawn,
+            wait=self._durable_wait,
+            saved=replica.version,
+        )
 
     # -- Receiver ----------------------------------------------------------------------------
 
@@ -421,6 +455,8 @@ class CheckpointService(LinkedService):
             self._apply_write(replica, write)
         if pending is not None:
             pending.version = replica.version
+            if pending.persist:  # saved while the standbys acknowledge
+                self._save_later(msg.name, replica.version)
         elif sender == me and not msg.sync:
             self._save_later(msg.name, replica.version)
 
@@ -606,6 +642,7 @@ class CheckpointService(LinkedService):
             await self._send(msg)  # a persistent one is saved once delivered (_save_later)
             return
         pending = self._writes.start(write_id, name)
+        pending.persist = save and handle.saver is not None
         sys.audit(EVENT, "crc.write", write_id)
         try:
             await self._send(msg)
@@ -613,13 +650,13 @@ class CheckpointService(LinkedService):
             sys.audit(EVENT, "crc.done", write_id)
         finally:
             self._writes.finish(write_id)
-        if save and handle.saver is not None:
-            await handle.saver.through(pending.version)
+        if pending.persist and handle.saver is not None and pending.delivered_at is not None:
+            await handle.saver.through(pending.version, pending.delivered_at + self._durable_wait)
 
     def _save_later(self, name: str, version: int) -> None:
         handle = self._handles.get(name)
         if handle is not None and handle.saver is not None:
-            self._link.spawn(handle.saver.quietly(version))
+            handle.saver.want(version)
 
     def _fail_opening(self, name: str, why: str) -> None:
         future = self._opening.pop(name, None)

@@ -35,6 +35,7 @@ class Pending:
     future: asyncio.Future[None]
     delivered_at: float | None = None  # when the writer's own copy applied it
     version: int = 0  # the writer's replica version with it applied
+    persist: bool = False  # a durable save covering it is asked for once it is delivered
 
 
 class Writes:
