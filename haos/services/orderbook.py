@@ -127,6 +127,8 @@ class NodeOrders:
         self.refused = 0  # batches refused as coming from a superseded master
         self._noted = (-1, -1)  # (epoch, seq) of the newest notes kept in the history
         self.running: dict[str, Running] = {}  # what the agent says each component runs as
+        # Graceful role orders that came while no agent listened (component -> order, epoch).
+        self._unconfirmed: dict[str, tuple[RoleOrder, int]] = {}
         self.roles: dict[str, AvailabilityState] = {}
         self.synced = False  # has had a full desired state
         self._listeners: list[Listener] = []
@@ -162,6 +164,10 @@ class NodeOrders:
             self.seq = max(self.seq, order.seq)
             if isinstance(order, RoleOrder):
                 self.roles[order.component] = order.state
+                if order.graceful and not self._listeners:
+                    # The master waits for this one's confirmation: an agent that subscribes
+                    # later gets it after the full state (a full state is not confirmed).
+                    self._unconfirmed[order.component] = (order, self.epoch)
             self._emit({"order": order_to_json(order), "epoch": self.epoch})
 
     def step_down(self) -> None:
@@ -193,6 +199,10 @@ class NodeOrders:
         self._listeners.append(listener)
         if self.synced:
             listener({"roles": {c: s.value for c, s in self.roles.items()}})
+        for order, epoch in self._unconfirmed.values():
+            if self.roles.get(order.component) is order.state and epoch == self.epoch:
+                listener({"order": order_to_json(order), "epoch": epoch})
+        self._unconfirmed.clear()
         return lambda: self._listeners.remove(listener)
 
     def _emit(self, item: dict[str, Any]) -> None:

@@ -175,7 +175,9 @@ def test_sigkilled_clusterd_is_restarted_by_systemd_and_rejoins_with_the_reposit
     assert c.node("n3").unit_state(CLUSTERD) == "active"
     assert RESTART_SEC <= restarted <= RESTART_SEC + START_MARGIN
     after = statuses(c)
-    assert all(s is not None and s["hash"] == before["hash"] for s in after.values())
+    # every node holds one content (the availability service writes to the repository as
+    # n3's daemon leaves and returns: the hash before is no reference)
+    assert None not in after.values() and len({s["hash"] for s in after.values() if s}) == 1
     assert c.control("n3").request("get", key="/test/before-kill")["value"] == "kept"
     assert {(s["master"], s["vice_master"]) for s in after.values() if s} == {(1, 2)}
     # the others' CMM saw n3's CMM leave: it is to be fenced (no fence device here)

@@ -81,3 +81,30 @@ def test_a_damaged_epoch_key_is_named_and_nothing_is_claimed() -> None:
             await RepositoryEpochs(ccr).claim(1, 0)
 
     with_ccr(body)
+
+
+def test_a_graceful_order_that_came_before_the_agent_is_handed_to_it_after_the_full_state() -> None:
+    """The master holds a promotion until this order is confirmed: an agent that subscribes
+    only later (its node was booting) must still get the order itself, not only the roles."""
+    book = NodeOrders("n1")
+    book.receive(Batch(3, (), {"x": P}, epoch=2))
+    gone = RoleOrder("x", SP, True, 4)
+    book.receive(Batch(4, (gone,), epoch=2))
+    seen: list[dict[str, Any]] = []
+    book.subscribe(seen.append)
+    assert seen == [
+        {"roles": {"x": "spare"}},
+        {
+            "order": {
+                "kind": "role",
+                "component": "x",
+                "state": "spare",
+                "graceful": True,
+                "seq": 4,
+            },
+            "epoch": 2,
+        },
+    ]
+    later: list[dict[str, Any]] = []
+    book.subscribe(later.append)  # handed over once
+    assert later == [{"roles": {"x": "spare"}}]

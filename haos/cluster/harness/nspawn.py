@@ -407,7 +407,11 @@ def _depth(path: Path) -> int:
 
 def _cgroup_pids(cgroup: Path) -> list[int]:
     pids: list[int] = []
-    for procs in [cgroup / "cgroup.procs", *cgroup.rglob("*/cgroup.procs")]:
+    try:
+        found = [cgroup / "cgroup.procs", *cgroup.rglob("*/cgroup.procs")]
+    except FileNotFoundError:  # a unit's cgroup went away while the tree was walked
+        found = [cgroup / "cgroup.procs"]
+    for procs in found:
         with contextlib.suppress(OSError):
             pids += [int(p) for p in procs.read_text().split()]
     return pids

@@ -5,7 +5,9 @@ Checkpoints: the members of one service group share one CRC checkpoint, named af
 node hosting a member holds a replica (it opens the checkpoint as a standby when the agent
 starts); the node of the primary opens it active on its first write. A synchronous write
 therefore returns once every member's node holds it. A group with ``persistent_checkpoint``
-opens it persistent: its writes are also kept in the repository, on disk.
+opens it persistent: its writes are also kept in the repository, on disk, and it is read
+through an active open (the one that restores it from the repository after a whole-cluster
+power loss).
 
 Names: bound in the CCR under ``/haos/names/`` (durable, replicated, watched), the handle is
 the text the application gives (e.g. ``n2:7000``).
@@ -51,7 +53,11 @@ class ClusterBackend:
         )
 
     async def checkpoint_read(self, component: str, section: str) -> bytes | None:
-        role = self._roles.get(self.checkpoint_of(component), "standby")
+        # A persistent checkpoint is read through an active open: after a whole-cluster
+        # power loss only the writer's open restores it from its durable copy, and the
+        # member that reads it (a new primary) is the one that writes next.
+        name = self.checkpoint_of(component)
+        role = "active" if self.persistent(component) else self._roles.get(name, "standby")
         answer = await self._on_open(component, role, "ckpt_read", section=section)
         data = answer.get("data")
         return None if data is None else base64.b64decode(str(data))
