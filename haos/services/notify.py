@@ -30,8 +30,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from haos.clock import Clock, MonotonicClock
 from haos.errors import HaosError, UnavailableError, UsageError
-from haos.services.hm.runner import Clock, MonotonicClock
 from haos.services.hm.watchdog import SdNotifier
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from haos.clock import MonotonicClock
 from haos.cluster.hm.policy import AuditMonitor
 from haos.config.model import AuditSpec
 from haos.model.reports import ErrorKind, ErrorReport
 from haos.services.hm.probes import CallbackProbe, CommandProbe, HttpProbe, Probe
-from haos.services.hm.runner import AuditRunner, MonotonicClock
+from haos.services.hm.runner import AuditRunner
 from haos.services.hm.watchdog import SdNotifier, SystemdWatchdog, WatchdogPetter
 from haos.testing.clock import until as _until
 from haos.testing.procs import alive

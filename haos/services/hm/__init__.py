@@ -6,8 +6,9 @@ package is the thin asyncio layer around it: :mod:`.runner` starts audits throug
 watchdog only after a completed daemon iteration with no overdue audit.
 """
 
+from haos.clock import Clock, MonotonicClock
 from haos.services.hm.probes import CallbackProbe, CommandProbe, HttpProbe, Probe
-from haos.services.hm.runner import AuditRunner, Clock, MonotonicClock
+from haos.services.hm.runner import AuditRunner
 from haos.services.hm.watchdog import SdNotifier, SystemdWatchdog, WatchdogPetter
 
 __all__ = [

@@ -10,13 +10,11 @@ and in time (the monitor cannot tell runs apart, see :meth:`AuditMonitor.result`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
+from haos.clock import Clock
 from haos.cluster.hm.policy import AuditMonitor
 from haos.config.model import AuditSpec
 from haos.errors import ModelError, UsageError
@@ -26,35 +24,6 @@ from haos.services.hm.probes import Probe
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (component, audit name)
-
-
-class Clock(Protocol):
-    """The one monotonic clock of the HM; tests pass a fake one they advance by hand."""
-
-    def now(self) -> float:
-        """Seconds on a clock that never goes back."""
-        ...
-
-    async def wait(self, event: asyncio.Event, deadline: float | None) -> None:
-        """Return once ``event`` is set or ``now() >= deadline`` (never, if None)."""
-        ...
-
-
-class MonotonicClock:
-    """``time.monotonic``, slept on with the event loop's timers."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def wait(self, event: asyncio.Event, deadline: float | None) -> None:
-        if deadline is None:
-            await event.wait()
-            return
-        loop = asyncio.get_running_loop()
-        # The loop's clock may differ from ours: convert the remaining time, not the instant.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(loop.time() + (deadline - self.now())):
-                await event.wait()
 
 
 @dataclass(eq=False)

@@ -36,7 +36,7 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
-from haos.cluster.dss.checkpoint.clock import Clock
+from haos.clock import Clock
 from haos.errors import HaosError, UsageError
 
 log = logging.getLogger(__name__)

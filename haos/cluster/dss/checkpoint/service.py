@@ -62,8 +62,8 @@ import secrets
 import sys
 from collections.abc import Callable, Collection
 
+from haos.clock import Clock, MonotonicClock
 from haos.cluster.dss.checkpoint import wire
-from haos.cluster.dss.checkpoint.clock import Clock, MonotonicClock
 from haos.cluster.dss.checkpoint.durable import DurableStore, Saver
 from haos.cluster.dss.checkpoint.handle import Checkpoint
 from haos.cluster.dss.checkpoint.replica import (

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from haos.cluster.dss.checkpoint.clock import Clock
+from haos.clock import Clock
 from haos.cluster.dss.checkpoint.replica import AckTracker
 from haos.errors import HaosError, UnavailableError
 

@@ -1,5 +1,5 @@
-"""The clock the checkpoint service waits on; tests pass a fake one they advance by hand
-(:class:`haos.testing.clock.FakeClock` has this shape)."""
+"""The monotonic clock that waiting loops take through their constructors; tests pass a fake
+one they advance by hand (:class:`haos.testing.clock.FakeClock` has this shape)."""
 
 from __future__ import annotations
 
