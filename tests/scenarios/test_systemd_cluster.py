@@ -174,10 +174,10 @@ def test_sigkilled_clusterd_is_restarted_by_systemd_and_rejoins_with_the_reposit
     assert c.restarts("n3") == 1
     assert c.node("n3").unit_state(CLUSTERD) == "active"
     assert RESTART_SEC <= restarted <= RESTART_SEC + START_MARGIN
+    # every node holds one content once the writes that n3's return caused are done (the
+    # availability service's own state is in it: the hash before is no reference)
+    c.wait_for(lambda: in_sync(c), DEADLINE, "one repository content")
     after = statuses(c)
-    # every node holds one content (the availability service writes to the repository as
-    # n3's daemon leaves and returns: the hash before is no reference)
-    assert None not in after.values() and len({s["hash"] for s in after.values() if s}) == 1
     assert c.control("n3").request("get", key="/test/before-kill")["value"] == "kept"
     assert {(s["master"], s["vice_master"]) for s in after.values() if s} == {(1, 2)}
     # the others' CMM saw n3's CMM leave: it is to be fenced (no fence device here)
@@ -231,10 +231,10 @@ def test_a_node_whose_cluster_daemon_dies_is_fenced_by_the_master_and_rejoins(
     )
 
     assert bridge.done == [("n3", "reboot", "ok")]  # fenced once, by one fencer
+    # one repository content on every node once the writes that n3's return caused are
+    # done (the availability service's own state is in it: the hash before is no reference)
+    c.wait_for(lambda: in_sync(c, admitted=True), DEADLINE, "one repository content")
     after = statuses(c)
-    # one repository content on every node (the availability service's own state in it
-    # changed with n3's departure and return: the hash before is no reference)
-    assert None not in after.values() and len({s["hash"] for s in after.values() if s}) == 1
     assert {(s["master"], s["vice_master"]) for s in after.values() if s} == {(1, 2)}
     assert c.control("n3").request("get", key="/test/before-fence")["value"] == "kept"
     assert c.restarts("n3") == 0  # a fresh boot, not a restart of the old daemon
