@@ -251,7 +251,7 @@ def parse_duration(value: object) -> float:
         match = _DURATION.match(value.strip())
         if match is None:
             raise Invalid(
-                f"bad duration {value!r}: use seconds as a number, or a string like "
+                f"bad duration {_short(value)}: use seconds as a number, or a string like "
                 '"500ms", "60s", "5m", "1h"'
             )
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
@@ -262,21 +262,61 @@ def parse_duration(value: object) -> float:
             f'must be a duration (seconds, or a string like "60s"), not {type_name(value)}'
         )
     if not math.isfinite(seconds):
-        raise Invalid(f"duration {value!r} is not finite")
+        raise Invalid(f"duration {_short(value)} is not finite")
     return seconds
 
 
-def duration(allow_zero: bool = False) -> Converter:
-    """A duration in seconds: positive, or with ``allow_zero`` at least zero."""
+# The shortest duration any setting accepts: anything shorter is a typo (1e-7 for 1e7?) that
+# would turn a timer loop into a spin.
+MIN_DURATION = 0.001
+# The shortest audit period: an audit round is a process spawn or a socket round trip.
+MIN_AUDIT_PERIOD = 0.05
+
+
+def check_duration(value: object, allow_zero: bool = False, minimum: float = MIN_DURATION) -> float:
+    """Seconds from ``value``, refused unless finite and at least ``minimum`` (or zero, with
+    ``allow_zero``). Every duration haos reads (config, sockets, CLI) goes through this."""
+    seconds = parse_duration(value)
+    if seconds == 0 and allow_zero:
+        return seconds
+    if seconds < 0:
+        raise Invalid(f"must not be negative, not {_short(value)}")
+    if seconds == 0:
+        raise Invalid(f"must be longer than zero, not {_short(value)}")
+    if seconds < minimum:
+        raise Invalid(f"must be at least {minimum:g}s, not {_short(value)}")
+    return seconds
+
+
+def duration(allow_zero: bool = False, minimum: float = MIN_DURATION) -> Converter:
+    """A duration in seconds (see :func:`check_duration`)."""
 
     def convert(value: object) -> float:
-        seconds = parse_duration(value)
-        if seconds < 0 or (seconds == 0 and not allow_zero):
-            bound = "must not be negative" if allow_zero else "must be longer than zero"
-            raise Invalid(f"{bound}, not {value!r}")
-        return seconds
+        return check_duration(value, allow_zero, minimum)
 
     return convert
+
+
+def audit_timing(period: object, timeout: object) -> tuple[float, float]:
+    """An audit's period and timeout: the period at least :data:`MIN_AUDIT_PERIOD`, the timeout
+    a duration shorter than the period. The config loader and the application socket both
+    check audits with this."""
+    try:
+        p = check_duration(period, minimum=MIN_AUDIT_PERIOD)
+    except Invalid as e:
+        raise Invalid(f"period {e}") from None
+    try:
+        t = check_duration(timeout)
+    except Invalid as e:
+        raise Invalid(f"timeout {e}") from None
+    if t >= p:
+        raise Invalid(f"timeout must be shorter than the period ({p:g}s), not {t:g}s")
+    return p, t
+
+
+def _short(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def array(item: Converter, nonempty: bool = False) -> Converter:
@@ -443,7 +483,7 @@ INSTANCE = (
 AUDIT = (
     Setting("component", component_name, required=True),
     Setting("name", simple_name, required=True),
-    Setting("period", duration(), required=True),
+    Setting("period", duration(minimum=MIN_AUDIT_PERIOD), required=True),
     Setting("timeout", duration(), required=True),
     Setting("kind", choice(_AUDIT_KINDS)),
     Setting("target", nonempty_text, required=True),
