@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from haos.cluster.harness import nspawn
-from haos.cluster.harness.systemd_cluster import AGENTD, CLUSTERD, NODEROOT_CACHE, REPO
+from haos.cluster.harness.systemd_cluster import AGENTD, CLUSTERD
 from haos.demo.cluster import member
 from haos.demo.run import Answer, DemoCluster, ProbeProcess, first_from_other, probing
 
@@ -25,14 +24,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SETTLE = 60.0  # seconds for the cluster to place the counter again after a fault
 SERVE = 30.0  # seconds until the client is served again
-
-
-@pytest.fixture(scope="module")
-def cache() -> Path:
-    reason = nspawn.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    return nspawn.build_noderoot(REPO, NODEROOT_CACHE)
 
 
 def settled(demo: DemoCluster) -> None:

@@ -34,8 +34,7 @@ from pathlib import Path
 import pytest
 
 from haos.cluster.dss.checkpoint.service import DROP_AFTER, DURABLE_WAIT
-from haos.cluster.harness import nspawn
-from haos.cluster.harness.systemd_cluster import CLUSTERD, NODEROOT_CACHE, REPO
+from haos.cluster.harness.systemd_cluster import CLUSTERD, REPO
 from haos.demo import counter
 from haos.demo.cluster import member
 from haos.demo.run import Answer, DemoCluster
@@ -55,14 +54,6 @@ MARGIN = 0.25
 BOUND = max(DROP_AFTER, DURABLE_WAIT)  # both count from the write's delivery
 CHECKPOINT = "group:counter"  # the counter group's checkpoint, as the agent names it
 CLIENT_TIMEOUT = 10.0  # the client waits this long for an answer: a stall shows as a gap
-
-
-@pytest.fixture(scope="module")
-def cache() -> Path:
-    reason = nspawn.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    return nspawn.build_noderoot(REPO, NODEROOT_CACHE)
 
 
 class Client:

@@ -26,8 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from haos.cluster.harness import nspawn
-from haos.cluster.harness.systemd_cluster import CLUSTERD, NODEROOT_CACHE, REPO
+from haos.cluster.harness.systemd_cluster import CLUSTERD
 from haos.demo.run import DemoCluster, ProbeProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -38,14 +37,6 @@ SETTLE = 60.0
 SI = "counter-si"
 SERVING = re.compile(r"primary: serving on \S+ from (\d+) \(at ([0-9.]+)\)")
 STOPPED = re.compile(r"no longer primary \(counter at (\d+); at ([0-9.]+)\)")
-
-
-@pytest.fixture(scope="module")
-def cache() -> Path:
-    reason = nspawn.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    return nspawn.build_noderoot(REPO, NODEROOT_CACHE)
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from haos.cluster.harness import netns, nspawn
+from haos.cluster.harness import netns
 from haos.cluster.harness.config import ClusterSpec
-from haos.cluster.harness.systemd_cluster import CLUSTERD, NODEROOT_CACHE, REPO
+from haos.cluster.harness.systemd_cluster import CLUSTERD
 from haos.demo.run import Answer, DemoCluster, ProbeProcess, probing
 from haos.errors import HaosError
 
@@ -50,14 +50,6 @@ class Cycle:
     settled_after: float  # heal to both nodes members of one view, the counter placed
     served_settled_after: float  # settled to the first answer ``STILL`` seconds after it
     held_back: bool  # n2 was told "quorate" while alone, and waited for its peer
-
-
-@pytest.fixture(scope="module")
-def cache() -> Path:
-    reason = nspawn.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    return nspawn.build_noderoot(REPO, NODEROOT_CACHE)
 
 
 @pytest.fixture

@@ -13,22 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from haos.cluster.harness import nspawn
-from haos.cluster.harness.systemd_cluster import NODEROOT_CACHE, REPO
 from haos.demo.run import Answer, DemoCluster, ProbeProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 
 SETTLE = 120.0  # seconds for the whole cluster to boot and place the counter again
 SERVE = 120.0
-
-
-@pytest.fixture(scope="module")
-def cache() -> Path:
-    reason = nspawn.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    return nspawn.build_noderoot(REPO, NODEROOT_CACHE)
 
 
 def served(demo: DemoCluster) -> bool:
