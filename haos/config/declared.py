@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from haos.config.schema import Entry, Problems, suggest
+from haos.config.schema import Entry, Problems, short_repr, suggest
 from haos.config.schema import join as _key
 
 
@@ -17,7 +17,7 @@ def unique(
     if value is None:
         return False
     if value in seen:
-        problems.add(key, f"duplicate {what} {value!r} (first at {seen[value]})")
+        problems.add(key, f"duplicate {what} {short_repr(value)} (first at {seen[value]})")
         return False
     seen[value] = owner
     return True
@@ -58,5 +58,5 @@ class Declared(Generic[Built]):
         """Whether ``name`` is valid; report it at ``key`` when nothing declares it."""
         if name not in self.paths and self.complete:
             known = [n for n in self.paths if isinstance(n, str)]
-            problems.add(key, f"unknown {self.what} {name!r}{suggest(name, known)}")
+            problems.add(key, f"unknown {self.what} {short_repr(name)}{suggest(name, known)}")
         return name in self.built

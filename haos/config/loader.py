@@ -67,6 +67,9 @@ The format (every table and key below; ``?`` marks optional keys, defaults in br
     timeout = "500ms"                # shorter than period
     kind? = "command"                # command | http | callback ["command"]
     target = "/bin/true"             # command line, URL or callback name
+    #   command: a command line, split as a shell would (no shell runs it)
+    #   http: an http:// URL on this node (127.0.0.1, ::1 or localhost); a 2xx status passes
+    #   callback: the name of an audit callback an application registers
 
 Per redundancy model (active, standby): 2N is exactly (1, 1), the defaults, and may have
 fewer or more than two members (a degraded or spared configuration is legal); N+M needs both
@@ -83,18 +86,20 @@ tuple keeps the file's order.
 from __future__ import annotations
 
 import dataclasses
+import re
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
+from haos.config.audits import read_audits
 from haos.config.declared import Declared as _Declared
 from haos.config.declared import unique as _unique
 from haos.config.declared import unique_field as _unique_field
-from haos.config.model import AuditSpec, ClusterConfig, CorrelationPolicy, ManagerSpec, NodeSpec
+from haos.config.model import ClusterConfig, CorrelationPolicy, ManagerSpec, NodeSpec
 from haos.config.schema import (
-    AUDIT,
     CLASS,
     CLUSTER,
     COMPONENT,
@@ -112,6 +117,7 @@ from haos.config.schema import (
     read_array,
     read_manager,
     read_table,
+    short_repr,
     suggest,
 )
 from haos.config.schema import join as _key
@@ -157,7 +163,27 @@ def parse_config(text: str, source: str) -> ClusterConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([ConfigProblem(source, "", f"TOML syntax error: {e}")]) from e
+    except RecursionError as e:
+        reason = "arrays or inline tables nested too deep for the TOML parser"
+        raise ConfigError([ConfigProblem(source, "", reason)]) from e
+    except ValueError as e:  # tomllib's int() of a literal past the interpreter's digit limit
+        reason = _too_many_digits(text) if "digits" in str(e) else f"TOML value error: {e}"
+        raise ConfigError([ConfigProblem(source, "", reason)]) from e
     return build_config(data, source)
+
+
+def _too_many_digits(text: str) -> str:
+    """The reason for an integer literal with more digits than Python converts, with its line."""
+    limit = sys.get_int_max_str_digits()
+    reason = f"an integer literal has more than {limit} digits"
+    # An integer value follows "=", "[" or ","; a long run of digits in a string is harmless.
+    found = re.search(r"[=\[,]\s*[+-]?[0-9][0-9_]{" + str(limit) + ",}", text)
+    if found is None:
+        return reason
+    line = text.count("\n", 0, found.start() + 1) + 1
+    key = text[text.rfind("\n", 0, found.start()) + 1 : found.start()].strip(" \t=")
+    where = f"line {line}" + (f" (key {short_repr(key)})" if key else "")
+    return f"{where}: {reason}"
 
 
 def builtin_examples() -> list[str]:
@@ -172,8 +198,12 @@ def load_builtin_example(name: str) -> ClusterConfig:
     """Load the shipped example ``name`` (see :func:`builtin_examples`)."""
     source = f"builtin:{name}.toml"
     if name not in builtin_examples():
+        source = f"builtin:{short_repr(name)[1:-1]}.toml"
         known = ", ".join(builtin_examples())
-        reason = f"no built-in example {name!r}{suggest(name, builtin_examples())}; have: {known}"
+        reason = (
+            f"no built-in example {short_repr(name)}{suggest(name, builtin_examples())}; "
+            f"have: {known}"
+        )
         raise ConfigError([ConfigProblem(source, "", reason)])
     resource = resources.files("haos").joinpath("examples", f"{name}.toml")
     return parse_config(resource.read_text(encoding="utf-8"), source)
@@ -197,9 +227,9 @@ def build_config(data: Mapping[str, object], source: str) -> ClusterConfig:
     tree = _components(data.get("components"), classes, managers, problems)
     nodes = _nodes(data.get("nodes"), tree, registry, problems)
     _managed_on_nodes(managers, tree, nodes, problems)
-    groups = _groups(data.get("service_groups"), tree, recovery, problems)
+    groups = _groups(data.get("service_groups"), tree, recovery, problems, registry)
     instances = _instances(data.get("service_instances"), groups, problems)
-    audits = _audits(data.get("audits"), tree, problems)
+    audits = read_audits(data.get("audits"), tree, problems)
     problems.raise_if_any()
     return ClusterConfig(
         name=cluster.values["name"],
@@ -318,7 +348,9 @@ def _components(
     for name, path in tree.paths.items():
         parent = parent_of(str(name))
         if parent is not None and parent not in tree.paths and tree.complete:
-            problems.add(_key(path, "name"), f"parent component {parent!r} is not declared")
+            problems.add(
+                _key(path, "name"), f"parent component {short_repr(parent)} is not declared"
+            )
     return tree
 
 
@@ -334,7 +366,10 @@ def _managed_on_nodes(
     """A managed component lies inside (or is) a node's component: that node's agent runs it."""
     for name in managers:
         if nodes and not any(is_within(name, n.component) for n in nodes):
-            reason = f"component {name!r} lies inside no node's component: no agent would run it"
+            reason = (
+                f"component {short_repr(name)} lies inside no node's component: "
+                "no agent would run it"
+            )
             problems.add(_key(tree.paths[name], "manager"), reason)
 
 
@@ -366,7 +401,7 @@ def _nodes(
             if inner is not outer and is_within(inner.component, outer.component):
                 problems.add(
                     _key(names[inner.name], "component"),
-                    f"lies inside {outer.component!r}, the component of node "
+                    f"lies inside {short_repr(outer.component)}, the component of node "
                     f"{outer.name!r}; nodes cannot nest",
                 )
     return tuple(out)
@@ -382,7 +417,7 @@ def _node_component(
     if not registry.hosts_components(cls):
         problems.add(
             _key(entry.path, "component"),
-            f"component {name!r} is of class {cls!r}, which is not a node class "
+            f"component {short_repr(name)} is of class {cls!r}, which is not a node class "
             "(a sub-class of 'node')",
         )
         return False
@@ -390,7 +425,11 @@ def _node_component(
 
 
 def _groups(
-    raw: object, tree: _Declared[Component], default: RecoveryPolicy, problems: Problems
+    raw: object,
+    tree: _Declared[Component],
+    default: RecoveryPolicy,
+    problems: Problems,
+    registry: ClassRegistry,
 ) -> _Declared[ServiceGroup]:
     groups = _Declared[ServiceGroup]("service group")
     groups.note(raw)
@@ -399,7 +438,7 @@ def _groups(
         entry = read_table(item, path, GROUP, problems)
         groups.note(raw, entry)
         ok = _unique_field(entry, "name", groups.paths, "service group name", problems)
-        ok = _members(entry, tree, member_of, problems) and ok
+        ok = _members(entry, tree, member_of, problems, registry) and ok
         recovery, good = _policy(
             entry.values.get("recovery", {}), _key(path, "recovery"), RECOVERY, default, problems
         )
@@ -428,13 +467,24 @@ def _members(
     tree: _Declared[Component],
     member_of: dict[str, tuple[str, str]],
     problems: Problems,
+    registry: ClassRegistry,
 ) -> bool:
-    """Check each member is a declared component in no other group; claim it for this one."""
+    """Check each member is a declared component in no other group and not a node's board;
+    claim it for this one."""
     ok = True
     group = (entry.path, entry.values.get("name", entry.path))
     for i, member in enumerate(entry.values.get("members", ())):
         key = f"{_key(entry.path, 'members')}[{i}]"
         if not tree.check_ref(member, key, problems):
+            ok = False
+        elif _is_node_class(tree, registry, member):
+            # No agent runs a node's own component in a role (it is up while its node is a
+            # member; the membership monitor elects node roles): it would never serve.
+            problems.add(
+                key,
+                f"component {member!r} is of node class {tree.built[member].cls!r}: a node "
+                "cannot be a service-group member; make a component inside it the member",
+            )
             ok = False
         elif member in member_of:
             other = member_of[member]
@@ -444,6 +494,11 @@ def _members(
         else:
             member_of[member] = group
     return ok
+
+
+def _is_node_class(tree: _Declared[Component], registry: ClassRegistry, name: str) -> bool:
+    comp = tree.built.get(name)
+    return comp is not None and comp.cls in registry and registry.hosts_components(comp.cls)
 
 
 # Per model: default (active, standby) given the number of members; None means "required".
@@ -533,33 +588,3 @@ def _check_actives(path: str, group: ServiceGroup, actives: int, problems: Probl
         )
         return False
     return True
-
-
-def _audits(raw: object, tree: _Declared[Component], problems: Problems) -> tuple[AuditSpec, ...]:
-    seen: dict[object, str] = {}
-    out: list[AuditSpec] = []
-    for path, item in read_array(raw, "audits", problems):
-        entry = read_table(item, path, AUDIT, problems)
-        values = entry.values
-        ok = "component" in values and tree.check_ref(
-            values["component"], _key(path, "component"), problems
-        )
-        period, timeout = values.get("period"), values.get("timeout")
-        if period is not None and timeout is not None and timeout >= period:
-            problems.add(
-                _key(path, "timeout"),
-                f"must be shorter than the period ({period}s), not {timeout}s",
-            )
-            ok = False
-        if "component" in values and "name" in values:
-            pair = (values["component"], values["name"])
-            if pair in seen:
-                problems.add(
-                    _key(path, "name"),
-                    f"duplicate audit {pair[1]!r} of component {pair[0]!r} (first at {seen[pair]})",
-                )
-                ok = False
-            seen.setdefault(pair, path)
-        if ok and entry.complete:
-            out.append(AuditSpec(**values))
-    return tuple(out)

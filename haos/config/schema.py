@@ -19,6 +19,7 @@ import ipaddress
 import json
 import math
 import re
+import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,13 +88,25 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def join(path: str, key: str) -> str:
-    """The key path of ``key`` inside the table at ``path`` (odd keys are quoted as in TOML)."""
-    shown = key if _BARE_KEY.match(key) else json.dumps(key)
+    """The key path of ``key`` inside the table at ``path`` (odd keys are quoted as in TOML,
+    long ones shortened: the path is for reading, not for looking the key up)."""
+    if len(key) > _LONG_KEY:
+        shown = json.dumps(key[:_LONG_KEY])[:-1] + '..."'
+    else:
+        shown = key if _BARE_KEY.match(key) else json.dumps(key)
     return f"{path}.{shown}" if path else shown
+
+
+_LONG_KEY = 40
+# No name or key haos knows is longer; comparing a longer word with each option costs time
+# and memory in proportion to its length, for no useful suggestion.
+_LONGEST_SUGGESTED = 256
 
 
 def suggest(word: str, options: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when one option is close to ``word``, else ``""``."""
+    if len(word) > _LONGEST_SUGGESTED:
+        return ""
     close = difflib.get_close_matches(word, list(options), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -199,9 +212,9 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Converter
         _expect(value, int, "an integer")
         assert isinstance(value, int)
         if minimum is not None and value < minimum:
-            raise Invalid(f"must be at least {minimum}, not {value}")
+            raise Invalid(f"must be at least {minimum}, not {short_repr(value)}")
         if maximum is not None and value > maximum:
-            raise Invalid(f"must be at most {maximum}, not {value}")
+            raise Invalid(f"must be at most {maximum}, not {short_repr(value)}")
         return value
 
     return convert
@@ -212,8 +225,23 @@ def component_name(value: object) -> str:
     name = text(value)
     try:
         return check_name(name)
-    except ModelError as e:
-        raise Invalid(str(e)) from None
+    except ModelError:
+        pass
+    if not name:
+        raise Invalid("must not be empty")
+    bad = next((s for s in name.split(SEPARATOR) if not _is_segment(s)), name)
+    raise Invalid(
+        f"bad component name {short_repr(name)}: segment {short_repr(bad)} must match "
+        "[a-z0-9][a-z0-9_.-]* (at most 63 characters)"
+    )
+
+
+def _is_segment(segment: str) -> bool:
+    try:
+        check_name(segment)
+    except ModelError:
+        return False
+    return True
 
 
 def simple_name(value: object) -> str:
@@ -226,7 +254,9 @@ def simple_name(value: object) -> str:
     else:
         if SEPARATOR not in name:
             return name
-    raise Invalid(f"bad name {name!r}: must match [a-z0-9][a-z0-9_.-]* (at most 63 characters)")
+    raise Invalid(
+        f"bad name {short_repr(name)}: must match [a-z0-9][a-z0-9_.-]* (at most 63 characters)"
+    )
 
 
 def choice(options: Sequence[str]) -> Converter:
@@ -235,7 +265,9 @@ def choice(options: Sequence[str]) -> Converter:
     def convert(value: object) -> str:
         out = text(value)
         if out not in options:
-            raise Invalid(f"{out!r} is not one of: {', '.join(options)}{suggest(out, options)}")
+            raise Invalid(
+                f"{short_repr(out)} is not one of: {', '.join(options)}{suggest(out, options)}"
+            )
         return out
 
     return convert
@@ -251,18 +283,21 @@ def parse_duration(value: object) -> float:
         match = _DURATION.match(value.strip())
         if match is None:
             raise Invalid(
-                f"bad duration {_short(value)}: use seconds as a number, or a string like "
+                f"bad duration {short_repr(value)}: use seconds as a number, or a string like "
                 '"500ms", "60s", "5m", "1h"'
             )
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond the range of a float
+            raise Invalid(f"must be at most 1.8e308 seconds, not {short_repr(value)}") from None
     else:
         raise Invalid(
             f'must be a duration (seconds, or a string like "60s"), not {type_name(value)}'
         )
     if not math.isfinite(seconds):
-        raise Invalid(f"duration {_short(value)} is not finite")
+        raise Invalid(f"duration {short_repr(value)} is not finite")
     return seconds
 
 
@@ -280,11 +315,11 @@ def check_duration(value: object, allow_zero: bool = False, minimum: float = MIN
     if seconds == 0 and allow_zero:
         return seconds
     if seconds < 0:
-        raise Invalid(f"must not be negative, not {_short(value)}")
+        raise Invalid(f"must not be negative, not {short_repr(value)}")
     if seconds == 0:
-        raise Invalid(f"must be longer than zero, not {_short(value)}")
+        raise Invalid(f"must be longer than zero, not {short_repr(value)}")
     if seconds < minimum:
-        raise Invalid(f"must be at least {minimum:g}s, not {_short(value)}")
+        raise Invalid(f"must be at least {minimum:g}s, not {short_repr(value)}")
     return seconds
 
 
@@ -300,23 +335,41 @@ def duration(allow_zero: bool = False, minimum: float = MIN_DURATION) -> Convert
 def audit_timing(period: object, timeout: object) -> tuple[float, float]:
     """An audit's period and timeout: the period at least :data:`MIN_AUDIT_PERIOD`, the timeout
     a duration shorter than the period. The config loader and the application socket both
-    check audits with this."""
+    check audits with this; ``Invalid.at`` names the key at fault (``.period``, ``.timeout``).
+    """
     try:
         p = check_duration(period, minimum=MIN_AUDIT_PERIOD)
     except Invalid as e:
-        raise Invalid(f"period {e}") from None
+        raise Invalid(f"period {e}", ".period") from None
     try:
         t = check_duration(timeout)
     except Invalid as e:
-        raise Invalid(f"timeout {e}") from None
+        raise Invalid(f"timeout {e}", ".timeout") from None
     if t >= p:
-        raise Invalid(f"timeout must be shorter than the period ({p:g}s), not {t:g}s")
+        raise Invalid(f"timeout must be shorter than the period ({p:g}s), not {t:g}s", ".timeout")
     return p, t
 
 
-def _short(value: object, limit: int = 40) -> str:
-    text = repr(value)
+def short_repr(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for quoting a value in an error: the
+    value may be a 50 MB string or a deeply nested array. Never raises."""
+    shortener = reprlib.Repr()
+    shortener.maxlevel = 3
+    shortener.maxstring = shortener.maxother = limit
+    if isinstance(value, int) and value.bit_length() > 4 * limit:
+        sign = "a negative" if value < 0 else "an"
+        try:
+            return f"{sign} integer of {len(str(abs(value)))} digits"
+        except ValueError:  # Python refuses to print integers of more than 4300 digits
+            return f"{sign} integer of about {math.floor(math.log10(abs(value))) + 1} digits"
+    try:
+        text = shortener.repr(value)
+    except (ValueError, RecursionError):
+        return type_name(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_short = short_repr  # the earlier, private name
 
 
 def array(item: Converter, nonempty: bool = False) -> Converter:
@@ -360,9 +413,9 @@ def service_unit(value: object) -> str:
     """A systemd service unit name (``nginx.service``, ``getty@tty1.service``)."""
     name = nonempty_text(value)
     if not name.endswith(".service"):
-        raise Invalid(f"{name!r} is not a service unit: the name must end in .service")
+        raise Invalid(f"{short_repr(name)} is not a service unit: the name must end in .service")
     if not _UNIT_NAME.match(name) or len(name) > 255:
-        raise Invalid(f"bad unit name {name!r}: use letters, digits and :_.\\@-")
+        raise Invalid(f"bad unit name {short_repr(name)}: use letters, digits and :_.\\@-")
     return name
 
 
@@ -371,7 +424,8 @@ def ocf_agent(value: object) -> str:
     name = nonempty_text(value)
     if not _OCF_AGENT.match(name):
         raise Invalid(
-            f"bad OCF agent {name!r}: write ocf:<provider>:<type>, e.g. ocf:heartbeat:IPaddr2"
+            f"bad OCF agent {short_repr(name)}: write ocf:<provider>:<type>, "
+            "e.g. ocf:heartbeat:IPaddr2"
         )
     return name
 
@@ -401,7 +455,7 @@ def ip_address(value: object) -> str:
     try:
         return str(ipaddress.ip_address(address))
     except ValueError:
-        raise Invalid(f"{address!r} is not an IPv4 or IPv6 address") from None
+        raise Invalid(f"{short_repr(address)} is not an IPv4 or IPv6 address") from None
 
 
 def raw_value(value: object) -> object:
@@ -483,8 +537,9 @@ INSTANCE = (
 AUDIT = (
     Setting("component", component_name, required=True),
     Setting("name", simple_name, required=True),
-    Setting("period", duration(minimum=MIN_AUDIT_PERIOD), required=True),
-    Setting("timeout", duration(), required=True),
+    # Both checked together by audit_timing, the rule the application socket applies too.
+    Setting("period", raw_value, required=True),
+    Setting("timeout", raw_value, required=True),
     Setting("kind", choice(_AUDIT_KINDS)),
     Setting("target", nonempty_text, required=True),
 )

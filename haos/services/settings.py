@@ -9,10 +9,10 @@ change is applied.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 
+from haos.config.schema import Invalid, check_duration
 from haos.errors import ConfigError, ConfigProblem
 
 SUBTREE = "/haos/settings"
@@ -31,10 +31,16 @@ class LiveSettings:
 
 
 def _seconds(raw: str) -> float:
-    value = float(raw)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"must be a finite number of seconds >= 0, got {raw!r}")
-    return value
+    """A number of seconds (``"2.5"``) or a duration (``"500ms"``), zero allowed, through the
+    one duration check every setting uses."""
+    try:
+        value: object = float(raw)
+    except ValueError:
+        value = raw
+    try:
+        return check_duration(value, allow_zero=True)
+    except Invalid as e:
+        raise ValueError(str(e)) from None
 
 
 _PARSERS: dict[str, Callable[[str], float]] = {f.name: _seconds for f in fields(LiveSettings)}

@@ -273,7 +273,7 @@ def test_callback_audit_registered_by_the_client_library() -> None:
         return answers.pop(0)
 
     async def body(rig: Rig) -> None:
-        rig.callbacks.add("db.lag", check)
+        rig.callbacks.add("db", "db.lag", check)
         spec = AuditSpec("db", "lag", period=0.2, timeout=1.0, kind="callback", target="db.lag")
         rig.runner.register(spec)
         _, report = await rig.next_report(timeout=5.0)
@@ -321,7 +321,7 @@ def test_watchdog_is_petted_only_after_a_healthy_round_never_while_overdue(
         notifier = SdNotifier.from_env(os.environ)
         petter = WatchdogPetter(rig.monitor, SystemdWatchdog(notifier), rig.clock, notifier.status)
         try:
-            rig.callbacks.add("stuck", stuck)
+            rig.callbacks.add("db", "stuck", stuck)
             rig.runner.register(command("true", "/bin/true"))
             await until(lambda: rig.outcome("app", "true") == "ok")
             assert drain(sock) == []  # no daemon iteration reported yet: no pet

@@ -877,7 +877,7 @@ CASES = [
         "audit_timeout_equal_to_period",
         {"audits[0].timeout": "1s"},
         "audits[0].timeout",
-        "must be shorter than the period (1.0s)",
+        "timeout must be shorter than the period (1s)",
     ),
     (
         "audit_timeout_longer_than_period",

@@ -12,6 +12,7 @@ from haos.cluster.hm.policy import AuditMonitor
 from haos.config.model import AuditSpec
 from haos.errors import ModelError
 from haos.model.reports import ErrorKind, ErrorReport
+from haos.services.agent.daemon import HmRegistry
 from haos.services.hm.probes import CallbackProbe, CommandProbe, HttpProbe
 from haos.services.hm.runner import AuditRunner
 from haos.testing.clock import FakeClock, until
@@ -49,7 +50,7 @@ class Rig:
         self.monitor = AuditMonitor()
         self.callbacks = CallbackProbe()
         for name, cb in callbacks:
-            self.callbacks.add(name, cb)
+            self.callbacks.add("web", name, cb)
         self.reports: list[ErrorReport] = []
         self.runner = AuditRunner(
             self.monitor,
@@ -170,7 +171,7 @@ def test_result_that_arrives_at_the_deadline_is_not_taken_as_in_time() -> None:
         return False, "late failure"
 
     async def body(rig: Rig) -> None:
-        rig.callbacks.add("ping", late)
+        rig.callbacks.add("web", "ping", late)
         rig.runner.register(PING)
         await until(lambda: calls == 1 and rig.clock.sleeping)
         # The clock passes the deadline while the runner is busy elsewhere: the result
@@ -307,3 +308,24 @@ def test_http_probe_accepts_loopback_urls() -> None:
     probe = HttpProbe()
     for target in ("http://127.0.0.1:8080/health", "http://localhost/", "http://[::1]:1/x?y=1"):
         probe.check(AuditSpec("web", "x", 1.0, 1.0, kind="http", target=target))
+
+
+def test_a_configured_callback_audit_runs_the_callback_its_application_registered() -> None:
+    """``[[audits]] kind = "callback", target = "ping"`` names the audit the component's own
+    application registers; another component's "ping" is not it."""
+    configured = AuditSpec("db", "alive", period=10.0, timeout=2.0, kind="callback", target="ping")
+    mine, theirs = Scripted((True, "db answers")), Scripted((False, "web is down"))
+
+    async def body(rig: Rig) -> None:
+        registry = HmRegistry(rig.runner, rig.callbacks)
+        registry.add(PING, theirs)  # web's application registers its "ping"
+        rig.runner.register(configured)
+        await until(lambda: rig.outcome("db", "alive") == "failed")
+        assert rig.reports[-1].detail.endswith("no callback registered as 'ping'")
+        assert theirs.calls == 1  # web's own audit ran, db's did not borrow it
+        registry.add(AuditSpec("db", "ping", 10.0, 2.0, "callback", "ping"), mine)
+        rig.clock.advance(10.0)
+        await until(lambda: rig.outcome("db", "alive") == "ok")
+        assert mine.calls >= 1
+
+    run(body, Rig())

@@ -153,27 +153,31 @@ async def _get(host: str, port: int, path: str, netloc: str) -> tuple[bool, str]
 
 
 class CallbackProbe:
-    """``target`` names an async callable that the client library registered here."""
+    """``target`` names an audit that the component's application registered through the
+    client library (``register_audit(target, ...)``): callbacks are kept per component, so
+    two applications may both name an audit "alive"."""
 
     def __init__(self) -> None:
-        self._callbacks: dict[str, AuditCallback] = {}
+        self._callbacks: dict[tuple[str, str], AuditCallback] = {}
 
-    def add(self, name: str, callback: AuditCallback) -> None:
-        """Make ``callback`` runnable as target ``name`` (replacing any earlier one)."""
+    def add(self, component: str, name: str, callback: AuditCallback) -> None:
+        """Make ``callback`` runnable as ``component``'s target ``name`` (replacing any
+        earlier one)."""
         if not name:
             raise ModelError("an audit callback needs a name")
-        self._callbacks[name] = callback
+        self._callbacks[(component, name)] = callback
 
-    def remove(self, name: str) -> None:
-        """Forget ``name``; runs of it fail from now on. Unknown names are ignored."""
-        self._callbacks.pop(name, None)
+    def remove(self, component: str, name: str) -> None:
+        """Forget ``component``'s ``name``; runs of it fail from now on. Unknown names are
+        ignored."""
+        self._callbacks.pop((component, name), None)
 
     def check(self, spec: AuditSpec) -> None:
         if not spec.target:
             raise ModelError(f"audit {spec.component}/{spec.name}: no callback name")
 
     async def run(self, spec: AuditSpec) -> tuple[bool, str]:
-        callback = self._callbacks.get(spec.target)
+        callback = self._callbacks.get((spec.component, spec.target))
         if callback is None:
             return False, f"no callback registered as {spec.target!r}"
         ok, detail = await callback()

@@ -7,7 +7,8 @@ its store keeps) are therefore read and written here, with the same encodings co
 for the others, so the bytes are the same either way:
 
 * fixed-width integers big-endian (``Int8ub`` ... ``Int64ub``);
-* ``VarInt``: unsigned LEB128, seven bits a byte, least significant group first;
+* ``VarInt``: unsigned LEB128, seven bits a byte, least significant group first, at most
+  :data:`MAX_VARINT_BYTES` bytes (64 bits);
 * ``Flag``: one byte, zero is false;
 * text: ``PascalString(VarInt, "utf8")``, blob: ``Prefixed(VarInt, GreedyBytes)``; or, with
   ``length=U16``/``U32``, a fixed-width length (the services' ``Text`` and ``Blob``).
@@ -28,6 +29,13 @@ U8 = struct.Struct(">B")
 U16 = struct.Struct(">H")
 U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
+
+# A VarInt holds at most 64 bits: ten groups of seven. A longer run of continuation bytes is
+# refused at the eleventh byte; read on, it would build an integer as long as the message, at a
+# cost that grows with the square of its length.
+MAX_VARINT_BYTES = 10
+MAX_VARINT = 2**64 - 1
+_LAST_SHIFT = 7 * (MAX_VARINT_BYTES - 1)
 
 
 class Reader:
@@ -59,6 +67,7 @@ class Reader:
         return self.u8(field) != 0
 
     def varint(self, field: str) -> int:
+        """An unsigned LEB128 of at most :data:`MAX_VARINT_BYTES` bytes and 64 bits."""
         data, at = self._data, self._at
         value = shift = 0
         while True:
@@ -68,9 +77,17 @@ class Reader:
             at += 1
             value |= (byte & 0x7F) << shift
             if byte < 0x80:
+                if shift == _LAST_SHIFT and byte > 1:  # the tenth byte holds bit 63 only
+                    break
                 self._at = at
                 return value
             shift += 7
+            if shift > _LAST_SHIFT:
+                break
+        raise WireError(
+            f"malformed {self.what}: {field} is a VarInt of more than 64 bits "
+            f"(at most {MAX_VARINT_BYTES} bytes)"
+        )
 
     def blob(self, field: str, length: struct.Struct | None = None) -> bytes:
         """Bytes after their length: a VarInt, or a fixed-width ``length``."""
@@ -121,7 +138,7 @@ class Writer:
         self._parts.append(b"\x01" if value else b"\x00")
 
     def varint(self, value: int) -> None:
-        if value < 0:
+        if not 0 <= value <= MAX_VARINT:
             raise ValueError(f"a VarInt cannot hold {value}")
         out = bytearray()
         while value >= 0x80:
