@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from haos.clock import WallTime
 from haos.cluster.asr.report import AvailabilityRecorder, AvailabilityReport
 from haos.cluster.cec.policy import Correlator
 from haos.cluster.crim import events as ev
@@ -33,6 +34,7 @@ from haos.cluster.crim.topology import Topology
 from haos.cluster.hm.policy import AuditMonitor
 from haos.config.model import AuditSpec, ClusterConfig
 from haos.model.classes import Method
+from haos.model.names import ancestors_of
 from haos.model.reports import (
     ComponentOutOfService,
     ErrorKind,
@@ -40,7 +42,7 @@ from haos.model.reports import (
     RecoveryInitiated,
     RecoveryLevel,
 )
-from haos.model.states import AvailabilityState
+from haos.model.states import AdminState, AvailabilityState
 from haos.sim import invariants as inv
 from haos.sim.world import Proc, Timings, World
 
@@ -97,6 +99,7 @@ class Simulation:
         self._specs: dict[str, list[AuditSpec]] = {}
         for a in config.audits:
             self._specs.setdefault(a.component, []).append(a)
+        self._outages = inv.ServedWhenPossible({g: self.outage_grace(g) for g in self.topo.groups})
 
     # --- the clock ----------------------------------------------------------------------
 
@@ -163,7 +166,7 @@ class Simulation:
             self.result.refused += 1
         self._check(decision, f"{type(event).__name__} ({self._last_event})")
         if isinstance(event, ev.ErrorReported):
-            self._check_reboots(event.report.component, decision)
+            self._check_reboots(event.report, decision)
         for action in decision.actions:
             self._execute(action)
         self._wake(
@@ -285,7 +288,7 @@ class Simulation:
             w.proc[comp] = Proc.STOPPED
             w.failed_since.pop(comp, None)
             self._audit(comp, False)
-        at = self.now
+        at = WallTime(self.now)  # the simulated clock stands for the nodes' shared one
         self.at(
             w.t.node_loss_detection,
             f"node {node} lost",
@@ -365,15 +368,61 @@ class Simulation:
         )
         self._violate("one-primary", inv.single_primary(topo, s), event)
         self._violate("no-idle-spare", inv.no_idle_spare(topo, s, self.now), event)
+        self._violate("within-capacity", inv.within_capacity(topo, s, self.now), event)
         self._violate("bounded-recovery", inv.recovery_bounded(topo, s, self.now, 0.01), event)
         self._violate("detected", self._undetected(), event)
+        self._watch_outages(event)
 
-    def _check_reboots(self, component: str, decision: Decision) -> None:
+    def _watch_outages(self, event: str) -> None:
+        found = self._outages.observe(self.topo, self.state, self.usable, self.now)
+        self._violate("served-when-possible", found, event)
+        due = self._outages.next_due(self.topo)
+        self._wake("outage watch", due, lambda: self._watch_outages("outage watch"))
+
+    def usable(self, member: str) -> bool:
+        """Whether ``member`` could serve now: its node is up, nothing in the world keeps it
+        (or a container of it) from running, and no lock, operator's off-line or held fault
+        keeps it out."""
+        w, s = self.world, self.state
+        if not w.alive(member):
+            return False
+        node = self.topo.host_of.get(member)
+        if node is not None and s.nodes[node].admin is AdminState.LOCKED:
+            return False
+        if s.groups[self.topo.group_of[member]].admin is AdminState.LOCKED:
+            return False
+        for comp in (member, *ancestors_of(member)):
+            rt = s.components.get(comp)
+            if comp in w.unrunnable or w.broken.get(comp, False):
+                return False
+            # Its own off-line time (diagnostics) is short and ends by itself: not excluded.
+            held = rt is not None and rt.offline_by in (OfflineBy.OPERATOR, OfflineBy.FAULT)
+            if held or (rt is not None and rt.admin is AdminState.LOCKED):
+                return False
+        return True
+
+    def outage_grace(self, group: str) -> float:
+        """How long an instance of ``group`` may stay unserved while a member could serve it:
+        every rung of the recovery ladder detected late and run to its deadline, then a
+        repair and a restart."""
+        policy = self.topo.groups[group].recovery
+        detect = max(self.detection_bound(m) for m in self.topo.groups[group].members)
+        rungs = policy.soft_reset_max + policy.restart_max + 1
+        t = self.world.t
+        return rungs * (policy.recovery_timeout + detect + t.crash_report) + t.repair + t.restart
+
+    def _check_reboots(self, report: ErrorReport, decision: Decision) -> None:
+        component = report.component
         reboots = [a.node for a in decision.actions if isinstance(a, RebootNode)]
         group = self.topo.group_of.get(component, component)
         earlier = self._group_reboots.setdefault(group, [])
+        # Only a hard error tells the CRIM the program itself is at fault. The crash that
+        # first shows a component broken on every node looks like any other: a reboot for it,
+        # when the group's earlier fail-overs all stayed on that node, is the ladder's rule
+        # (and is still held to one node per fault below).
+        everywhere = component in self.world.unrunnable and report.kind is ErrorKind.HARD
         found = inv.component_fault_reboots(
-            self.topo, component, reboots, earlier, self.now, component in self.world.unrunnable
+            self.topo, component, reboots, earlier, self.now, everywhere
         )
         self._violate("one-node-per-component-fault", found, f"ErrorReported ({component})")
         earlier.extend((self.now, n) for n in reboots)

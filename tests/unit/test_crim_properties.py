@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.actions import AssignRole, RebootNode
 from haos.cluster.crim.ladder import REBOOT_GIVEN_UP_AFTER
+from haos.cluster.crim.policy import next_deadline
 from haos.cluster.crim.state import Health, OfflineBy
 from haos.cluster.crim.topology import Topology
 from haos.model.redundancy import RecoveryPolicy
@@ -86,6 +87,9 @@ def test_invariants_hold_after_every_decision(
         assert inv.legal_transitions(dec.actions, told) == []
         assert inv.single_primary(TOPO, d.state) == []
         assert inv.no_idle_spare(TOPO, d.state, d.now) == []
+        due = next_deadline(d.state, TOPO)
+        if due is None or due > d.now:  # a probation that ended waits for its tick
+            assert inv.within_capacity(TOPO, d.state, d.now) == []
         if dec.refused:
             assert d.state is before and dec.actions == ()
         for comp, rt in d.state.components.items():

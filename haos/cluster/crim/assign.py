@@ -12,6 +12,15 @@ Serving comes first: an instance is never left without a primary while any healt
 (it failed over recently, see :func:`~haos.cluster.crim.state.on_probation`) is the last
 choice: it takes a role only when no member off probation can, so a fault that follows the
 component is not handed straight back to the member that just had it.
+
+Capacity (N+M and the other models with one primary per instance): a component serves at
+most ``ceil(instances / active)`` instances as primary and backs at most
+``ceil(instances / standby)`` as secondary. While members are missing a component may carry
+more, since serving comes first; once an idle member is there again the excess is *spread*
+onto it (:func:`_spread`), whatever order the members became available in. A served instance
+moves only then, gracefully, and only onto a healthy member off probation: an instance is
+never moved merely to even out loads that are within capacity, and an overloaded primary is
+relieved by a spare, never by taking a secondary off its standby duty.
 """
 
 from __future__ import annotations
@@ -39,15 +48,27 @@ def release_ineligible(work: Work, group: str) -> None:
 
 
 def reconcile(
-    work: Work, group: str, avoid: frozenset[str] = frozenset(), failback: bool = True
+    work: Work,
+    group: str,
+    avoid: frozenset[str] = frozenset(),
+    failback: bool = True,
+    pinned: frozenset[str] = frozenset(),
 ) -> None:
     """Assign roles in ``group``; members in ``avoid`` are not made primary.
 
-    With the group's ``failback`` set (and ``failback`` here), one instance per call moves
-    back to a better-ranked healthy member, gracefully, then the group is settled again.
+    Without ``avoid``, served work may also move, gracefully: with the group's ``failback``
+    set (and ``failback`` here) one instance per call moves back to a better-ranked healthy
+    member, and roles beyond a member's capacity are spread onto idle members; the group is
+    then settled again. A switchover passes ``failback=False`` and the instances it moved as
+    ``pinned``, so that the operator's move is not undone at once: a spread moves other
+    instances only.
     """
     _settle(work, group, avoid)
-    if failback and work.topo.groups[group].failback and not avoid and _fail_back(work, group):
+    if avoid:
+        return
+    if failback and work.topo.groups[group].failback and _fail_back(work, group):
+        _settle(work, group, avoid)
+    if _spread(work, group, pinned):
         _settle(work, group, avoid)
 
 
@@ -206,4 +227,49 @@ def _fail_back(work: Work, group: str) -> bool:
         work.strip(current, _SPARE, graceful=True)
         work.set_role(better[0], _P, moved)
         return True
+    return False
+
+
+def _spread(work: Work, group: str, pinned: frozenset[str] = frozenset()) -> bool:
+    """Move roles beyond a member's capacity onto idle members; True if something moved.
+
+    Each move takes one instance from a member over capacity to one that stays within it,
+    so the total excess falls with every move and the loop ends.
+    """
+    if not work.topo.spreads(group):
+        return False
+    moved = False
+    while _spread_one(work, group, _P, pinned) or _spread_one(work, group, _S, pinned):
+        moved = True
+    return moved
+
+
+def _spread_one(work: Work, group: str, role: AvailabilityState, pinned: frozenset[str]) -> bool:
+    spec, shape = work.topo.groups[group], work.topo.shapes[group]
+    cap = shape.primary_capacity if role is _P else shape.standby_capacity
+    wanted = spec.active if role is _P else spec.standby
+    holders = _members(work, group, role)
+    over = [m for m in holders if _load(work, m) > cap and work.rt(m).health is Health.HEALTHY]
+    if not over:
+        return False
+    # An idle spare while the model wants more members in this role, else one with room.
+    spares = [
+        m for m in _members(work, group, _SPARE) if work.eligible(m) and not work.on_probation(m)
+    ]
+    with_room = [m for m in holders if _load(work, m) < cap and work.eligible(m)]
+    targets = _least_loaded(work, with_room) if len(holders) >= wanted else spares + with_room
+    if not targets:
+        return False
+    for source in sorted(over, key=lambda m: (-_load(work, m), work.topo.member_rank[m])):
+        # The last-ranked instance moves: the better-ranked ones stay where they are served.
+        movable = [
+            i
+            for i in work.topo.instances_of[group]
+            if i in work.rt(source).instances and (role is _S or i not in pinned)
+        ]
+        if movable:
+            inst, target = movable[-1], targets[0]
+            work.set_role(source, role, work.rt(source).instances - {inst}, graceful=role is _P)
+            work.set_role(target, role, work.rt(target).instances | {inst})
+            return True
     return False

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic
 
+from haos.clock import Dated, MonoTime, WallTime, wall_of
 from haos.model.reports import ErrorReport
 
 
@@ -33,14 +35,23 @@ class NodeJoined:
 
 
 @dataclass(frozen=True)
-class NodeLeft:
+class NodeLeft(Generic[Dated]):
     """A node left the membership (and, on a real cluster, has been fenced).
 
-    ``at`` is when it was last known alive, if known; outages are dated from it.
+    ``at`` is when it was last known alive, if known; outages are dated from it. The CMM
+    publishes it on its node's monotonic clock (``NodeLeft[MonoTime]``); the CRIM decides it
+    in wall-clock time (``NodeLeft``, i.e. ``NodeLeft[WallTime]``), converted by
+    :meth:`on_wall_clock` where the one meets the other.
     """
 
     node: str
-    at: float | None = None
+    at: Dated | None = None
+
+    def on_wall_clock(
+        self: NodeLeft[MonoTime], wall: WallTime, mono: MonoTime
+    ) -> NodeLeft[WallTime]:
+        """This event dated in wall-clock time, given a reading of each clock taken together."""
+        return NodeLeft(self.node, None if self.at is None else wall_of(self.at, wall, mono))
 
 
 @dataclass(frozen=True)

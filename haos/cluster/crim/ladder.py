@@ -12,9 +12,10 @@ one component from node to node:
   components fail within ``container_window``) reboots it, if the policy allows reboots;
 * for any other component, the last rung is a reboot of its node only when every fail-over
   its group counted within ``group_probation`` was of a member on that same node (the fault
-  stays on the node). Fail-overs spread over several nodes mean the fault travels with the
-  component: the ladder ends in a fail-over, and a member failing again while on probation
-  is then taken out of service (see :func:`failover`) instead of rebooting anything.
+  stays on the node); a reboot the group caused counts as a fail-over on the node rebooted.
+  Fail-overs spread over several nodes mean the fault travels with the component: the
+  ladder ends in a fail-over, and a member failing again while on probation is then taken
+  out of service (see :func:`failover`) instead of rebooting anything.
 
 A reboot is ordered only when it is safe for the cluster (:func:`reboot_blocker`): no other
 ordered reboot is still under way (the node has not rejoined), and the members left during
@@ -112,6 +113,13 @@ def recover(work: Work, component: str, minimum: RecoveryLevel, why: str) -> str
             return f"fail-over of {component}, taken out of service: {held}"
         return f"fail-over of {component}, taken off-line ({why})"
     assert node is not None
+    group = work.topo.group_of.get(component)
+    if group is not None:
+        # The reboot moves the group's work as a fail-over does, and counts as one on that
+        # node: the group's faults showing up on another node within ``group_probation``
+        # then follow the component, and reboot no second node.
+        failovers = (*work.groups[group].failovers, Failover(work.now, node))
+        work.set_group(group, failovers=failovers)
     reboot(work, node, why)
     return f"reboot of node {node} for {component} ({why})"
 
@@ -231,7 +239,11 @@ def reboot(work: Work, node: str, why: str) -> None:
 def lose_contents(work: Work, container: str, exclude_self: bool, stop: str = "") -> None:
     """Everything inside ``container`` stops with it: absent and off-line, work moved.
 
-    With ``stop``, each component that was running is also told to stop, for that reason.
+    Each component that was running is also told to stop (for the reason ``stop``, or that
+    its container stopped), so that none keeps running unaccounted for: the CRIM holds it
+    absent, and only a start it orders (when the container is back, see
+    ``policy._restart_contents``) or one of its node brings it back. A node's own component
+    is left alone: it follows its node's membership.
     """
     inside = [c for c in work.topo.tree.subtree(container) if not (exclude_self and c == container)]
     for comp in inside:
@@ -239,8 +251,8 @@ def lose_contents(work: Work, container: str, exclude_self: bool, stop: str = ""
         work.update(comp, health=Health.ABSENT, recovery=None)
         if work.rt(comp).state is not AvailabilityState.OFFLINE:
             work.strip(comp, AvailabilityState.OFFLINE)
-        if stop and running:
-            work.emit(TakeOffline(comp, stop))
+        if running and not work.topo.is_node_component(comp):
+            work.emit(TakeOffline(comp, stop or f"{container} stopped"))
         work.touch(comp)
     regroup(work, inside)
 

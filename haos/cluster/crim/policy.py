@@ -49,7 +49,8 @@ def decide(topo: Topology, state: CrimState, event: ev.Event, now: float) -> Dec
 
 def next_deadline(state: CrimState, topo: Topology | None = None) -> float | None:
     """When a Tick is next needed: the earliest recovery deadline, and (given ``topo``) the
-    earliest end of probation of a member of a group that fails back."""
+    earliest end of probation of a member of a group that fails back or spreads its work
+    (a member off probation may then take work back)."""
     deadlines = [rt.recovery.deadline for rt in state.components.values() if rt.recovery]
     if topo is not None:
         deadlines += [
@@ -61,13 +62,14 @@ def next_deadline(state: CrimState, topo: Topology | None = None) -> float | Non
 def _probation_ends(
     topo: Topology, components: Iterable[tuple[str, ComponentRuntime]]
 ) -> list[tuple[str, float]]:
-    """(component, end of its probation) of healthy members on probation in failback groups."""
+    """(component, end of its probation) of healthy members on probation in groups that
+    fail back or spread their work."""
     out = []
     for c, rt in components:
         group = topo.group_of.get(c)
         if group is None or not rt.failures or rt.health is not Health.HEALTHY:
             continue
-        if topo.groups[group].failback:
+        if topo.groups[group].failback or topo.spreads(group):
             out.append((c, max(rt.failures) + topo.recovery_policy(c).component_probation))
     return out
 
@@ -89,16 +91,26 @@ def _on_available(work: Work, e: ev.ComponentAvailable) -> str:
     rt = work.rt(c)
     held = _held(work, c)
     if held is not None:
+        if rt.offline_by is OfflineBy.SELF:
+            # Its own off-line time is over: it stays stopped only for its container's sake,
+            # and starts again with it (see ``_on_operator_online``).
+            work.update(c, offline_by=None)
         work.emit(TakeOffline(c, held))
         return f"{c} started but is out of service ({held}); stopping it"
     if rt.health is Health.HEALTHY:
         return f"{c} already available"
     was_recovering = rt.health is Health.RECOVERING
+    # Back from a recovery in place, a repair or its own off-line time, it lost what it
+    # contains (``lose_contents``); a first start (with its node, or after an operator's
+    # online) does not, as its node or the operator starts the contents too.
+    came_back = rt.health in (Health.RECOVERING, Health.FAILED) or rt.offline_by is OfflineBy.SELF
     work.update(c, health=Health.HEALTHY, recovery=None, offline_by=None, why="")
     work.touch(c)
     if was_recovering and rt.state in (_P, _S):
         work.reassert(c)
     _place(work, c)
+    if came_back:
+        _restart_contents(work, c)
     if was_recovering:
         return f"{c} recovered and resumed as {work.rt(c).state}"
     return f"{c} available, now {work.rt(c).state}"
@@ -120,6 +132,24 @@ def _held(work: Work, component: str) -> str | None:
     return None
 
 
+def _restart_contents(work: Work, container: str) -> None:
+    """Start again what ``container`` holds and lost with it.
+
+    Only what the CRIM holds absent, not held off-line itself or by a container, and not a
+    node's own component. A start ordered now precedes any role order for that component
+    (it gets one only once it reports available), so a start the node also made is harmless.
+    """
+    for inside in work.topo.tree.subtree(container):
+        if inside == container or work.topo.is_node_component(inside):
+            continue
+        rt = work.rt(inside)
+        node = work.topo.host_of.get(inside)
+        if node is not None and not work.nodes[node].member:
+            continue
+        if rt.health is Health.ABSENT and rt.offline_by is None and _held(work, inside) is None:
+            work.emit(Repair(inside))
+
+
 def _place(work: Work, component: str) -> None:
     """Let the component's group (or, without a group, the component alone) settle."""
     group = work.topo.group_of.get(component)
@@ -135,7 +165,10 @@ def _on_error(work: Work, e: ev.ErrorReported) -> str:
     r = e.report
     _known(work, r.component)
     rt = work.rt(r.component)
-    if rt.offline_by is not None:
+    # A component back from its own off-line time that cannot start (a definitive error)
+    # is held out of service like any other, else it would stay off-line unnoticed.
+    returning = rt.offline_by is OfflineBy.SELF and r.kind.definitive
+    if rt.offline_by is not None and not returning:
         return f"ignored report about {r.component}: already off-line ({rt.offline_by.value})"
     # A definitive error is a verdict even about a component being started (repaired, or
     # made ready on a node that came back): it is then held out of service with the reason.
@@ -339,15 +372,20 @@ def _on_switchover(work: Work, e: ev.OperatorSwitchover) -> str:
     )
     if not served:
         raise Refused(f"no healthy standby can take over from {old}")
-    reconcile(work, group, failback=False)
+    # What the operator named stays moved; other instances the old primary gave up may come
+    # back to it when the taker would otherwise be over its capacity.
+    asked = frozenset({target}) if kind == "instance" else frozenset(moved)
+    reconcile(work, group, failback=False, pinned=asked)
+    still = work.rt(old).instances if work.rt(old).state is _P else frozenset()
+    gone = [i for i in moved if i not in still]
     new = sorted(
         {
             m
             for m in work.topo.groups[group].members
-            if work.rt(m).state is _P and set(moved) & work.rt(m).instances
+            if work.rt(m).state is _P and set(gone) & work.rt(m).instances
         }
     )
-    return f"switchover of {', '.join(moved)} from {old} to {', '.join(new)}"
+    return f"switchover of {', '.join(gone)} from {old} to {', '.join(new)}"
 
 
 _HANDLERS: dict[type, Callable[[Work, Any], str]] = {

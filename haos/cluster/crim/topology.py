@@ -76,6 +76,16 @@ class Topology:
             standby_capacity=math.ceil(count / max(1, group.standby)),
         )
 
+    def spreads(self, group: str) -> bool:
+        """Whether a member of ``group`` can ever hold more roles than its capacity allows
+        (then work is spread onto members that come back, see ``assign``)."""
+        spec, shape = self.groups[group], self.shapes[group]
+        if not spec.model.exclusive_primary:
+            return False
+        count = len(self.instances_of[group])
+        over_standby = spec.model.has_standby and shape.standby_capacity < count
+        return shape.primary_capacity < count or over_standby
+
     def node_component(self, node: str) -> str:
         return self.nodes[node].component
 
