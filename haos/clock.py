@@ -1,16 +1,61 @@
-"""The monotonic clock that waiting loops take through their constructors; tests pass a fake
-one they advance by hand (:class:`haos.testing.clock.FakeClock` has this shape)."""
+"""The two clocks haos reads, typed apart so that one is never compared with the other.
+
+* :data:`MonoTime` -- this node's monotonic clock (``time.monotonic``): seconds since boot,
+  never stepped. Every interval this node measures for itself runs on it: timeouts,
+  watchdogs, fencing retries, the CMM's record of when a peer was last seen. It means nothing
+  on another node, nor after a reboot, and is never shown to a user.
+* :data:`WallTime` -- wall-clock time (``time.time``): seconds since the Unix epoch, kept in
+  step across the nodes by NTP/PTP. It is what users see and what is stored: history entries,
+  notifications, and the CRIM's state (recovery deadlines, outage starts), which a new master
+  reads after a take-over on another node -- so the CRIM runs on it, not on a local clock.
+
+A monotonic instant becomes a wall-clock one in one place: :func:`wall_of`, at the boundary
+where a local record leaves the node or reaches a user (the availability service does it for
+the CMM's NodeLeft, the node daemon for the notices it records).
+
+:class:`Clock` is the monotonic clock that waiting loops take through their constructors;
+tests pass a fake one they advance by hand (:class:`haos.testing.clock.FakeClock` has this
+shape).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, NewType, Protocol
+
+WallTime = NewType("WallTime", float)
+MonoTime = NewType("MonoTime", float)
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    # A record dated on either clock; unparameterised it is dated in wall-clock time.
+    Dated = TypeVar("Dated", WallTime, MonoTime, default=WallTime)
+else:  # the default only matters to the type checker; typing's TypeVar takes none in 3.11
+    from typing import TypeVar
+
+    Dated = TypeVar("Dated", WallTime, MonoTime)
+
+
+def wall_now() -> WallTime:
+    return WallTime(time.time())
+
+
+def mono_now() -> MonoTime:
+    return MonoTime(time.monotonic())
+
+
+def wall_of(t: MonoTime, wall: WallTime, mono: MonoTime) -> WallTime:
+    """Monotonic instant ``t`` of this node as wall-clock time, given a reading of each clock
+    taken together (``wall`` and ``mono``, read one right after the other). Exact unless the
+    wall clock was stepped between ``t`` and the readings."""
+    return WallTime(wall - (mono - t))
 
 
 class Clock(Protocol):
-    def now(self) -> float:
+    def now(self) -> MonoTime:
         """Seconds on a clock that never goes back."""
         ...
 
@@ -22,8 +67,8 @@ class Clock(Protocol):
 class MonotonicClock:
     """``time.monotonic``, slept on with the event loop's timers."""
 
-    def now(self) -> float:
-        return time.monotonic()
+    def now(self) -> MonoTime:
+        return mono_now()
 
     async def wait(self, event: asyncio.Event, deadline: float | None) -> None:
         if deadline is None:

@@ -3,21 +3,28 @@
 They talk to the node's cluster daemon over its control socket (``--control``, default
 ``/run/haos/control.sock``); operator commands are carried out by the CRIM on the master and
 print its decision. Exit status: 0 done, 1 the CRIM refused (the reason is printed), 2 bad
-usage or the cluster could not be reached.
+usage or the cluster could not be reached or gave an answer that is not what the protocol
+says (checked here, at the boundary: code ``bad-answer``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from haos.errors import UsageError
-from haos.services.control import ControlClient
+from haos import fields
+from haos.config.schema import Invalid, check_duration
+from haos.fields import BadField, Op
+from haos.services.control import BadAnswer, ControlClient
 
 DEFAULT_CONTROL = Path("/run/haos/control.sock")
+MAX_TIMEOUT = 3600.0
+MAX_HISTORY = 1_000_000  # the daemon's bound of history's limit
 ACTIONS = {
     "lock": "lock a node, service group or component: its work moves away",
     "unlock": "unlock a node, service group or component",
@@ -40,61 +47,167 @@ def add_parsers(sub: Any) -> None:
         p.set_defaults(run=_operator, action=action)
     p = sub.add_parser("history", help="the CRIM's recent decisions and notifications")
     _common(p)
-    p.add_argument("--limit", type=int, default=30, help="entries to show (default 30)")
+    p.add_argument("--limit", type=_limit, default=30, help="entries to show (default 30)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_history)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control", type=Path, default=DEFAULT_CONTROL, help="node control socket")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
+    p.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=10.0,
+        help=f"seconds (or 500ms, 1m) to wait for an answer, at most {MAX_TIMEOUT:g} s",
+    )
+
+
+def _timeout(text: str) -> float:
+    try:
+        value: float | str = float(text)
+    except ValueError:
+        value = text  # "500ms", "1m"
+    try:
+        seconds = check_duration(value)
+    except Invalid as e:
+        raise argparse.ArgumentTypeError(f"--timeout {e}") from None
+    if seconds > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"--timeout must be at most {MAX_TIMEOUT:g} s, not {text}")
+    return seconds
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--limit must be a whole number, not {text!r}") from None
+    if not 1 <= value <= MAX_HISTORY:
+        raise argparse.ArgumentTypeError(f"--limit must be positive, at most {MAX_HISTORY}")
+    return value
 
 
 def _client(args: argparse.Namespace) -> ControlClient:
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout must be positive, got {args.timeout}")
     return ControlClient(args.control, timeout=args.timeout)
+
+
+# What haosctl reads of each answer; anything else in them is passed over.
+OPERATOR_ANSWER = Op(
+    "operator answer", (fields.flag("refused"), fields.text("reason", empty=True)), extra=True
+)
+HISTORY_ENTRY = Op(
+    "history entry",
+    (fields.integer("seq", 0, 2**63 - 1), fields.number("at", 0.0, 1e11)),
+    extra=True,
+)
+STATUS_ANSWER = Op(
+    "status answer",
+    (
+        fields.flag("quorate"),
+        fields.integer("master", 0, 2**32, default=None),
+        fields.integer("vice_master", 0, 2**32, default=None),
+        fields.mapping("node_names", default={}),
+    ),
+    extra=True,
+)
+CRIM_ANSWER = Op(
+    "crim answer",
+    (
+        fields.mapping("crim"),
+        fields.mapping("hosts"),
+        fields.mapping("instances"),
+        fields.mapping("groups"),
+        fields.text("master"),
+        fields.integer("seq", 0, 2**63 - 1),
+        fields.mapping("running", default={}),
+    ),
+    extra=True,
+)
+
+
+def checked(op: Op, answer: object) -> dict[str, Any]:
+    """``answer`` with the fields of ``op`` checked; BadAnswer naming what is wrong."""
+    if not isinstance(answer, dict):
+        raise BadAnswer(f"the node daemon's {op.name} is not an object")
+    try:
+        return op.check(answer)
+    except BadField as e:
+        raise BadAnswer(f"the node daemon's {e}") from None
+
+
+@contextlib.contextmanager
+def reading(what: str) -> Iterator[None]:
+    """Turn a shape the view did not expect deeper in an answer into BadAnswer."""
+    try:
+        yield
+    except KeyError as e:
+        raise BadAnswer(f"the node daemon's {what} lacks the field {e}") from None
+    except (TypeError, ValueError, AttributeError, IndexError, OverflowError, OSError) as e:
+        raise BadAnswer(f"the node daemon's {what} has a field of the wrong type: {e}") from None
 
 
 def _operator(args: argparse.Namespace) -> int:
     answer = _client(args).request("operator", action=args.action, target=args.target)
+    answer = checked(OPERATOR_ANSWER, answer)
     if args.json:
         print(json.dumps(answer, indent=2))
     else:
-        verdict = "refused" if answer.get("refused") else "done"
-        print(f"{args.action} {args.target}: {verdict}: {answer.get('reason')}")
-    return 1 if answer.get("refused") else 0
+        verdict = "refused" if answer["refused"] else "done"
+        print(f"{args.action} {args.target}: {verdict}: {answer['reason']}")
+    return 1 if answer["refused"] else 0
 
 
 def _history(args: argparse.Namespace) -> int:
-    if args.limit <= 0:
-        raise UsageError(f"--limit must be positive, got {args.limit}")
-    entries = _client(args).request("history", limit=args.limit)["history"]
+    answer = _client(args).request("history", limit=args.limit)
+    entries = answer.get("history")
+    if not isinstance(entries, list):
+        raise BadAnswer("the node daemon's history answer has no list of entries")
+    entries = [checked(HISTORY_ENTRY, e) for e in entries]
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
-    for e in entries:
-        when = (
-            time.strftime("%H:%M:%S", time.localtime(e["at"]))
-            + f".{int(e['at'] * 1000) % 1000:03d}"
-        )
-        if "note" in e:
-            rest = ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("seq", "at", "note"))
-            print(f"{when}  #{e['seq']:<5} {e['note']}: {rest}")
-        else:
-            flag = " (refused)" if e.get("refused") else ""
-            print(f"{when}  #{e['seq']:<5} {e['reason']}{flag}")
+    with reading("history answer"):
+        lasted = outage_lengths(entries)
+        lines = [_history_line(e, lasted.get(i)) for i, e in enumerate(entries)]
+    for line in lines:
+        print(line)
     return 0
+
+
+def outage_lengths(entries: list[dict[str, Any]]) -> dict[int, float]:
+    """Index of each ServiceRestored entry -> seconds since the ServiceOutage of its instance
+    that came before it in ``entries``. Both are dated by the CRIM in wall-clock time."""
+    since: dict[object, float] = {}
+    out: dict[int, float] = {}
+    for i, e in enumerate(entries):
+        note, instance = e.get("note"), e.get("instance")
+        if note == "ServiceOutage":
+            since[instance] = e["at"]
+        elif note == "ServiceRestored" and instance in since:
+            out[i] = e["at"] - since.pop(instance)
+    return out
+
+
+def _history_line(e: dict[str, Any], lasted: float | None = None) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(e["at"])) + f".{int(e['at'] * 1000) % 1000:03d}"
+    if "note" in e:
+        rest = ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("seq", "at", "note"))
+        if lasted is not None:
+            rest += f", outage lasted {lasted:.3f} s"
+        return f"{when}  #{e['seq']:<5} {e['note']}: {rest}"
+    flag = " (refused)" if e.get("refused") else ""
+    return f"{when}  #{e['seq']:<5} {e['reason']}{flag}"
 
 
 def _status(args: argparse.Namespace) -> int:
     client = _client(args)
-    status = client.request("status")
-    crim = client.request("crim")
+    status = checked(STATUS_ANSWER, client.request("status"))
+    crim = checked(CRIM_ANSWER, client.request("crim"))
     if args.json:
         print(json.dumps({"cluster": status, "availability": crim}, indent=2, default=str))
         return 0
-    print(render_status(status, crim))
+    with reading("status or crim answer"):
+        view = render_status(status, crim)
+    print(view)
     return 0
 
 

@@ -16,9 +16,12 @@ waits for it (up to the component's ``quiesce_timeout``). Audits that the applic
 registers are run when the agent asks. Checkpoint and name requests go through the agent to
 the cluster: a synchronous checkpoint write returns once the standby holds the data.
 
-Every method raises :class:`AgentError` when the agent refuses a request and
+Every method raises :class:`AgentError` when the agent refuses a request,
+:class:`~haos.errors.UsageError` (nothing sent) when a request is over the socket's line limit
+or its checkpoint data over :data:`haos.limits.MAX_CHECKPOINT_SECTION`, and
 :class:`~haos.errors.UnavailableError` when the connection is lost. This package imports only
-:mod:`haos.errors` and its own wire module, so applications stay light.
+:mod:`haos.errors`, :mod:`haos.limits`, :mod:`haos.jsonlines` and its own wire module, so
+applications stay light.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from haos import jsonlines
 from haos.client import wire
-from haos.errors import HaosError, UnavailableError
+from haos.errors import HaosError, UnavailableError, UsageError
 
 __all__ = ["AgentError", "Assignment", "AuditCallback", "Client", "QuiesceCallback"]
 
@@ -135,9 +139,7 @@ class Client:
         if self._tg is None:
             raise RuntimeError("use the client as 'async with Client(...) as client'")
         try:
-            reader, self._writer = await asyncio.open_unix_connection(
-                self.socket_path, limit=wire.MAX_LINE
-            )
+            reader, self._writer = await jsonlines.open_unix_connection(self.socket_path)
         except OSError as e:
             raise UnavailableError(f"agent at {self.socket_path}: {e.strerror or e}") from e
         self._spawn(self._read(reader))
@@ -184,8 +186,14 @@ class Client:
     async def checkpoint_write(self, section: str, data: bytes, sync: bool = True) -> None:
         """Store ``data`` under ``section`` of this component's checkpoint.
 
-        With ``sync`` it returns once the data is replicated (the standby has it).
+        With ``sync`` it returns once the data is replicated (the standby has it). Data over
+        :data:`haos.limits.MAX_CHECKPOINT_SECTION` bytes is refused (UsageError) unsent.
         """
+        if len(data) > wire.MAX_DATA:
+            raise UsageError(
+                f"checkpoint section {section!r}: {len(data)} bytes is over the limit of"
+                f" {wire.MAX_DATA} bytes (haos.limits.MAX_CHECKPOINT_SECTION)"
+            )
         await self._request("ckpt_write", section=section, data=wire.pack(data), sync=sync)
 
     async def checkpoint_read(self, section: str) -> bytes | None:
@@ -210,10 +218,11 @@ class Client:
 
     async def _request(self, op: str, **fields: Any) -> dict[str, Any]:
         request_id = next(self._ids)
+        line = wire.encode({"op": op, "id": request_id, **fields})  # UsageError if too long
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self._send({"op": op, "id": request_id, **fields})
+            await self._send_line(line)
             reply = await future
         finally:
             self._pending.pop(request_id, None)
@@ -222,12 +231,15 @@ class Client:
         return reply
 
     async def _send(self, message: dict[str, Any]) -> None:
+        await self._send_line(wire.encode(message))
+
+    async def _send_line(self, line: bytes) -> None:
         if self._lost is not None:
             raise UnavailableError(self._lost)
         if self._writer is None:
             raise UnavailableError("not connected: call register() first")
         try:
-            self._writer.write(wire.encode(message))
+            self._writer.write(line)
             await self._writer.drain()
         except (ConnectionError, RuntimeError) as e:
             raise UnavailableError(f"agent connection lost: {e}") from e
@@ -235,12 +247,12 @@ class Client:
     async def _read(self, reader: asyncio.StreamReader) -> None:
         why = "agent closed the connection"
         try:
-            while line := await reader.readline():
+            while line := await jsonlines.read_line(reader, "a line from the agent"):
                 try:
                     self._dispatch(wire.decode(line, reply=True))
                 except (KeyError, TypeError, ValueError) as e:
                     log.warning("ignoring a message the agent sent: %r (%s)", line[:200], e)
-        except (OSError, ValueError) as e:  # ValueError: an overlong line
+        except (OSError, jsonlines.LineTooLong) as e:
             why = f"agent connection broken: {e}"
         finally:
             self._lost = "client closed" if self._closing else why

@@ -29,19 +29,26 @@ A request the agent cannot use is answered ``{"id": <id>, "ok": false, "error": 
 "message": ...}``; any other message it cannot use (no id, not JSON, an answer to nothing)
 with ``{"op": "error", "ok": false, "error": "usage", "message": ...}``. Both are counted. A
 bad hello (wrong version, unknown component) or a line over the limit also ends the
-connection. This module is shared by both ends and imports nothing of haos.
+connection. A request whose line is over the limit is refused by the client library before it
+is sent, and so is checkpoint data over :data:`haos.limits.MAX_CHECKPOINT_SECTION`. Lines are
+read and written by :mod:`haos.jsonlines` at both ends (bounded, no number that is not finite,
+no deep nesting). This module is shared by both ends and imports only that, the limits and
+:mod:`haos.errors`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from haos import jsonlines
+from haos.limits import MAX_CHECKPOINT_SECTION, MAX_SOCKET_LINE
+
 VERSION = 1
-MAX_LINE = 1 << 20
+MAX_LINE = MAX_SOCKET_LINE
+MAX_DATA = MAX_CHECKPOINT_SECTION
 
 # The availability states, as the "state" of a role message carries them.
 STATES = ("offline", "spare", "secondary", "primary")
@@ -50,23 +57,29 @@ ERROR_KINDS = ("crash", "hang", "audit-failed", "audit-overdue", "error", "hardw
 
 
 class BadMessage(ValueError):
-    """A line that is not a message of this protocol; the text says what is wrong."""
+    """A line that is not a message of this protocol; the text says what is wrong. ``id`` is
+    the request's id when it could still be read (so the answer can name the request)."""
+
+    def __init__(self, message: str, id: int | None = None) -> None:
+        super().__init__(message)
+        self.id = id
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
-    """One message as one line."""
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    """One message as one line; :class:`~haos.jsonlines.LineTooLong` if it is over
+    :data:`MAX_LINE`, :class:`~haos.jsonlines.BadLine` if it holds a number not finite."""
+    return jsonlines.encode(message, what=f"{message.get('op') or 'answer'} message")
 
 
 def decode(line: bytes, *, reply: bool = False) -> dict[str, Any]:
     """The message on ``line``: a JSON object with a string ``op`` (a ``reply`` may have an
     ``id`` instead), else :class:`BadMessage`."""
     try:
-        message = json.loads(line)
-    except ValueError as e:  # UnicodeDecodeError too
-        raise BadMessage(f"not JSON: {e}") from None
-    if not isinstance(message, dict):
-        raise BadMessage(f"not a JSON object but {type(message).__name__}")
+        message = jsonlines.decode(line)
+    except jsonlines.BadLine as e:
+        request_id = None if e.obj is None else e.obj.get("id")
+        plain = isinstance(request_id, int) and not isinstance(request_id, bool)
+        raise BadMessage(str(e), request_id if plain else None) from None
     if reply and "id" in message:
         return message
     if not isinstance(message.get("op"), str):

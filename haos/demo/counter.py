@@ -116,6 +116,8 @@ class Counter:
             while self.primary and (line := await reader.readline()):
                 writer.write((await self._command(line.decode(errors="replace").strip())) + b"\n")
                 await writer.drain()
+        except ValueError:  # a line over the stream's limit: answer it, then hang up
+            writer.write(b"ERR line too long\n")
         except ConnectionError:
             pass
         finally:

@@ -2,22 +2,89 @@
 
 A request is one JSON object with an ``op``; the answer is one JSON object with ``ok``
 (and ``error``/``message`` when false). Streaming ops (``watch``, ``events``) answer with one
-object per line until the client closes. :class:`ControlClient` is the blocking client that
+object per line until the client closes. Requests are checked against :data:`OPS` (a bad
+field is a ``usage`` error naming it); lines travel through :mod:`haos.jsonlines`, at most
+:data:`haos.limits.MAX_SOCKET_LINE` bytes each. :class:`ControlClient` is the blocking client that
 tests, benchmarks and tools use; it is safe to use one client per thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+from haos import jsonlines
 from haos.errors import HaosError, UnavailableError
+from haos.fields import Op, Table, flag, integer, mapping, number, text
+from haos.limits import MAX_SOCKET_LINE
 
-MAX_LINE = 4 * 1024 * 1024
+MAX_LINE = MAX_SOCKET_LINE
+_REVISION = 2**63 - 1
+
+# Every operation of the control socket and its fields: the daemon checks each request
+# against this table before any handler sees it.
+OPS = Table.of(
+    [
+        Op("status", doc="this node's view: members, quorum, master, repository"),
+        Op("crim", doc="the availability service's state (from the master)"),
+        Op("notices", doc="the membership notices seen so far"),
+        Op("desired", doc="the roles this node's components should have"),
+        Op("events", doc="stream: membership notices as they come"),
+        Op("orders", doc="stream: the agent's feed of role orders"),
+        Op(
+            "put",
+            (text("key"), text("value", empty=True), integer("expect", 0, _REVISION, default=None)),
+        ),
+        Op("delete", (text("key"), integer("expect", 0, _REVISION, default=None))),
+        Op("get", (text("key"),)),
+        Op("range", (text("prefix", default="/"),)),
+        Op("watch", (text("prefix", default="/"), integer("after", 0, _REVISION, default=None))),
+        Op(
+            "ckpt_open",
+            (
+                text("name"),
+                text("role", choices=("active", "standby"), default="standby"),
+                flag("persistent", default=False),
+            ),
+        ),
+        Op(
+            "ckpt_write",
+            (text("name"), text("section"), text("data", empty=True), flag("sync", default=True)),
+        ),
+        Op("ckpt_read", (text("name"), text("section"))),
+        Op(
+            "operator",
+            (
+                text("action"),  # the intents module names the known actions
+                text("target"),
+                number("timeout", 0.0, 3600.0, default=10.0),
+            ),
+        ),
+        Op("report", (mapping("report", default={}),)),
+        Op("event", (text("kind"), text("component"))),
+        Op("applied", (mapping("order"), integer("epoch", 0, _REVISION, default=None))),
+        Op(
+            "running",
+            (
+                text("component"),
+                text("state"),
+                number("at"),
+                text("detail", empty=True, default=""),
+            ),
+        ),
+        Op("history", (integer("limit", 1, 1_000_000, default=50),)),
+    ]
+)
+
+
+class BadAnswer(UnavailableError):
+    """The daemon's answer is not what the protocol says (not JSON, not an object, too long,
+    a field missing or of the wrong type)."""
+
+    code = "bad-answer"
 
 
 class ControlError(HaosError):
@@ -46,47 +113,42 @@ class ControlClient:
         return sock
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """One request, one answer; ControlError if the daemon says it failed."""
+        """One request, one answer; ControlError if the daemon says it failed, LineTooLong
+        (nothing sent) if the request is over the line limit, BadAnswer for a malformed
+        answer."""
+        line = jsonlines.encode({"op": op, **fields})
         try:
             with self._connect() as sock:
-                sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
-                line = _read_line(sock)
+                sock.sendall(line)
+                answer = _read_line(jsonlines.SocketLines(sock), self.path)
         except OSError as e:  # the daemon died or went away mid-request
             raise UnavailableError(f"node daemon at {self.path}: {e}") from e
-        return _answer(line, self.path)
+        return _answer(answer, self.path)
 
     def stream(self, op: str, **fields: Any) -> Iterator[dict[str, Any]]:
         """The objects of a streaming op, until the daemon closes or the caller stops."""
+        line = jsonlines.encode({"op": op, **fields})
         sock = self._connect()
         sock.settimeout(None)
         try:
-            sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
-            buf = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    yield json.loads(line)
+            sock.sendall(line)
+            lines = jsonlines.SocketLines(sock)
+            while (item := _read_line(lines, self.path, end_ok=True)) is not None:
+                yield _decoded(item, self.path)
         finally:
             sock.close()
 
 
-def _read_line(sock: socket.socket) -> bytes:
-    buf = b""
-    while b"\n" not in buf:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError as e:
-            raise UnavailableError("node daemon did not answer in time") from e
-        if not chunk:
-            raise UnavailableError("node daemon closed the connection without an answer")
-        buf += chunk
-        if len(buf) > MAX_LINE:
-            raise UnavailableError("node daemon answer too long")
-    return buf.split(b"\n", 1)[0]
+def _read_line(lines: jsonlines.SocketLines, path: str, end_ok: bool = False) -> bytes | None:
+    try:
+        line = lines.read()
+    except TimeoutError as e:
+        raise UnavailableError(f"node daemon at {path} did not answer in time") from e
+    except jsonlines.LineTooLong as e:
+        raise BadAnswer(f"node daemon at {path}: {e}") from None
+    if line is None and not end_ok:
+        raise UnavailableError(f"node daemon at {path} closed the connection without an answer")
+    return line
 
 
 class AsyncControlClient:
@@ -101,7 +163,7 @@ class AsyncControlClient:
         async with asyncio.timeout(self.timeout):
             reader, writer = await self._open(op, fields)
             try:
-                answer = _answer(await reader.readline(), self.path)
+                answer = _answer(await self._line(reader), self.path)
             finally:
                 writer.close()
         return answer
@@ -112,37 +174,53 @@ class AsyncControlClient:
         reader, writer = await self._open(op, fields)
         try:
             async with asyncio.timeout(self.timeout):
-                _answer(await reader.readline(), self.path)
+                _answer(await self._line(reader), self.path)
             while True:
-                line = await reader.readline()
-                if not line:
+                line = await self._line(reader)
+                if line is None:
                     raise UnavailableError(f"node daemon at {self.path} closed the stream")
-                try:
-                    yield json.loads(line)
-                except ValueError as e:
-                    raise UnavailableError(f"node daemon at {self.path} sent garbage: {e}") from e
+                yield _decoded(line, self.path)
         finally:
             writer.close()
+
+    async def _line(self, reader: asyncio.StreamReader) -> bytes | None:
+        try:
+            return await jsonlines.read_line(reader, "an answer line")
+        except jsonlines.LineTooLong as e:
+            raise BadAnswer(f"node daemon at {self.path}: {e}") from None
+        except ConnectionError as e:
+            raise UnavailableError(f"node daemon at {self.path}: {e}") from e
 
     async def _open(
         self, op: str, fields: dict[str, Any]
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        line = jsonlines.encode({"op": op, **fields})
         try:
-            reader, writer = await asyncio.open_unix_connection(self.path, limit=MAX_LINE)
-            writer.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+            reader, writer = await jsonlines.open_unix_connection(self.path)
+            writer.write(line)
             await writer.drain()
         except OSError as e:
             raise UnavailableError(f"node daemon at {self.path} unreachable: {e}") from e
         return reader, writer
 
 
-def _answer(line: bytes, path: str) -> dict[str, Any]:
+def _decoded(line: bytes, path: str) -> dict[str, Any]:
+    try:
+        return jsonlines.decode(line)
+    except jsonlines.BadLine as e:
+        raise BadAnswer(f"node daemon at {path} sent a bad answer: {e}") from None
+
+
+def _answer(line: bytes | None, path: str) -> dict[str, Any]:
     if not line:
         raise UnavailableError(f"node daemon at {path} closed the connection")
-    try:
-        answer: dict[str, Any] = json.loads(line)
-    except ValueError as e:
-        raise UnavailableError(f"node daemon at {path} sent garbage: {e}") from e
-    if not answer.get("ok"):
-        raise ControlError(str(answer.get("error")), str(answer.get("message")))
-    return answer
+    answer = _decoded(line, path)
+    ok = answer.get("ok")
+    if ok is True:
+        return answer
+    if ok is not False:
+        raise BadAnswer(f"node daemon at {path} sent an answer without ok: true or false")
+    error, message = answer.get("error"), answer.get("message")
+    if not isinstance(error, str) or not isinstance(message, str):
+        raise BadAnswer(f"node daemon at {path} sent an error without its code and message")
+    raise ControlError(error, message)

@@ -54,7 +54,15 @@ def _noderoot() -> Path:
 def _install(root: Path) -> None:
     """The client library and the demo for the container's python3, and a plain service
     (what an application linked with haos.client needs of haos, and no more)."""
-    for part in ("__init__.py", "errors.py", "trace.py", "client", "demo"):
+    for part in (
+        "__init__.py",
+        "errors.py",
+        "trace.py",
+        "jsonlines.py",
+        "limits.py",
+        "client",
+        "demo",
+    ):
         source, target = REPO / "haos" / part, root / "opt" / "haos" / "haos" / part
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():

@@ -140,6 +140,22 @@ def test_counter_serves_only_while_primary_and_survives_a_switchover(tmp_path: P
     asyncio.run(go())
 
 
+def test_a_line_over_the_limit_is_answered_and_the_counter_serves_on(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with demo(tmp_path) as d:
+            await d.session.assign(PRIMARY, False, 10)
+            reader, writer = await d.connect()
+            writer.write(b"I" * (1 << 20) + b"\n")  # over asyncio's 64 KiB line limit
+            await writer.drain()
+            async with asyncio.timeout(5):
+                assert (await reader.readline()).strip() == b"ERR line too long"
+            writer.close()
+            assert await d.ask("INCR") == "1"  # the others are served on
+            assert d.process.returncode is None
+
+    asyncio.run(go())
+
+
 def test_counter_refuses_to_run_without_an_agent() -> None:
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}
     done = subprocess.run(

@@ -14,6 +14,7 @@ import pytest
 
 from haos.client import AgentError, Assignment, Client
 from haos.errors import UnavailableError
+from haos.limits import MAX_SOCKET_LINE
 from haos.model.reports import ErrorKind, ErrorReport
 from haos.model.states import AvailabilityState
 from haos.services.agent.endpoint import Endpoint, EndpointError, SessionClosed, SessionTimeout
@@ -221,7 +222,7 @@ def test_audits_are_registered_run_through_the_application_and_dropped_on_exit(
             await client.register_audit("slow", 1.0, 0.05, slow)
             spec, _ = b.audits.audits[(APP, "alive")]
             assert (spec.kind, spec.period, spec.timeout, spec.target) == (
-                "callback", 1.0, 0.5, f"{APP}:alive"
+                "callback", 1.0, 0.5, "alive"
             )  # fmt: skip
             assert await b.audits.run(APP, "alive") == (True, "fine")
             assert await b.audits.run(APP, "alive") == (False, "queue stuck")
@@ -284,7 +285,7 @@ def test_bad_messages_are_answered_and_counted_and_the_endpoint_serves_on(tmp_pa
             await other.register()
             await other.checkpoint_write("s", b"ok")
         with contextlib.suppress(ConnectionError):  # over the line limit: that connection ends
-            writer.write(b"x" * (1 << 21) + b"\n")
+            writer.write(b"x" * (MAX_SOCKET_LINE + 1) + b"\n")
             await writer.drain()
         async with asyncio.timeout(5):
             while b.endpoint.session(APP) is not None:

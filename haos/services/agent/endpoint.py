@@ -8,8 +8,11 @@ checkpoints and names through the :class:`~.backend.Backend`, error reports thro
 ``report`` callback, audits through the :class:`~.backend.AuditRegistry`.
 
 A bad message is answered with an error and counted in :attr:`Endpoint.bad_messages`; it never
-ends the endpoint. Only a wrong protocol version, a hello that is not one, or a line over
-:data:`~haos.client.wire.MAX_LINE` ends that one connection.
+ends the endpoint. Every message is checked against :data:`REQUESTS` or :data:`ANSWERS` before
+anything acts on it: a bad field is answered with a usage error naming it, and the session goes
+on. Only a wrong protocol version, a hello that is not one, or a line over
+:data:`~haos.client.wire.MAX_LINE` (answered with an error naming the limit) ends that one
+connection.
 """
 
 from __future__ import annotations
@@ -18,29 +21,74 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
+from haos import jsonlines
 from haos.client import wire
 from haos.client.wire import BadMessage
 from haos.config.model import AuditSpec
-from haos.errors import HaosError
+from haos.config.schema import Invalid, audit_timing, simple_name
+from haos.errors import HaosError, UsageError
+from haos.fields import BadField, Op, Table, flag, integer, number, text
 from haos.model.reports import ErrorKind, ErrorReport
 from haos.model.states import AvailabilityState
 from haos.services.agent.backend import AuditRegistry, Backend
 
 log = logging.getLogger(__name__)
 
-_ANSWERS = frozenset({"ack", "quiesced", "audit_result"})
 # A session's requests are served in order within their lane, the lanes side by side: a
 # name bound in the repository (a quorum write) does not hold up the checkpoint writes the
 # application's clients wait for, nor its error reports.
 _LANES = {"ckpt_write": "checkpoint", "ckpt_read": "checkpoint"}
 _LANES |= {"name_bind": "names", "name_lookup": "names"}
+
+_ID = integer("id", -(2**63), 2**63 - 1)
+_SEQ = integer("seq", 0, 2**63 - 1)
+# The application's requests and their fields (see haos.client.wire for the protocol).
+REQUESTS = Table.of(
+    [
+        Op(
+            "hello",
+            (
+                _ID,
+                integer("version", 0, 2**31),
+                text("component"),
+                integer("pid", 1, 2**31, default=None),
+            ),
+        ),
+        Op("report_error", (_ID, text("kind"), text("detail", empty=True, default=""))),
+        Op("register_audit", (_ID, text("name"), number("period", 0.0), number("timeout", 0.0))),
+        Op(
+            "ckpt_write",
+            (_ID, text("section"), text("data", empty=True), flag("sync", default=True)),
+        ),
+        Op("ckpt_read", (_ID, text("section"))),
+        Op("name_bind", (_ID, text("name"), text("handle", empty=True))),
+        Op("name_lookup", (_ID, text("name"))),
+    ]
+)
+# The application's answers to what the session pushed.
+ANSWERS = Table.of(
+    [
+        Op(
+            "ack",
+            (
+                _SEQ,
+                flag("ok", default=True),
+                text("message", empty=True, default="no reason given"),
+            ),
+        ),
+        Op("quiesced", (_SEQ,)),
+        Op(
+            "audit_result",
+            (_SEQ, flag("ok", default=False), text("detail", empty=True, default="")),
+        ),
+    ]
+)
 
 
 def lane_of(op: object) -> str:
@@ -104,7 +152,8 @@ class Session:
 
     def answer(self, message: dict[str, Any]) -> bool:
         """Take the application's answer to a push; False when it answers nothing asked."""
-        waiting = self._waiting.get(message.get("seq"))  # type: ignore[arg-type]
+        seq = message.get("seq")
+        waiting = self._waiting.get(seq) if isinstance(seq, int) else None
         if waiting is None or waiting[0] != message["op"] or waiting[1].done():
             return False
         waiting[1].set_result(message)
@@ -195,7 +244,7 @@ class Endpoint:
             os.unlink(self.path)  # a stale socket of an earlier run
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            server = await asyncio.start_unix_server(self._accept, self.path, limit=wire.MAX_LINE)
+            server = await jsonlines.start_unix_server(self._accept, self.path)
             try:
                 if started is not None:
                     started()
@@ -232,16 +281,19 @@ class Endpoint:
     async def _hello(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> Session | None:
-        line = await reader.readline()
-        if not line:
-            return None
         request_id = None
         try:
+            line = await jsonlines.read_line(reader)
+            if line is None:
+                return None
             message = wire.decode(line)
             request_id = message.get("id")
             component, pid = self._check_hello(message)
         except BadMessage as e:
-            await self._refuse(writer, request_id, e)
+            await self._refuse(writer, e.id if request_id is None else request_id, e)
+            return None
+        except UsageError as e:  # a bad field, a line over the limit
+            await self._refuse(writer, request_id, e, e.code)
             return None
         session = Session(component, pid, writer)
         old = self._sessions.get(component)
@@ -261,20 +313,22 @@ class Endpoint:
             raise BadMessage(
                 f"this agent speaks version {wire.VERSION}, not {message.get('version')!r}"
             )
-        component = _text(message, "component")
+        _, hello = REQUESTS.check(message)
+        component: str = hello["component"]
         if self._components is not None and component not in self._components:
             raise BadMessage(f"{component!r} is not a client component of this node")
-        pid = message.get("pid")
-        return component, pid if isinstance(pid, int) else None
+        return component, hello["pid"]
 
-    async def _refuse(self, writer: asyncio.StreamWriter, request_id: object, why: object) -> None:
+    async def _refuse(
+        self, writer: asyncio.StreamWriter, request_id: object, why: object, code: str = "usage"
+    ) -> None:
         self.bad_messages += 1
         log.warning("application refused: %s", why)
         reply = {
             "op": "error",
             "id": request_id,
             "ok": False,
-            "error": "usage",
+            "error": code,
             "message": str(why),
         }
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -296,10 +350,14 @@ class Endpoint:
                 return queue
 
             try:
-                while not session.closed.is_set() and (line := await reader.readline()):
+                while not session.closed.is_set() and (line := await jsonlines.read_line(reader)):
                     self._take(session, line, lane)
-            except (ConnectionError, ValueError) as e:  # ValueError: a line over the limit
-                self.bad_messages += isinstance(e, ValueError)
+            except jsonlines.LineTooLong as e:  # said, then the connection ends
+                self.bad_messages += 1
+                log.warning("connection of %s ended: %s", session.component, e)
+                reply = {"op": "error", "ok": False, "error": e.code, "message": str(e)}
+                await _send_quietly(session, reply)
+            except ConnectionError as e:
                 log.warning("connection of %s ended: %s", session.component, e)
             finally:
                 for worker in workers:
@@ -311,19 +369,27 @@ class Endpoint:
         line: bytes,
         lane: Callable[[str], asyncio.Queue[dict[str, Any]]],
     ) -> None:
+        request_id: int | None = None
         try:
             message = wire.decode(line)
-            if message["op"] in _ANSWERS:
-                if not session.answer(message):
-                    raise BadMessage(f"{message['op']} answers nothing that was asked")
-            elif not isinstance(message.get("id"), int):
-                raise BadMessage(f"request {message['op']} has no integer id")
-            else:
-                lane(lane_of(message["op"])).put_nowait(message)
-        except BadMessage as e:
+            op = message["op"]
+            if op in ANSWERS.ops:
+                if not session.answer({**ANSWERS.check(message)[1], "op": op}):
+                    raise BadMessage(f"{op} answers nothing that was asked")
+                return
+            request_id = message.get("id")
+            if isinstance(request_id, bool) or not isinstance(request_id, int):
+                request_id = None
+                raise BadMessage(f"request {op} has no integer id")
+            lane(lane_of(op)).put_nowait({**REQUESTS.check(message)[1], "op": op})
+        except (BadMessage, BadField) as e:
             self.bad_messages += 1
             log.warning("bad message from %s: %s", session.component, e)
+            if isinstance(e, BadMessage) and e.id is not None:
+                request_id = e.id
             reply = {"op": "error", "ok": False, "error": "usage", "message": str(e)}
+            if request_id is not None:  # the application's call waits for this answer
+                reply["id"] = request_id
             assert self._tg is not None
             self._tg.create_task(_send_quietly(session, reply))
 
@@ -342,21 +408,27 @@ class Endpoint:
             await _send_quietly(session, {"id": message["id"], **reply})
 
     async def _request(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
+        """Serve one request, its fields checked against :data:`REQUESTS` already."""
         op, component = message["op"], session.component
         if op == "ckpt_write":
-            data, sync = wire.unpack(message.get("data")), message.get("sync", True)
-            section = _text(message, "section")
-            await self._backend.checkpoint_write(component, section, data, bool(sync))
+            data = wire.unpack(message["data"])
+            if len(data) > wire.MAX_DATA:
+                raise BadMessage(
+                    f"ckpt_write: data of {len(data)} bytes is over the limit of"
+                    f" {wire.MAX_DATA} bytes per section (haos.limits.MAX_CHECKPOINT_SECTION)"
+                )
+            await self._backend.checkpoint_write(
+                component, message["section"], data, message["sync"]
+            )
             return {}
         if op == "ckpt_read":
-            found = await self._backend.checkpoint_read(component, _text(message, "section"))
+            found = await self._backend.checkpoint_read(component, message["section"])
             return {"data": None if found is None else wire.pack(found)}
         if op == "name_bind":
-            name, handle = _text(message, "name"), _text(message, "handle", empty=True)
-            await self._backend.name_bind(component, name, handle)
+            await self._backend.name_bind(component, message["name"], message["handle"])
             return {}
         if op == "name_lookup":
-            return {"handle": await self._backend.name_lookup(_text(message, "name"))}
+            return {"handle": await self._backend.name_lookup(message["name"])}
         if op == "report_error":
             self._report_error(session, message)
             return {}
@@ -368,10 +440,9 @@ class Endpoint:
         raise BadMessage(f"unknown op {op!r}")
 
     def _report_error(self, session: Session, message: dict[str, Any]) -> None:
-        kind = _text(message, "kind")
+        kind, detail = message["kind"], message["detail"]
         if kind not in wire.ERROR_KINDS:
             raise BadMessage(f"unknown error kind {kind!r}; one of: {', '.join(wire.ERROR_KINDS)}")
-        detail = _text(message, "detail", empty=True)
         report = ErrorReport(session.component, ErrorKind(kind), self._clock(), "client", detail)
         log.info("%s reports %s: %s", session.component, kind, detail)
         self._report(report)
@@ -379,10 +450,13 @@ class Endpoint:
     def _register_audit(self, session: Session, message: dict[str, Any]) -> None:
         if self._audits is None:
             raise EndpointError("this agent runs no audits for applications")
-        name = _text(message, "name")
-        period, timeout = _seconds(message, "period"), _seconds(message, "timeout")
+        try:  # exactly what the configuration loader refuses in an audit
+            name = simple_name(message["name"])
+            period, timeout = audit_timing(message["period"], message["timeout"])
+        except Invalid as e:
+            raise BadMessage(f"register_audit: {e}") from None
         component = session.component
-        spec = AuditSpec(component, name, period, timeout, "callback", f"{component}:{name}")
+        spec = AuditSpec(component, name, period, timeout, "callback", name)
 
         async def run() -> tuple[bool, str]:
             current = self.session(component)
@@ -406,21 +480,3 @@ class Endpoint:
 async def _send_quietly(session: Session, message: dict[str, Any]) -> None:
     with contextlib.suppress(SessionClosed):
         await session.send(message)
-
-
-def _text(message: dict[str, Any], key: str, *, empty: bool = False) -> str:
-    value = message.get(key)
-    if not isinstance(value, str) or (not value and not empty):
-        raise BadMessage(
-            f"{key} must be a non-empty string" if not empty else f"{key} must be a string"
-        )
-    return value
-
-
-def _seconds(message: dict[str, Any], key: str) -> float:
-    value = message.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadMessage(f"{key} must be a number of seconds")
-    if not (math.isfinite(value) and value > 0):
-        raise BadMessage(f"{key} must be a positive number of seconds, not {value!r}")
-    return float(value)
