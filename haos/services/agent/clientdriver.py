@@ -175,7 +175,8 @@ class ClientDriver:
         try:
             await self._tracker.wait_live(self._timeout)
         except TimeoutError:
-            raise DriverError(f"{self.name}: cannot watch {self.unit}") from None
+            why = self._tracker.trouble or "no answer"
+            raise DriverError(f"{self.name}: cannot watch {self.unit}: {why}") from None
 
     async def _assign(self, session: Session, state: AvailabilityState, graceful: bool) -> None:
         try:

@@ -137,7 +137,8 @@ class UnitDriver:
         try:
             await self._tracker.wait_live(self._start_timeout)
         except TimeoutError:
-            raise DriverError(f"{self.name}: cannot watch {self.unit}") from None
+            why = self._tracker.trouble or "no answer"
+            raise DriverError(f"{self.name}: cannot watch {self.unit}: {why}") from None
 
     async def _start(self) -> None:
         if self._tracker.active_state == "active":

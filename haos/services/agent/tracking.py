@@ -6,8 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from haos.errors import UnavailableError
-from haos.services.cmf.types import UnitChanged, UnitManager
+from haos.services.cmf.types import UnitChanged, UnitError, UnitManager
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +17,13 @@ UP = frozenset({"active", "reloading"})
 class UnitTracker:
     """Watches unit ``name``; ``on_change(old_active_state, change)`` runs for each change.
 
-    :meth:`run` is the watch loop (a task of the driver's group): when the connection to the
-    unit manager is lost it reconnects after ``retry`` s. :attr:`generation` counts the states
-    seen, so a waiter can ask for a state reached after some point (after its own request).
+    :meth:`run` is the watch loop (a task of the driver's group). A watch the unit manager
+    refuses (:class:`UnitError`) is tried again after ``retry`` s, and :attr:`trouble` says
+    why it is not live: one unit never ends the group that the node's other components run
+    in. A lost connection (UnavailableError) does end it: every watch shares the connection,
+    and the agent's service manager restarts the agent on a new one. :attr:`generation`
+    counts the states seen, so a waiter can ask for a state reached after some point (after
+    its own request).
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class UnitTracker:
         self.last: UnitChanged | None = None
         self.generation = 0
         self.live = asyncio.Event()
+        self.trouble = ""
         self._units = units
         self._on_change = on_change
         self._retry = retry
@@ -46,15 +50,19 @@ class UnitTracker:
             try:
                 async with self._units.watch([self.name]) as changes:
                     self._update(await self._units.active_state(self.name))
+                    self.trouble = ""
                     self.live.set()
                     async for change in changes:
                         old = self.active_state
                         self.last = change
                         self._update(change.active_state)
                         self._on_change(old, change)
-            except UnavailableError as e:
+            except UnitError as e:
+                # This unit's driver fails its waits for the watch; the other components,
+                # watched on the same connection, go on.
                 self.live.clear()
-                log.warning("watch of %s lost: %s; again in %g s", self.name, e, self._retry)
+                self.trouble = str(e)
+                log.error("watch of %s refused: %s; again in %g s", self.name, e, self._retry)
             await asyncio.sleep(self._retry)  # a backoff, not a synchronisation
 
     async def wait_live(self, timeout: float) -> None:

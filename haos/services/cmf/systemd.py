@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from dbus_fast import BusType, Message, MessageType, Variant
@@ -42,6 +42,7 @@ UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
+ALREADY_SUBSCRIBED = "org.freedesktop.systemd1.AlreadySubscribed"
 
 # D-Bus types of the integer properties haos sets on transient units (systemd.resource-control,
 # systemd.kill, systemd.service). An int property not listed here is refused: its type matters.
@@ -71,6 +72,13 @@ _UNAVAILABLE_ERRORS = frozenset(
         "org.freedesktop.DBus.Error.NameHasNoOwner",
     }
 )
+
+
+class AlreadySubscribed(UnitError):
+    """This bus connection is subscribed already: systemd keeps one subscription per
+    connection, and answers a second ``Subscribe`` with this."""
+
+    code = "already-subscribed"
 
 
 def unit_path(name: str) -> str:
@@ -186,7 +194,10 @@ class Systemd1:
         return _str(body[0], "unit path")
 
     async def subscribe(self) -> None:
-        await self.call(MANAGER_PATH, MANAGER, "Subscribe")
+        """Have systemd send unit signals to this connection. Idempotent: a connection that
+        is subscribed already (however many watches share it) stays subscribed."""
+        with contextlib.suppress(AlreadySubscribed):
+            await self.call(MANAGER_PATH, MANAGER, "Subscribe")
 
     async def get_property(self, path: str, interface: str, name: str) -> Any:
         body = await self.call(path, PROPERTIES, "Get", "ss", [interface, name])
@@ -220,9 +231,16 @@ def _translate(member: str, error_name: str, body: Sequence[Any]) -> Exception:
         return NoSuchUnit(what)
     if error_name == "org.freedesktop.systemd1.UnitExists":
         return UnitExists(what)
+    if error_name == ALREADY_SUBSCRIBED:
+        return AlreadySubscribed(what)
     if error_name in _UNAVAILABLE_ERRORS:
         return UnavailableError(what)
     return UnitError(f"{what} ({error_name})")
+
+
+async def _until_disconnected(bus: MessageBus) -> None:
+    with contextlib.suppress(Exception):  # ended by an error, or cleanly: gone either way
+        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]  # unannotated
 
 
 def _properties_changed_rule(path: str) -> str:
@@ -241,7 +259,11 @@ class SystemdUnits:
     def __init__(self, bus: MessageBus, clock: Callable[[], float] = time.monotonic) -> None:
         self._systemd = Systemd1(bus)
         self._clock = clock
+        # systemd tracks subscribers per connection, and this object owns one connection:
+        # its watches (one per component of the node, opened at once) share a subscription.
+        self._subscribing = asyncio.Lock()
         self._subscribed = False
+        self._lost: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(
@@ -301,7 +323,7 @@ class SystemdUnits:
         bus.add_message_handler(changes.on_message)
         try:
             async with asyncio.TaskGroup() as tg:
-                watcher = tg.create_task(changes.close_on_disconnect(bus))
+                watcher = tg.create_task(changes.close_when(self._connection_lost()))
                 try:
                     await self._listen(rules)
                     for name in changes.names:
@@ -310,16 +332,38 @@ class SystemdUnits:
                 finally:
                     watcher.cancel()
                     await self._unlisten(rules)
+        except BaseExceptionGroup as group:
+            # The watcher never fails: the one error is the body's (the caller's, or a
+            # refused subscription), and callers catch it by its own type.
+            if len(group.exceptions) != 1:
+                raise
+            error = group.exceptions[0]
+            raise error from error.__cause__
         finally:
             bus.remove_message_handler(changes.on_message)
 
+    def _connection_lost(self) -> Awaitable[None]:
+        """Done once the connection is gone. One waiter per connection, outside any watch's
+        group, shared through a shield: a watch that closes cancels only its own wait. (A
+        task waiting on dbus-fast's disconnect future cancels that very future when it is
+        cancelled, and every later watch would then miss the loss.)"""
+        if self._lost is None:
+            waiter = _until_disconnected(self._systemd.bus)
+            self._lost = asyncio.get_running_loop().create_task(waiter)
+        return asyncio.shield(self._lost)
+
     async def _listen(self, rules: list[str]) -> None:
-        if not self._subscribed:
-            # Without a subscriber systemd sends no unit signals at all.
-            await self._systemd.subscribe()
-            self._subscribed = True
+        await self._subscribe()
         for rule in rules:
             await self._systemd.add_match(rule)
+
+    async def _subscribe(self) -> None:
+        """Subscribe the connection once; concurrent watches wait for that one call."""
+        async with self._subscribing:
+            if not self._subscribed:
+                # Without a subscriber systemd sends no unit signals at all.
+                await self._systemd.subscribe()
+                self._subscribed = True
 
     async def _unlisten(self, rules: list[str]) -> None:
         if not self._systemd.bus.connected:
@@ -377,10 +421,9 @@ class _Changes:
             if event is not None:
                 self._queue.put_nowait(event)
 
-    async def close_on_disconnect(self, bus: MessageBus) -> None:
-        """Wake the reader with an error once the connection is gone."""
-        with contextlib.suppress(Exception):
-            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]  # unannotated
+    async def close_when(self, lost: Awaitable[None]) -> None:
+        """Wake the reader with an error once ``lost`` (the connection is gone)."""
+        await lost
         self._queue.put_nowait(None)
 
     def __aiter__(self) -> _Changes:
