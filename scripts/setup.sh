@@ -35,6 +35,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 ./scripts/setup-image.sh
-# The root file system of the systemd cluster nodes (demo, scenario tests); built once, cached.
-image/noderoot.sh /var/cache/haos/noderoot >/dev/null
+# The root file system of the systemd cluster nodes (demo, scenario tests); cached, and built
+# again (about a minute) when its package list changes. The rebuilt root replaces the old one
+# while holding the lock that cluster test runs hold (flock /tmp/haos-cluster.lock pytest ...),
+# so none of them loses the root its nodes run on; do not run this script under that lock.
+image/noderoot.sh --lock /tmp/haos-cluster.lock /var/cache/haos/noderoot >/dev/null
 echo "haos set up in $(pwd)/.venv"

@@ -13,24 +13,18 @@ still missing, its next start takes it out of service again, and still nothing r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
-from haos.cluster.harness import nspawn
 from haos.cluster.harness.config import ClusterSpec
-from haos.cluster.harness.systemd_cluster import (
-    NODEROOT_CACHE,
-    REPO,
-    SystemdCluster,
-    cluster_toml,
-)
+from haos.cluster.harness.systemd_cluster import SystemdCluster, cluster_toml
 from haos.errors import HaosError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
 
-OCF = Path("/usr/lib/ocf")
+OCF = PurePosixPath("usr/lib/ocf")  # in the node root
 AGENT = "ocf:heartbeat:conntrackd"
 MISSING = "/usr/sbin/haos-no-such-program"
 SPEC = ClusterSpec(nodes=3)
@@ -62,16 +56,10 @@ def config() -> str:
 
 
 @pytest.fixture
-def cluster() -> Iterator[SystemdCluster]:
-    reason = nspawn.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    if not (OCF / "resource.d" / "heartbeat" / "conntrackd").exists():
-        pytest.fail(f"{AGENT} is not installed (scripts/setup.sh installs resource-agents)")
-    cache = nspawn.build_noderoot(REPO, NODEROOT_CACHE)
-    with SystemdCluster(
-        SPEC, cache=cache, agent=True, config_toml=config(), fence=True, host_dirs=(OCF,)
-    ) as c:
+def cluster(cache: Path) -> Iterator[SystemdCluster]:
+    if not (cache / OCF / "resource.d" / "heartbeat" / "conntrackd").exists():
+        pytest.fail(f"{AGENT} is not in the node root {cache} (image/noderoot.sh installs it)")
+    with SystemdCluster(SPEC, cache=cache, agent=True, config_toml=config(), fence=True) as c:
         yield c
 
 

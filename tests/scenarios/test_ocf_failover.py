@@ -1,7 +1,9 @@
 """Unchanged OCF resource agents as 2N components on nodes with a real systemd.
 
-The host's ``/usr/lib/ocf`` is shown read-only in every node. Each test's agent is the
-component of a 2N group with a member on each node, and its ``monitor`` is the health check:
+The agents are the node root's own (``image/noderoot.sh`` installs Debian's
+``resource-agents`` and ``pacemaker-resource-agents``); no host directory is shown in the
+nodes. Each test's agent is the component of a 2N group with a member on each node, and its
+``monitor`` is the health check:
 
 * Debian's ``ocf:heartbeat:Dummy``: removing the primary's state file behind the agent's back
   is a failure only the monitor sees, and the ladder moves the service to the secondary;
@@ -13,23 +15,17 @@ component of a 2N group with a member on each node, and its ``monitor`` is the h
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
-from haos.cluster.harness import nspawn
 from haos.cluster.harness.config import ClusterSpec
-from haos.cluster.harness.systemd_cluster import (
-    NODEROOT_CACHE,
-    REPO,
-    SystemdCluster,
-    cluster_toml,
-)
+from haos.cluster.harness.systemd_cluster import SystemdCluster, cluster_toml
 from haos.errors import HaosError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
-OCF = Path("/usr/lib/ocf")
+OCF = PurePosixPath("usr/lib/ocf")  # in the node root
 SPEC = ClusterSpec(nodes=3)
 
 
@@ -59,22 +55,16 @@ def config(agent: str = "ocf:heartbeat:Dummy", extra: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def ocf_cluster(agent: str, toml: str) -> SystemdCluster:
-    reason = nspawn.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
+def ocf_cluster(cache: Path, agent: str, toml: str) -> SystemdCluster:
     provider, kind = agent.split(":")[1:]
-    if not (OCF / "resource.d" / provider / kind).exists():
-        pytest.fail(f"{agent} is not installed (scripts/setup.sh installs it)")
-    cache = nspawn.build_noderoot(REPO, NODEROOT_CACHE)
-    return SystemdCluster(
-        SPEC, cache=cache, agent=True, config_toml=toml, fence=True, host_dirs=(OCF,)
-    )
+    if not (cache / OCF / "resource.d" / provider / kind).exists():
+        pytest.fail(f"{agent} is not in the node root {cache} (image/noderoot.sh installs it)")
+    return SystemdCluster(SPEC, cache=cache, agent=True, config_toml=toml, fence=True)
 
 
 @pytest.fixture
-def cluster() -> Iterator[SystemdCluster]:
-    with ocf_cluster("ocf:heartbeat:Dummy", config()) as c:
+def cluster(cache: Path) -> Iterator[SystemdCluster]:
+    with ocf_cluster(cache, "ocf:heartbeat:Dummy", config()) as c:
         yield c
 
 
@@ -82,8 +72,8 @@ STATEFUL = "ocf:pacemaker:Stateful"
 
 
 @pytest.fixture
-def stateful() -> Iterator[SystemdCluster]:
-    with ocf_cluster(STATEFUL, config(STATEFUL, " promotable = true,")) as c:
+def stateful(cache: Path) -> Iterator[SystemdCluster]:
+    with ocf_cluster(cache, STATEFUL, config(STATEFUL, " promotable = true,")) as c:
         yield c
 
 
