@@ -9,9 +9,13 @@ from __future__ import annotations
 
 MiB = 1024 * 1024
 
-# The largest checkpoint section (one application's state blob). Larger writes are refused
-# with an error that names this limit before anything is sent.
+# The largest checkpoint section as the checkpoint service stores and replicates it. Larger
+# writes are refused with an error that names this limit before anything is sent.
 MAX_CHECKPOINT_SECTION = 16 * MiB
+
+# The largest section an application writes (``haos.client``): the cluster daemon keeps a
+# section as the base64 text the application socket carried, 4 bytes for every 3.
+MAX_CHECKPOINT_DATA = MAX_CHECKPOINT_SECTION // 4 * 3
 
 # The longest JSON line a haos socket (application socket, control socket) accepts: a section
 # of MAX_CHECKPOINT_SECTION bytes in base64 (4/3 of it) plus the request around it. A longer

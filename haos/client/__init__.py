@@ -18,7 +18,7 @@ the cluster: a synchronous checkpoint write returns once the standby holds the d
 
 Every method raises :class:`AgentError` when the agent refuses a request,
 :class:`~haos.errors.UsageError` (nothing sent) when a request is over the socket's line limit
-or its checkpoint data over :data:`haos.limits.MAX_CHECKPOINT_SECTION`, and
+or its checkpoint data over :data:`haos.limits.MAX_CHECKPOINT_DATA`, and
 :class:`~haos.errors.UnavailableError` when the connection is lost. This package imports only
 :mod:`haos.errors`, :mod:`haos.limits`, :mod:`haos.jsonlines` and its own wire module, so
 applications stay light.
@@ -187,12 +187,12 @@ class Client:
         """Store ``data`` under ``section`` of this component's checkpoint.
 
         With ``sync`` it returns once the data is replicated (the standby has it). Data over
-        :data:`haos.limits.MAX_CHECKPOINT_SECTION` bytes is refused (UsageError) unsent.
+        :data:`haos.limits.MAX_CHECKPOINT_DATA` bytes is refused (UsageError) unsent.
         """
         if len(data) > wire.MAX_DATA:
             raise UsageError(
                 f"checkpoint section {section!r}: {len(data)} bytes is over the limit of"
-                f" {wire.MAX_DATA} bytes (haos.limits.MAX_CHECKPOINT_SECTION)"
+                f" {wire.MAX_DATA} bytes (haos.limits.MAX_CHECKPOINT_DATA)"
             )
         await self._request("ckpt_write", section=section, data=wire.pack(data), sync=sync)
 

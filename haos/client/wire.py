@@ -30,7 +30,7 @@ A request the agent cannot use is answered ``{"id": <id>, "ok": false, "error": 
 with ``{"op": "error", "ok": false, "error": "usage", "message": ...}``. Both are counted. A
 bad hello (wrong version, unknown component) or a line over the limit also ends the
 connection. A request whose line is over the limit is refused by the client library before it
-is sent, and so is checkpoint data over :data:`haos.limits.MAX_CHECKPOINT_SECTION`. Lines are
+is sent, and so is checkpoint data over :data:`haos.limits.MAX_CHECKPOINT_DATA`. Lines are
 read and written by :mod:`haos.jsonlines` at both ends (bounded, no number that is not finite,
 no deep nesting). This module is shared by both ends and imports only that, the limits and
 :mod:`haos.errors`.
@@ -44,11 +44,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from haos import jsonlines
-from haos.limits import MAX_CHECKPOINT_SECTION, MAX_SOCKET_LINE
+from haos.limits import MAX_CHECKPOINT_DATA, MAX_SOCKET_LINE
 
 VERSION = 1
 MAX_LINE = MAX_SOCKET_LINE
-MAX_DATA = MAX_CHECKPOINT_SECTION
+MAX_DATA = MAX_CHECKPOINT_DATA
 
 # The availability states, as the "state" of a role message carries them.
 STATES = ("offline", "spare", "secondary", "primary")

@@ -14,7 +14,7 @@ import pytest
 
 from haos.client import Client
 from haos.errors import UsageError
-from haos.limits import MAX_CHECKPOINT_SECTION, MAX_SOCKET_LINE
+from haos.limits import MAX_CHECKPOINT_DATA, MAX_SOCKET_LINE
 from haos.services.agent.endpoint import Endpoint
 from haos.testing.agentfakes import MemoryAudits, MemoryBackend
 
@@ -184,11 +184,11 @@ def test_a_largest_checkpoint_section_travels_and_a_larger_one_is_refused_unsent
     async def body(b: Bench) -> None:
         async with Client(APP, str(b.path)) as client:
             await client.register()
-            biggest = bytes(range(256)) * (MAX_CHECKPOINT_SECTION // 256)
+            biggest = bytes(range(256)) * (MAX_CHECKPOINT_DATA // 256)
             await client.checkpoint_write("big", biggest)
             assert b.backend.checkpoints[(APP, "big")] == biggest
             assert await client.checkpoint_read("big") == biggest
-            with pytest.raises(UsageError, match="MAX_CHECKPOINT_SECTION"):
+            with pytest.raises(UsageError, match="MAX_CHECKPOINT_DATA"):
                 await client.checkpoint_write("big", biggest + b"x")
             with pytest.raises(UsageError, match="MAX_SOCKET_LINE"):
                 await client.name_bind("n", "h" * MAX_SOCKET_LINE)
@@ -204,11 +204,11 @@ def test_the_endpoint_refuses_data_over_the_section_limit_from_a_raw_client(
 ) -> None:
     async def body(b: Bench) -> None:
         reader, writer = await b.session()
-        data = b"A" * ((MAX_CHECKPOINT_SECTION // 3 + 1) * 4)  # base64 of one byte too many
+        data = b"A" * ((MAX_CHECKPOINT_DATA // 3 + 1) * 4)  # base64 of one byte too many
         writer.write(b'{"op": "ckpt_write", "id": 3, "section": "s", "data": "' + data + b'"}\n')
         reply = await receive(reader)
         assert reply["id"] == 3 and reply["ok"] is False
-        assert "MAX_CHECKPOINT_SECTION" in reply["message"]
+        assert "MAX_CHECKPOINT_DATA" in reply["message"]
         assert b.backend.writes == []
         await still_serving(b, reader, writer)
 

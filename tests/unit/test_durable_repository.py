@@ -1,5 +1,6 @@
 """Persistent checkpoints' durable copies in the repository: one key per checkpoint, every
-section in one write, damaged or oversized copies named."""
+section in one write (or, when larger than a value, in parts behind a manifest), damaged or
+oversized copies named."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 
 from haos.cluster.dss.ccr import CcrService, Put
 from haos.errors import UnavailableError, UsageError
-from haos.services.durable import RepositoryCheckpoints, key_of
+from haos.limits import MAX_CHECKPOINT_SECTION
+from haos.services.durable import MAX_COPY, RepositoryCheckpoints, key_of
 from haos.testing.ccr import with_ccr
 
 
@@ -39,8 +41,10 @@ def test_a_damaged_or_oversized_copy_is_named_and_nothing_is_half_saved() -> Non
         with pytest.raises(UnavailableError, match="durable copy of checkpoint 'crim'"):
             await store.load("crim")
         await store.save("big", {"s": b"ok"})
-        with pytest.raises(UsageError, match=r"persistent checkpoint 'big'.*more than"):
-            await store.save("big", {"s": bytes(200 * 1024)})
+        section = bytes(MAX_CHECKPOINT_SECTION)
+        over = {**{f"s{i}": section for i in range(MAX_COPY // len(section))}, "t": b"x"}
+        with pytest.raises(UsageError, match=rf"'big'.*more than the {MAX_COPY} bytes"):
+            await store.save("big", over)
         assert await store.load("big") == {"s": b"ok"}
 
     with_ccr(body)

@@ -20,9 +20,11 @@ from typing import Any
 
 from haos.cluster.crim.topology import Topology
 from haos.errors import UsageError
+from haos.limits import MAX_CHECKPOINT_DATA, MAX_CHECKPOINT_SECTION, MiB
 from haos.services.control import AsyncControlClient, ControlError
 
 NAMES = "/haos/names/"
+MAX_SECTION_DATA = MAX_CHECKPOINT_DATA
 
 
 class ClusterBackend:
@@ -47,6 +49,14 @@ class ClusterBackend:
             self._roles[name] = role
 
     async def checkpoint_write(self, component: str, section: str, data: bytes, sync: bool) -> None:
+        """UsageError naming the limit, before anything is sent, if ``data`` is larger than a
+        section holds (:data:`MAX_SECTION_DATA`)."""
+        if len(data) > MAX_SECTION_DATA:
+            raise UsageError(
+                f"checkpoint section {section!r} of {len(data)} bytes is over the limit of"
+                f" {MAX_SECTION_DATA} bytes ({MAX_SECTION_DATA // MiB} MiB) of data a section"
+                f" may hold ({MAX_CHECKPOINT_SECTION // MiB} MiB as stored, in base64)"
+            )
         text = base64.b64encode(data).decode()
         await self._on_open(
             component, "active", "ckpt_write", section=section, data=text, sync=sync

@@ -415,7 +415,7 @@ class Endpoint:
             if len(data) > wire.MAX_DATA:
                 raise BadMessage(
                     f"ckpt_write: data of {len(data)} bytes is over the limit of"
-                    f" {wire.MAX_DATA} bytes per section (haos.limits.MAX_CHECKPOINT_SECTION)"
+                    f" {wire.MAX_DATA} bytes per section (haos.limits.MAX_CHECKPOINT_DATA)"
                 )
             await self._backend.checkpoint_write(
                 component, message["section"], data, message["sync"]

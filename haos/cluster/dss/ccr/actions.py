@@ -19,13 +19,15 @@ from haos.errors import HaosError, UsageError
 class CcrConfig:
     """``nodes``: how many nodes the cluster is configured with (the majority is of this).
 
-    ``log_limit``: entries kept for deltas and watch replays. ``chunk_bytes``: the largest
+    ``log_limit``: entries kept for deltas and watch replays, and ``log_bytes``: at most
+    so many bytes of their changes (the store's default bound). ``chunk_bytes``: the largest
     DATA message. ``request_timeout``: default deadline of a write, seconds.
     ``watch_queue``: events a watcher may lag behind before it is dropped.
     """
 
     nodes: int
     log_limit: int = 1000
+    log_bytes: int = 4 * 1024 * 1024
     chunk_bytes: int = 256 * 1024
     request_timeout: float = 10.0
     watch_queue: int = 10_000
@@ -35,6 +37,8 @@ class CcrConfig:
             raise UsageError(f"CCR nodes must be >= 1, got {self.nodes}")
         if self.log_limit < 1 or self.watch_queue < 1:
             raise UsageError("CCR log_limit and watch_queue must be >= 1")
+        if self.log_bytes < MAX_TXN_BYTES:
+            raise UsageError(f"CCR log_bytes must be >= {MAX_TXN_BYTES} (one transaction)")
         if not 1024 <= self.chunk_bytes <= MAX_TXN_BYTES:
             raise UsageError(f"CCR chunk_bytes must be 1024..{MAX_TXN_BYTES}")
         if self.request_timeout <= 0:

@@ -213,6 +213,11 @@ class Durable:
 EMPTY = Durable(Image(Version(0, 0), ()), 0, Version(0, 0), ())
 
 
+def entry_bytes(entry: Entry) -> int:
+    """About the bytes an entry's changes take (keys and values): what bounds the log."""
+    return sum(len(c.key) + len(c.value or b"") + 8 for c in entry.changes)
+
+
 def content_hash(revision: int, items: Iterable[Item]) -> bytes:
     """SHA-256 over the revision and every (key, value, mod_revision), sorted by key."""
     h = hashlib.sha256(b"haos-ccr-1")

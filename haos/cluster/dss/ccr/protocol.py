@@ -172,7 +172,7 @@ class Replica(WritePath):
         self.node_id = node_id
         self.config = config
         self.incarnation = incarnation
-        self.state = KvState(durable, config.log_limit)
+        self.state = KvState(durable, config.log_limit, config.log_bytes)
         self.promised = durable.promised_epoch
         self.quorate = quorate
         self.drops = DropCounter()
@@ -407,11 +407,15 @@ class Replica(WritePath):
             return []
         if sender != r.chosen or msg.index != len(r.chunks):
             return self._restart(f"unexpected DATA chunk {msg.index} from node {sender}")
-        r.chunks.append(msg.chunk)
+        lagging = self.node_id in r.laggards
+        r.chunks.append(msg.chunk if lagging else b"")  # a copy not lagging only counts them
         if len(r.chunks) < msg.total:
             return []
+        if not lagging:
+            return self._transferred(r, None)
+        data, r.chunks = b"".join(r.chunks), []
         try:
-            transfer = decode_transfer(b"".join(r.chunks))
+            transfer = decode_transfer(data)
         except WireError as e:
             return self._restart(f"undecodable transfer: {e}")
         return self._transferred(r, transfer)

@@ -64,9 +64,13 @@ from haos.cluster.dss.ccr.store import Store
 from haos.cluster.dss.ccr.watch import Watch, WatchHub
 from haos.cluster.dss.ccr.wire import Txn
 from haos.cluster.dss.corosync.trace import EVENT
+from haos.cluster.dss.memory import Trimmer
 from haos.cluster.dss.transport import GroupTransport, View
 from haos.cluster.dss.wire import DropCounter
 from haos.errors import FatalError, HaosError, UnavailableError, UsageError
+
+# Messages of this many bytes or more are noted for the trimmer (small ones are pymalloc's).
+LARGE_MESSAGE = 64 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +86,11 @@ class CcrService:
         config: CcrConfig,
         *,
         incarnation: int | None = None,
+        trimmer: Trimmer | None = None,
     ) -> None:
-        """Does no I/O. ``incarnation`` (random by default) names this run in request ids."""
+        """Does no I/O. ``incarnation`` (random by default) names this run in request ids;
+        ``trimmer`` returns the heap after large messages (a transfer)."""
+        self._trimmer = trimmer or Trimmer()
         self._transport = transport
         self._store = store
         self._quorum = quorum
@@ -193,6 +200,7 @@ class CcrService:
                 if isinstance(event, View):
                     actions = core.on_view(event)
                 else:
+                    self._noted(event.payload)
                     actions = core.on_message(event.sender, event.payload)
                 try:
                     await self._execute(actions)
@@ -243,7 +251,9 @@ class CcrService:
     async def _execute(self, actions: Sequence[Action]) -> None:
         for a in actions:
             if isinstance(a, Send):
-                await self._transport.send(a.payload)
+                payload = a.payload
+                await self._transport.send(payload)
+                self._noted(payload)
             elif isinstance(a, Persist):
                 # On the loop's thread: an fsynced SQLite append takes ~0.3 ms here, less than
                 # the thread hand-offs around it would cost under load.
@@ -252,6 +262,7 @@ class CcrService:
                 sys.audit(EVENT, "ccr.durable", a.entries)
             elif isinstance(a, Install):
                 await asyncio.to_thread(self._store.install, a.image)
+                self._trimmer.note(sum(len(i.value) for i in a.image.items))
             elif isinstance(a, Promise):
                 await asyncio.to_thread(self._store.promise, a.epoch)
             elif isinstance(a, Resolve):
@@ -263,6 +274,10 @@ class CcrService:
                 self._hub.reset(a.generation, a.reason)
             elif isinstance(a, Note):
                 log.info("ccr node %d: %s", self.node_id, a.reason)
+
+    def _noted(self, payload: bytes) -> None:
+        if len(payload) >= LARGE_MESSAGE:  # a transfer's chunk, a large value's write
+            self._trimmer.note(len(payload))
 
     def _resolve(self, a: Resolve) -> None:
         waiter = self._waiters.pop(a.request, None)

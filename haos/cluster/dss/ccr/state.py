@@ -27,15 +27,20 @@ from haos.cluster.dss.ccr.model import (
     RequestId,
     Version,
     content_hash,
+    entry_bytes,
     in_prefix,
 )
 
 
 class KvState:
-    """The copy of one replica. ``log_limit`` bounds the entries kept for deltas."""
+    """The copy of one replica. ``log_limit`` bounds the entries kept for deltas, and
+    ``log_bytes`` the bytes of their changes (:func:`~.model.entry_bytes`): each entry holds
+    the values it wrote, so a log of large values would otherwise hold many copies."""
 
-    def __init__(self, durable: Durable, log_limit: int) -> None:
+    def __init__(self, durable: Durable, log_limit: int, log_bytes: int = 1 << 62) -> None:
         self._limit = max(1, log_limit)
+        self._bytes = log_bytes
+        self._held = 0
         self._items: dict[str, Item] = {}
         self.version = Version(0, 0)
         self.base = Version(0, 0)
@@ -43,10 +48,9 @@ class KvState:
         self.install(durable.image)
         if durable.log:
             self.base = durable.base
-            self._log.extend(durable.log[-self._limit :])
-            if len(durable.log) > self._limit:
-                dropped = durable.log[-self._limit - 1]
-                self.base = Version(dropped.epoch, dropped.revision)
+            self._log.extend(durable.log)
+            self._held = sum(entry_bytes(e) for e in self._log)
+            self._trim()
 
     @property
     def revision(self) -> int:
@@ -141,8 +145,13 @@ class KvState:
                 self._items[change.key] = Item(change.key, change.value, entry.revision)
         self.version = Version(entry.epoch, entry.revision)
         self._log.append(entry)
-        while len(self._log) > self._limit:
+        self._held += entry_bytes(entry)
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self._log) > self._limit or (self._held > self._bytes and len(self._log) > 1):
             dropped = self._log.popleft()
+            self._held -= entry_bytes(dropped)
             self.base = Version(dropped.epoch, dropped.revision)
 
     def install(self, image: Image) -> None:
@@ -151,6 +160,7 @@ class KvState:
         self.version = image.version
         self.base = image.version
         self._log.clear()
+        self._held = 0
 
 
 def _key(item: Item) -> str:

@@ -3,13 +3,22 @@
 :class:`SqliteStore` is the real one: one SQLite file in WAL mode with ``synchronous=FULL``,
 so every committed transaction is fsynced before the call returns. :class:`MemoryStore` keeps
 the same contract in memory for unit tests (an instance that outlives a replica stands for
-its disk). Both keep the newest ``log_limit`` entries as the change log.
+its disk). Both keep the newest ``log_limit`` entries as the change log, and of those no more
+than ``log_bytes`` of changes (see :func:`~.model.entry_bytes`): every log entry repeats the
+values it wrote, so a log of 1000 entries of 256 KiB values held 250 MB beside the values
+themselves, and a store took several times the disk of the data it keeps.
+
+Disk: the SQLite file frees the pages that trimming the log or installing a snapshot leaves
+empty (``auto_vacuum=INCREMENTAL``, run once a quarter of the file is free), its WAL is cut
+back to ``journal_size_limit`` after each checkpoint, and a snapshot install (one transaction
+as large as the whole copy) is checkpointed at once and its WAL truncated.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +33,21 @@ from haos.cluster.dss.ccr.model import (
     RequestId,
     Version,
     content_hash,
+    entry_bytes,
 )
 from haos.cluster.dss.ccr.wire import decode_changes, encode_changes
 from haos.cluster.dss.wire import WireError
 from haos.errors import FatalError
 
 DEFAULT_LOG_LIMIT = 1000
+# Bytes of changes the log keeps at most: a lagging replica further behind gets a snapshot
+# instead of a delta. Well above the writes of a few seconds of ordinary traffic (settings,
+# names, intents: small values), and a fifth of the 20 MB a repository of large values held.
+DEFAULT_LOG_BYTES = 4 * 1024 * 1024
+# The WAL is cut back to this size after each checkpoint (SQLite leaves it at its largest).
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+# Free pages are returned to the file system once they are this share of the file.
+FREE_SHARE = 0.25
 
 
 class Store(Protocol):
@@ -68,8 +86,11 @@ class Store(Protocol):
 class MemoryStore:
     """The :class:`Store` contract in memory."""
 
-    def __init__(self, log_limit: int = DEFAULT_LOG_LIMIT) -> None:
+    def __init__(
+        self, log_limit: int = DEFAULT_LOG_LIMIT, log_bytes: int = DEFAULT_LOG_BYTES
+    ) -> None:
         self._limit = max(1, log_limit)
+        self._bytes = log_bytes
         self._durable = EMPTY
         self._items: dict[str, Item] = {}
 
@@ -92,10 +113,11 @@ class MemoryStore:
             version = Version(entry.epoch, entry.revision)
             log.append(entry)
         base = d.base
-        if len(log) > self._limit:
-            dropped = log[-self._limit - 1]
+        held = sum(entry_bytes(e) for e in log)
+        while len(log) > self._limit or (held > self._bytes and len(log) > 1):
+            dropped = log.pop(0)
+            held -= entry_bytes(dropped)
             base = Version(dropped.epoch, dropped.revision)
-            log = log[-self._limit :]
         self._items = items
         image = Image(version, tuple(sorted(items.values(), key=lambda i: i.key)))
         self._durable = Durable(image, d.promised_epoch, base, tuple(log))
@@ -141,18 +163,29 @@ class SqliteStore:
     corrupt, raises FatalError. Not for concurrent use: one call at a time (from any thread).
     """
 
-    def __init__(self, path: Path | str, log_limit: int = DEFAULT_LOG_LIMIT) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        log_limit: int = DEFAULT_LOG_LIMIT,
+        log_bytes: int = DEFAULT_LOG_BYTES,
+    ) -> None:
         self.path = Path(path)
         self._limit = max(1, log_limit)
+        self._bytes = log_bytes
+        self._sizes: deque[tuple[int, int, int]] | None = None  # log: (revision, epoch, bytes)
         try:
             self._db: sqlite3.Connection | None = sqlite3.connect(
                 os.fspath(self.path), isolation_level=None, check_same_thread=False
             )
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # before the first table
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise FatalError(f"{self.path}: SQLite refused WAL mode (got {mode})")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
             self._db.executescript(_SCHEMA)
+            if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                self._db.execute("VACUUM")  # a store made before: takes the setting once
             fmt = self._db.execute("SELECT format FROM meta").fetchone()[0]
         except sqlite3.Error as e:
             raise FatalError(f"{self.path}: cannot open the CCR store: {e}") from e
@@ -199,11 +232,27 @@ class SqliteStore:
                 revision = entry.revision
             last = entries[-1]
             db.execute("UPDATE meta SET revision = ?, epoch = ?", (last.revision, last.epoch))
-            cutoff = revision - self._limit
-            row = db.execute("SELECT epoch FROM log WHERE revision = ?", (cutoff,)).fetchone()
-            if row is not None:
-                db.execute("DELETE FROM log WHERE revision <= ?", (cutoff,))
-                db.execute("UPDATE meta SET base_revision = ?, base_epoch = ?", (cutoff, row[0]))
+            self._trim(db, entries)
+        self._release()
+
+    def _trim(self, db: sqlite3.Connection, entries: Sequence[Entry]) -> None:
+        """Drop the oldest log entries beyond ``log_limit`` entries or ``log_bytes``."""
+        sizes = self._sizes
+        if sizes is None:
+            rows = db.execute("SELECT revision, epoch, length(changes) FROM log ORDER BY revision")
+            sizes = deque((int(r), int(e), int(b)) for r, e, b in rows)
+        else:
+            sizes.extend((e.revision, e.epoch, entry_bytes(e)) for e in entries)
+        held = sum(b for _, _, b in sizes)
+        cutoff: tuple[int, int] | None = None
+        while len(sizes) > self._limit or (held > self._bytes and len(sizes) > 1):
+            revision, epoch, size = sizes.popleft()
+            held -= size
+            cutoff = (revision, epoch)
+        if cutoff is not None:
+            db.execute("DELETE FROM log WHERE revision <= ?", (cutoff[0],))
+            db.execute("UPDATE meta SET base_revision = ?, base_epoch = ?", cutoff)
+        self._sizes = sizes
 
     def install(self, image: Image) -> None:
         v = image.version
@@ -218,6 +267,11 @@ class SqliteStore:
                 "UPDATE meta SET revision = ?, epoch = ?, base_revision = ?, base_epoch = ?",
                 (v.revision, v.epoch, v.revision, v.epoch),
             )
+        self._sizes = deque()
+        self._release(always=True)
+        with self._guard("checkpoint"):
+            # The install went through the WAL whole: write it back and empty the WAL now.
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def promise(self, epoch: int) -> None:
         with self._transaction("promise") as db:
@@ -237,7 +291,24 @@ class SqliteStore:
         if db is not None:
             db.close()
 
+    @property
+    def disk_bytes(self) -> int:
+        """The store's size on disk: the database file and its WAL."""
+        files = (self.path, self.path.with_name(self.path.name + "-wal"))
+        return sum(f.stat().st_size for f in files if f.exists())
+
     # -- internals ---------------------------------------------------------------------------
+
+    def _release(self, *, always: bool = False) -> None:
+        """Give free pages back to the file system once they are a large share of the file
+        (or ``always``): pages freed by trimming the log are reused by the next writes, so
+        this runs only after a large trim or an install."""
+        with self._guard("vacuum"):
+            db = self._conn()
+            free = db.execute("PRAGMA freelist_count").fetchone()[0]
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            if free and (always or free > pages * FREE_SHARE):
+                db.execute("PRAGMA incremental_vacuum")
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -259,6 +330,7 @@ class SqliteStore:
             try:
                 yield db
             except BaseException:
+                self._sizes = None  # read again from the log as committed
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")  # with synchronous=FULL: fsynced when this returns

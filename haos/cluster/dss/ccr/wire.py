@@ -43,7 +43,6 @@ from construct import (
     PrefixedArray,
     Struct,
     Terminated,
-    VarInt,
     this,
 )
 
@@ -63,6 +62,7 @@ from haos.cluster.dss.ccr.model import (
     is_key,
 )
 from haos.cluster.dss.messaging.binary import Reader, Writer
+from haos.cluster.dss.messaging.codec import VarInt64 as VarInt  # bounded: at most 10 bytes
 from haos.cluster.dss.wire import Envelope, Service, WireError, decode, encode
 
 

@@ -8,9 +8,20 @@ from haos.cluster.dss.checkpoint import wire
 from haos.cluster.dss.checkpoint.durable import Saver
 from haos.cluster.dss.checkpoint.replica import Replica, Role
 from haos.errors import UsageError
+from haos.limits import MAX_CHECKPOINT_SECTION, MiB
 
 if TYPE_CHECKING:
     from haos.cluster.dss.checkpoint.service import CheckpointService
+
+
+def check_size(name: str, section: str, size: int) -> None:
+    """UsageError naming the limit if a section of ``size`` bytes is over it."""
+    if size > MAX_CHECKPOINT_SECTION:
+        raise UsageError(
+            f"checkpoint {name}: section {section} of {size} bytes is over the limit of"
+            f" {MAX_CHECKPOINT_SECTION} bytes ({MAX_CHECKPOINT_SECTION // MiB} MiB) a section"
+            " may hold"
+        )
 
 
 class Checkpoint:
@@ -68,7 +79,10 @@ class Checkpoint:
         return tuple(sorted(self._service.directory.standbys(self.name)))
 
     async def write(self, section: str, data: bytes, *, sync: bool = True) -> None:
+        """Replace the section's data (see the service's contract). UsageError, before
+        anything is sent, if ``data`` is over :data:`~haos.limits.MAX_CHECKPOINT_SECTION`."""
         wire.validate_name(section, "section")
+        check_size(self.name, section, len(data))
         self._replica()
         await self._service._write(self, section, data, sync)
 

@@ -51,7 +51,15 @@ never been written since it was created in memory starts from the durable copy (
 the whole cluster lost power, and its standbys opened it empty), written to every holder like
 any write.
 
-See ``checkpoint.replica`` for the state and its rules.
+Sizes: a section holds at most :data:`~haos.limits.MAX_CHECKPOINT_SECTION` bytes (16 MiB);
+a larger write is refused (UsageError naming the limit) before anything is sent. A message
+larger than a CPG message should be (a large WRITE, a state transfer) travels in fragments and
+takes effect where its last fragment sits in the order (see ``checkpoint.fragments``), so such
+a write is visible on every replica at once, all or nothing, and counts its acknowledgements
+and drops from there like any write.
+
+See ``checkpoint.replica`` for the state and its rules, ``checkpoint.resync`` for drops and
+take-overs, ``checkpoint.persist`` for the durable copy.
 """
 
 from __future__ import annotations
@@ -60,17 +68,18 @@ import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 
 from haos.clock import Clock, MonotonicClock
-from haos.cluster.dss.checkpoint import wire
-from haos.cluster.dss.checkpoint.durable import DurableStore, Saver
+from haos.cluster.dss.checkpoint import fragments, wire
+from haos.cluster.dss.checkpoint.durable import DurableStore
+from haos.cluster.dss.checkpoint.fragments import Assembler
 from haos.cluster.dss.checkpoint.handle import Checkpoint
+from haos.cluster.dss.checkpoint.persist import Persisting
 from haos.cluster.dss.checkpoint.replica import (
     Close,
     Directory,
     DirEvent,
-    Drop,
     HolderChange,
     Members,
     Open,
@@ -79,8 +88,10 @@ from haos.cluster.dss.checkpoint.replica import (
     Synced,
     Write,
 )
+from haos.cluster.dss.checkpoint.resync import Resyncing
 from haos.cluster.dss.checkpoint.writes import Writes
 from haos.cluster.dss.corosync.trace import EVENT
+from haos.cluster.dss.memory import Trimmer
 from haos.cluster.dss.messaging.group import GroupLink, LinkedService
 from haos.cluster.dss.messaging.statesync import Outcome, Step, SyncTracker
 from haos.cluster.dss.transport import GroupTransport, View
@@ -114,7 +125,7 @@ __all__ = [
 ]
 
 
-class CheckpointService(LinkedService):
+class CheckpointService(Resyncing, Persisting, LinkedService):
     """See the module docstring."""
 
     def __init__(
@@ -128,6 +139,7 @@ class CheckpointService(LinkedService):
         clock: Clock | None = None,
         durable: DurableStore | None = None,
         durable_wait: float = DURABLE_WAIT,
+        trimmer: Trimmer | None = None,
     ) -> None:
         if not 0 < drop_after < ack_timeout:
             raise UsageError(
@@ -137,6 +149,7 @@ class CheckpointService(LinkedService):
         if not durable_wait > 0:
             raise UsageError(f"durable_wait ({durable_wait:g} s) must be positive")
         self._durable_wait = durable_wait
+        self._trimmer = trimmer or Trimmer()  # the heap back after large messages
         self._settle_timeout = settle_timeout
         self._ack_timeout = ack_timeout
         self._drop_after = drop_after
@@ -166,6 +179,8 @@ class CheckpointService(LinkedService):
         self._opens_sent = 0
         self._opens_seen = 0  # this member's OPENs delivered (a barrier for take-overs)
         self._next_write = secrets.randbits(62)
+        self._next_msg = secrets.randbits(62)  # fragmented messages sent
+        self._assembler = Assembler()
 
     @property
     def late_acks(self) -> int:
@@ -266,50 +281,24 @@ class CheckpointService(LinkedService):
         self._handles[name] = handle
         return handle
 
-    async def _restore(self, handle: Checkpoint) -> None:
-        """A persistent checkpoint taken ACTIVE that was never written since it was created
-        in memory (nobody in the view had it, e.g. after the whole cluster lost power; its
-        standbys may have opened it empty) continues from its durable copy: the sections are
-        written to every holder like any write."""
-        replica = self._replica(handle.name)
-        if replica.version or self.durable is None:
-            return
-        sections = await self.durable.load(handle.name)
-        if not sections or replica.version:
-            return
-        log.info(
-            "CRC on node %d: checkpoint %s restored from its durable copy (%d sections)",
-            self.node_id,
-            handle.name,
-            len(sections),
-        )
-        for section, data in sorted(sections.items()):
-            await self._write(handle, section, data, True, save=False)
-        if handle.saver is not None:
-            handle.saver.covered(replica.version)
-
-    def _saver(self, name: str) -> Saver:
-        assert self.durable is not None
-        replica = self._replica(name, fresh=False)
-
-        def snapshot() -> tuple[int, dict[str, bytes]]:
-            current = self._replica(name, fresh=False)
-            return current.version, {s: sec.data for s, sec in current.sections.items()}
-
-        return Saver(
-            self.durable,
-            name,
-            snapshot,
-            clock=self._clock,
-            spawn=self._link.spawn,
-            wait=self._durable_wait,
-            saved=replica.version,
-        )
-
     # -- Receiver ----------------------------------------------------------------------------
 
     def on_message(self, sender: int, kind: int, body: bytes) -> None:
-        match wire.decode(kind, body):
+        if kind == wire.Kind.FRAGMENT:
+            frag = wire.decode(kind, body)
+            assert isinstance(frag, wire.FragmentMsg)
+            whole = self._assembler.add(sender, frag)
+            if whole is None:
+                return  # handled where its last fragment sits in the order
+            kind, body = whole
+            self._trimmer.note(len(body))
+        elif self._assembler.interrupted(sender):
+            self._link.drop("cut-off", sender, "a fragmented message was cut off")
+        self._handle(sender, wire.decode(kind, body))
+        self._progressed()
+
+    def _handle(self, sender: int, msg: wire.Msg) -> None:
+        match msg:
             case wire.OpenMsg(name, role):
                 if sender == self.node_id:
                     self._opens_seen += 1
@@ -330,9 +319,9 @@ class CheckpointService(LinkedService):
                 self._on_drop(sender, msg)
             case wire.SyncedMsg(name):
                 self._deliver_dir(DirEvent(sender, Synced(name)))
-        self._progressed()
 
     def on_view(self, view: View) -> None:
+        self._assembler.forget(view.left)
         had_directory = self._dir_sync.in_sync
         self._deliver_dir(DirEvent(0, Members(view.members)))
         self._follow_dir(self._dir_sync.membership(view.members, view.joined, view.left))
@@ -407,34 +396,6 @@ class CheckpointService(LinkedService):
             joined = change.joined + self._rejoined(replica, change.stale)
             step = replica.sync.membership(change.holders, joined, change.left)
             self._follow_replica(replica, step)
-
-    def _rejoined(self, replica: Replica, stale: tuple[int, ...]) -> tuple[int, ...]:
-        """The holders that a drop makes take a fresh state transfer, as this holder's tracker
-        must count them: only those in sync (one still waiting for its first transfer keeps
-        waiting for it: that covers every write since it opened)."""
-        if not stale:
-            return ()
-        me = self.node_id
-        if me in stale:
-            if not replica.sync.in_sync:
-                return ()
-            replica.invalidate()  # a fresh tracker, whose first mark is this one
-            return tuple(sorted(self.directory.stale.get(replica.name, ())))
-        return tuple(n for n in stale if n in replica.sync.synced)
-
-    def _on_drop(self, sender: int, msg: wire.DropMsg) -> None:
-        if sender == self.node_id:  # even if the directory ignores it (see Directory._drop)
-            self._writes.release(msg.name, [msg.node])
-        if msg.node == self.node_id and self._replicas.get(msg.name) is not None:
-            log.warning(
-                "CRC on node %d: checkpoint %s: node %d dropped this replica (write %d was not"
-                " acknowledged in time); resynchronising",
-                self.node_id,
-                msg.name,
-                sender,
-                msg.write_id,
-            )
-        self._deliver_dir(DirEvent(sender, Drop(msg.name, msg.node)))
 
     # -- content -----------------------------------------------------------------------------
 
@@ -534,80 +495,33 @@ class CheckpointService(LinkedService):
             raise UnavailableError(self._stale_text(name))
         return replica
 
-    def _stale_text(self, name: str) -> str:
-        return (
-            f"the replica of checkpoint {name} on node {self.node_id} is stale (a write did"
-            " not wait for it) until it resynchronises"
-        )
-
-    def _fresh_now(self, name: str) -> bool:
-        replica = self._replicas.get(name)
-        return (
-            replica is not None
-            and replica.sync.in_sync
-            and not self.directory.is_stale(name, self.node_id)
-        )
-
-    async def _fresh(self, name: str, deadline: float) -> None:
-        """Return once this member's replica of ``name`` is in sync and not stale; raise
-        UnavailableError at ``deadline``, or at once when no holder that is not stale is left
-        to resynchronise from."""
-        me = self.node_id
-
-        def hopeless() -> bool:
-            return self.directory.is_stale(name, me) and not self.directory.synced(name) - {me}
-
-        def decided() -> bool:
-            return name not in self._replicas or self._fresh_now(name) or hopeless()
-
-        await self._until(decided, deadline)
-        if self._fresh_now(name):
-            return
-        if name not in self._replicas:
-            raise UnavailableError(f"this member no longer holds checkpoint {name}")
-        why = (
-            "no holder that is not stale is left to resynchronise from"
-            if hopeless()
-            else f"it did not resynchronise within {self._settle_timeout:g} s"
-        )
-        raise UnavailableError(f"{self._stale_text(name)}, and {why}")
-
-    async def _promote(self, handle: Checkpoint) -> None:
-        """:meth:`Checkpoint.set_role` to ACTIVE."""
-        await self._take_over(handle)
-        if handle.saver is not None:
-            await self._restore(handle)
-
-    async def _take_over(self, handle: Checkpoint) -> None:
-        name = handle.name
-        deadline = self._clock.now() + self._settle_timeout
-        await self._fresh(name, deadline)
-        handle.role = Role.ACTIVE
-        await self._send(wire.OpenMsg(name, Role.ACTIVE))
-        sent = self._opens_sent
-        # Once this open is delivered, so is everything ordered before it (a drop of this
-        # replica included): only then is "not stale" an answer about the order.
-        try:
-            if not await self._until(lambda: self._opens_seen >= sent, deadline):
-                raise UnavailableError(f"checkpoint {name}: the take-over was not delivered")
-            await self._fresh(name, deadline)
-        except UnavailableError:
-            if not handle.closed:
-                handle.role = Role.STANDBY
-                self._post(wire.OpenMsg(name, Role.STANDBY))
-            raise
-
     async def _send(self, msg: wire.Msg) -> None:
-        kind, body = wire.encode(msg)
-        if isinstance(msg, wire.OpenMsg):
-            self._opens_sent += 1
-        await self._link.send(kind, body)
+        """Multicast ``msg``; return once its last fragment was handed to the transport."""
+        last: tuple[int, bytes] | None = None
+        for frame in self._frames(msg):
+            if last is not None:
+                self._link.post(*last)
+            last = frame
+        assert last is not None
+        await self._link.send(*last)
 
     def _post(self, msg: wire.Msg) -> None:
-        kind, body = wire.encode(msg)
+        for kind, body in self._frames(msg):
+            self._link.post(kind, body)
+
+    def _frames(self, msg: wire.Msg) -> Iterator[tuple[int, bytes]]:
+        """``msg`` as one message, or as FRAGMENTs made one at a time if it is larger than
+        one should be (see ``checkpoint.fragments``)."""
         if isinstance(msg, wire.OpenMsg):
             self._opens_sent += 1
-        self._link.post(kind, body)
+        kind, parts = wire.encode_parts(msg)
+        if fragments.size(parts) <= fragments.FRAGMENT_BYTES:
+            yield kind, b"".join(parts)
+            return
+        self._next_msg += 1
+        self._trimmer.note(fragments.size(parts))
+        for body in fragments.split(self._next_msg, kind, parts):
+            yield wire.Kind.FRAGMENT, body
 
     async def _until(self, predicate: Callable[[], bool], deadline: float) -> bool:
         """Wait (on the clock) until ``predicate`` holds, re-checked after every delivered
@@ -652,11 +566,6 @@ class CheckpointService(LinkedService):
             self._writes.finish(write_id)
         if pending.persist and handle.saver is not None and pending.delivered_at is not None:
             await handle.saver.through(pending.version, pending.delivered_at + self._durable_wait)
-
-    def _save_later(self, name: str, version: int) -> None:
-        handle = self._handles.get(name)
-        if handle is not None and handle.saver is not None:
-            handle.saver.want(version)
 
     def _fail_opening(self, name: str, why: str) -> None:
         future = self._opening.pop(name, None)

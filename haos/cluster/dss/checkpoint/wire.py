@@ -14,6 +14,9 @@
     DROP    (kind 8): write id u64 | node u32 | checkpoint Text -- "standby ``node`` did not
                       acknowledge my write ``write id`` in time: its replica is stale"
     SYNCED  (kind 9): checkpoint Text -- "my stale replica installed a fresh transfer"
+    FRAGMENT (kind 10): message id u64 | index u32 | count u32 | kind u8 | piece Blob -- one
+                      piece of a message of ``kind`` too large for one CPG message (see
+                      ``checkpoint.fragments``)
 
 ACKs go to one writer (others drop them silently); CONTENT is state transfer of one checkpoint
 to the holders that just opened it; SYNC is state transfer of the directory to group joiners;
@@ -41,6 +44,7 @@ from haos.cluster.dss.messaging.statesync import Offer
 from haos.cluster.dss.messaging.syncwire import OfferStruct, offer_from, offer_value
 from haos.cluster.dss.wire import WireError
 from haos.errors import UsageError
+from haos.limits import MAX_CHECKPOINT_SECTION
 
 MAX_NAME = 1024
 
@@ -55,6 +59,7 @@ class Kind(enum.IntEnum):
     NEED = 7
     DROP = 8
     SYNCED = 9
+    FRAGMENT = 10
 
 
 _SYNC_WRITE = 0x01
@@ -119,7 +124,27 @@ class SyncedMsg:
     name: str
 
 
-Msg = OpenMsg | CloseMsg | WriteMsg | AckMsg | ContentMsg | SyncMsg | NeedMsg | DropMsg | SyncedMsg
+@dataclass(frozen=True)
+class FragmentMsg:
+    msg_id: int
+    index: int
+    count: int
+    kind: int
+    piece: bytes
+
+
+Msg = (
+    OpenMsg
+    | CloseMsg
+    | WriteMsg
+    | AckMsg
+    | ContentMsg
+    | SyncMsg
+    | NeedMsg
+    | DropMsg
+    | SyncedMsg
+    | FragmentMsg
+)
 
 _OPEN = body("role" / Int8ub, "name" / Text)
 _CLOSE = body("name" / Text)
@@ -132,6 +157,8 @@ _WRITE = body(
 )
 _ACK = body("writer" / Int32ub, "write_id" / Int64ub, "name" / Text)
 _WRITE_HEAD = struct.Struct(">QB")  # write id, flags
+_FRAGMENT_HEAD = struct.Struct(">QIIB")  # message id, index, count, kind
+_U64_U32 = struct.Struct(">QI")  # a CONTENT's version and section count; a section's version, size
 _ACK_HEAD = struct.Struct(">IQ")  # writer, write id
 _SECTION = Struct("section" / Text, "version" / Int64ub, "data" / Blob)
 _CONTENT = body(
@@ -140,6 +167,7 @@ _CONTENT = body(
     "version" / Int64ub,
     "sections" / PrefixedArray(Int32ub, _SECTION),
 )
+_CONTENT_HEAD = Struct("name" / Text, "offer" / OfferStruct)
 _NEED = body()
 _DROP = body("write_id" / Int64ub, "node" / Int32ub, "name" / Text)
 _SYNCED = body("name" / Text)
@@ -156,6 +184,39 @@ def validate_name(name: str, what: str = "checkpoint") -> None:
     """Raise UsageError unless ``name`` is 1..1024 bytes of printable UTF-8."""
     if not name or not text_fits(name) or len(name.encode()) > MAX_NAME:
         raise UsageError(f"{what} name {name!r} is not 1..{MAX_NAME} bytes of printable UTF-8")
+
+
+def encode_parts(msg: Msg) -> tuple[Kind, list[bytes]]:
+    """The body of ``msg`` as pieces to concatenate: a WRITE's data and a CONTENT's sections
+    are referenced, not copied, so a large message is cut into fragments without first
+    building it whole."""
+    match msg:
+        case WriteMsg(write_id, name, section, data, sync):
+            w = Writer()
+            w.fields(
+                _WRITE_HEAD,
+                write_id,
+                (_SYNC_WRITE if sync else 0) | (_DELETE if data is None else 0),
+            )
+            w.text(name, U16)
+            w.text(section, U16)
+            w.fields(U32, len(data or b""))
+            return Kind.WRITE, [w.bytes(), data or b""]
+        case ContentMsg(name, offer, content):
+            head = build(_CONTENT_HEAD, {"name": name, "offer": offer_value(offer)})
+            parts = [head, _U64_U32.pack(content.version, len(content.sections))]
+            for section, sec in content.sections:
+                raw = section.encode()
+                parts += [U16.pack(len(raw)) + raw, _U64_U32.pack(sec.version, len(sec.data))]
+                parts.append(sec.data)
+            return Kind.CONTENT, parts
+    kind, body = encode(msg)
+    return kind, [body]
+
+
+def fragment_head(msg_id: int, index: int, count: int, kind: int, size: int) -> bytes:
+    """A FRAGMENT body up to its piece, which follows it (``size`` bytes)."""
+    return _FRAGMENT_HEAD.pack(msg_id, index, count, kind) + U32.pack(size)
 
 
 def encode(msg: Msg) -> tuple[Kind, bytes]:
@@ -216,6 +277,8 @@ def encode(msg: Msg) -> tuple[Kind, bytes]:
             return Kind.DROP, build(_DROP, {"write_id": write_id, "node": node, "name": name})
         case SyncedMsg(name):
             return Kind.SYNCED, build(_SYNCED, {"name": name})
+        case FragmentMsg(msg_id, index, count, kind, piece):
+            return Kind.FRAGMENT, fragment_head(msg_id, index, count, kind, len(piece)) + piece
     raise AssertionError(f"not a CRC message: {msg!r}")
 
 
@@ -246,6 +309,10 @@ def write_msg(write_id: int, flags: int, name: str, section: str, blob: bytes) -
     delete = bool(flags & _DELETE)
     if delete and blob:
         raise WireError("CRC write: a delete carries no data")
+    if len(blob) > MAX_CHECKPOINT_SECTION:
+        raise WireError(
+            f"CRC write: {len(blob)} bytes of data, over the limit of {MAX_CHECKPOINT_SECTION}"
+        )
     payload = None if delete else blob
     section = _name(section, "section")
     return WriteMsg(write_id, _name(name), section, payload, bool(flags & _SYNC_WRITE))
@@ -304,4 +371,10 @@ def decode(kind: int, data: bytes) -> Msg:
         return DropMsg(int(raw.write_id), int(raw.node), _name(raw.name))
     if kind == Kind.SYNCED:
         return SyncedMsg(_name(parse(_SYNCED, data, "CRC synced").name))
+    if kind == Kind.FRAGMENT:
+        r = Reader(data, "CRC fragment body")
+        msg_id, index, count, inner = r.fields(_FRAGMENT_HEAD, "message id, index, count, kind")
+        piece = r.blob("piece", U32)
+        r.end()
+        return FragmentMsg(msg_id, index, count, inner, piece)
     raise WireError(f"unknown CRC kind {kind}")
