@@ -23,10 +23,10 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import shlex
+import signal
 import sys
 import time
 from collections import deque
@@ -35,7 +35,8 @@ from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from haos import trace
+from haos import jsonlines, trace
+from haos.clock import MonoTime, WallTime, mono_now, wall_now, wall_of
 from haos.cluster.cmm.model import CmmConfig, Demote, Publish, QuorumLost, QuorumRegained
 from haos.cluster.cmm.service import CmmService, Notice
 from haos.cluster.cmm.service import VoteQuorumSource as CmmQuorum
@@ -57,6 +58,7 @@ from haos.cluster.fencing.types import FenceAction
 from haos.config.model import ClusterConfig, NodeSpec
 from haos.errors import ConfigError, HaosError, UsageError
 from haos.services.clusterapi import ClusterApi, RpcChannel
+from haos.services.control import OPS as CONTROL_OPS
 from haos.services.crimd import AvailabilityService
 from haos.services.crimd import Settings as AvailabilitySettings
 from haos.services.durable import RepositoryCheckpoints
@@ -64,11 +66,16 @@ from haos.services.entry import load_node, run_daemon, settle_heap
 from haos.services.epochs import RepositoryEpochs
 from haos.services.executor import Dispatcher
 from haos.services.intents import IntentFollower, submit_intent
+from haos.services.leaving import LEAVE, Departure, Stopped, stop_cleanly
 from haos.services.notify import Notifier, in_words
 from haos.services.orderbook import NodeOrders
 from haos.services.settings import SUBTREE, LiveSettings, parse_settings
 
 log = logging.getLogger(__name__)
+
+# How long a stopping daemon waits for its leave to come back from the group: well inside
+# the unit's TimeoutStopSec.
+LEAVE_WITHIN = 3.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,21 @@ def _jsonable(obj: object) -> Any:
     if isinstance(obj, bytes):
         return obj.decode("utf-8", "replace")
     return obj
+
+
+def notice_record(notice: Notice, wall: WallTime, mono: MonoTime) -> dict[str, Any]:
+    """A CMM notice as this node records it (``notices``, ``events``): JSON in wall-clock time.
+
+    The CMM dates what it publishes on this node's monotonic clock, meaningless to a reader;
+    ``wall`` and ``mono`` are readings of both clocks taken together, to convert with."""
+    data = _jsonable(notice)
+    if isinstance(notice, Publish):
+        data["at"] = wall_of(notice.at, wall, mono)
+        if isinstance(notice.event, NodeLeft):
+            data["event"] = _jsonable(notice.event.on_wall_clock(wall, mono))
+    elif isinstance(notice, Demote):
+        data["deadline"] = wall_of(MonoTime(notice.deadline), wall, mono)  # the CMM's clock
+    return {"at": wall, "notice": data}
 
 
 class NodeDaemon:
@@ -124,6 +146,8 @@ class NodeDaemon:
         self.orders = NodeOrders(me.name)
         self.api: ClusterApi | None = None
         self.dispatcher: Dispatcher | None = None
+        self.departure: Departure | None = None  # a clean stop (haos.services.leaving)
+        self._agents = 0  # agents following self.orders now
 
     async def run(self) -> None:
         cmm_config = CmmConfig(
@@ -148,6 +172,13 @@ class NodeDaemon:
             ccr_config = CcrConfig(nodes=len(self.config.nodes))
             async with CcrService.open(ccr_group, store, ccr_quorum, ccr_config) as ccr:
                 self.ccr = ccr
+                self.departure = Departure(
+                    self.me.name,
+                    self.orders,
+                    lambda within: submit_intent(ccr, LEAVE, self.me.name, self.me.name, within),
+                    lambda: self._agents,
+                    time.monotonic,
+                )
                 self.crc = CheckpointService(crc_group, durable=RepositoryCheckpoints(ccr))
                 rpc = RpcService(rpc_group)
                 ids = {n.name: n.node_id for n in self.config.nodes}
@@ -176,13 +207,26 @@ class NodeDaemon:
                     tasks.create_task(self._record_notices())
                     tasks.create_task(self._follow_settings(ccr))
                     tasks.create_task(IntentFollower(ccr, lambda: self.availability).run())
-                    server = await asyncio.start_unix_server(self._client, path=str(self.s.control))
+                    server = await jsonlines.start_unix_server(self._client, str(self.s.control))
                     tasks.create_task(self._ready(ccr))
                     tasks.create_task(self.notifier.run())
                     tasks.create_task(self.notifier.beat())
                     tasks.create_task(self.notifier.probe("corosync", votes.info))
                     async with server:
-                        await server.serve_forever()
+                        await self._until_stopped()
+
+    async def _until_stopped(self) -> None:
+        """Serve until SIGTERM; then announce a clean leave if this node may, and end
+        (:class:`Stopped`). See :mod:`haos.services.leaving`."""
+        stop = asyncio.Event()
+        with contextlib.suppress(RuntimeError, ValueError):  # only the main thread can
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        assert self.cmm is not None and self.departure is not None
+        self.notifier.status("stopping")
+        done = await stop_cleanly(self.departure, self.cmm.leave, LEAVE_WITHIN)
+        log.info("%s", done)
+        raise Stopped(done)
 
     def _master(self) -> int | None:
         return None if self.cmm is None else self.cmm.master
@@ -201,7 +245,7 @@ class NodeDaemon:
                 crc,
                 notices,
                 self.dispatcher,
-                time.time,
+                wall_now,
                 view=lambda: cmm.view,
                 epochs=RepositoryEpochs(self.ccr),
                 still_master=lambda: cmm.state.quorate and cmm.master == me,
@@ -269,7 +313,7 @@ class NodeDaemon:
                     await self._peer_fenced(notice.event.node)
                 m, v = self.cmm.master, self.cmm.vice_master
                 self.notifier.status(f"master {m}, vice-master {v}; last: {in_words(notice)}")
-                item = {"at": time.time(), "notice": _jsonable(notice)}
+                item = notice_record(notice, wall_now(), mono_now())
                 self.notices.append(item)
                 for sub in self._subscribers:
                     sub.put_nowait(item)
@@ -291,19 +335,21 @@ class NodeDaemon:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await reader.readline()
             try:
-                request = json.loads(line)
-                op = request.pop("op")
-            except (ValueError, KeyError, AttributeError):
-                await self._send(writer, {"ok": False, "error": "usage", "message": "bad request"})
-                return
+                message = await jsonlines.read_message(reader)
+                if message is None:
+                    return
+                op, request = CONTROL_OPS.check(message)
+            except UsageError as e:  # not JSON, a bad field, a line over the limit: say so
+                log.warning("control request refused: %s", e)
+                await self._send(writer, {"ok": False, "error": e.code, "message": str(e)})
+                return  # and close: the rest of an overlong line is not read
             if op == "watch":
                 await self._watch(writer, request)
             elif op == "events":
                 await self._events(writer)
             elif op == "orders":
-                await self._stream_orders(writer)
+                await self._stream_orders(reader, writer)
             else:
                 await self._send(writer, await self._answer(op, request))
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -312,7 +358,11 @@ class NodeDaemon:
             writer.close()
 
     async def _send(self, writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
-        writer.write(json.dumps(obj).encode() + b"\n")
+        try:
+            line = jsonlines.encode(obj, what="answer")
+        except jsonlines.LineTooLong as e:  # e.g. a range over a huge subtree
+            line = jsonlines.encode({"ok": False, "error": e.code, "message": str(e)})
+        writer.write(line)
         await writer.drain()
 
     async def _answer(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
@@ -376,6 +426,8 @@ class NodeDaemon:
         if op == "operator":  # an intent through the repository (haos.services.intents)
             timeout = float(req.get("timeout", 10.0))
             action, target = str(req["action"]), str(req["target"])
+            if action == LEAVE and target == self.me.name and self.departure is not None:
+                return await self.departure.prepare(timeout)  # this node is stopping
             return await submit_intent(ccr, action, target, self.me.name, timeout)
         assert self.api is not None
         answer = await self.api.control(op, req)
@@ -445,16 +497,34 @@ class NodeDaemon:
         finally:
             watch.close()
 
-    async def _stream_orders(self, writer: asyncio.StreamWriter) -> None:
-        """The agent's feed: the full desired state of this node's components, then orders."""
+    async def _stream_orders(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """The agent's feed: the full desired state of this node's components, then orders.
+
+        Ends as soon as the agent hangs up (it sends nothing after its request), not only at
+        the next order: a stopping node must know its agent is gone (haos.services.leaving)."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         unsubscribe = self.orders.subscribe(queue.put_nowait)
+        self._agents += 1
+        hangup = asyncio.ensure_future(reader.read())
         try:
             await self._send(writer, {"ok": True})
             while True:
-                await self._send(writer, await queue.get())
+                item = asyncio.ensure_future(queue.get())
+                await asyncio.wait((item, hangup), return_when=asyncio.FIRST_COMPLETED)
+                if not item.done():
+                    item.cancel()
+                    return
+                await self._send(writer, item.result())
         finally:
+            hangup.cancel()
+            if hangup.done() and not hangup.cancelled():
+                hangup.exception()  # a reset connection is a hang-up like any other
+            self._agents -= 1
             unsubscribe()
+            if self.departure is not None:
+                self.departure.agent_left()
             self.orders.agent_gone()
 
     async def _events(self, writer: asyncio.StreamWriter) -> None:
@@ -518,7 +588,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(FileNotFoundError):
             settings.control.unlink()
         notifier = Notifier.from_env(os.environ, os.getpid())
-        await NodeDaemon(settings, config, me, notifier).run()
+        try:
+            await NodeDaemon(settings, config, me, notifier).run()
+        except* Stopped:
+            pass  # a stop: a clean end (exit status 0)
 
     return run_daemon("haos-clusterd", start)
 

@@ -34,10 +34,12 @@ At most once: the sink gets each decision's sequence number. A master that dies 
 checkpoint write and the sink leaves that last decision's actions unexecuted; the new active
 does not re-emit them (it cannot know whether they ran).
 
-The clock must be one the nodes share (wall-clock time kept in step by NTP/PTP, e.g.
-``time.time``), not ``time.monotonic``: recovery deadlines and probation windows are stored in
-the checkpoint as absolute times and read on another node after a take-over. A corrupt or
-foreign checkpoint also makes the new master refuse (with the ModelError's text).
+The clock must be one the nodes share (wall-clock time kept in step by NTP/PTP,
+:func:`haos.clock.wall_now`), not ``time.monotonic``: recovery deadlines and probation windows
+are stored in the checkpoint as absolute times and read on another node after a take-over. The
+CMM dates a NodeLeft (when the node was last seen) on this node's monotonic clock; it is
+converted to wall-clock time here, as it arrives, so the outage it starts is dated right. A
+corrupt or foreign checkpoint also makes the new master refuse (with the ModelError's text).
 
 Mastership epochs: before it restores or orders anything, a service that becomes active
 claims a new epoch (:class:`EpochSource`, in production the repository: unique and increasing
@@ -60,14 +62,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from haos import trace
-from haos.cluster.cec.policy import Correlation, Correlator
+from haos.clock import MonoTime, WallTime, mono_now
+from haos.cluster.cec.policy import Correlation
 from haos.cluster.cmm.model import (
     Demote,
     MasterChanged,
@@ -80,125 +82,33 @@ from haos.cluster.cmm.model import (
 from haos.cluster.cmm.service import Notice
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.actions import Decision
-from haos.cluster.crim.actions import Publish as CrimPublish
-from haos.cluster.crim.policy import decide, next_deadline
-from haos.cluster.crim.snapshot import from_data, to_data
-from haos.cluster.crim.state import CrimState, initial_state
+from haos.cluster.crim.state import CrimState
 from haos.cluster.crim.topology import Topology
 from haos.cluster.dss.checkpoint import Checkpoint, CheckpointService, Role
 from haos.config.model import CorrelationPolicy
 from haos.errors import FatalError, HaosError, ModelError, UnavailableError
-from haos.model.reports import ErrorReport, RecoveryInitiated
+from haos.model.reports import ErrorReport
+from haos.services.crimbrain import Brain, membership_fixes
 from haos.services.epochs import CountingEpochs
+
+__all__ = [  # Brain and membership_fixes live in crimbrain; importable from here too
+    "CHECKPOINT",
+    "SECTION",
+    "ActionSink",
+    "AvailabilityService",
+    "Brain",
+    "EpochSource",
+    "LogSink",
+    "NoticeSource",
+    "ServiceRole",
+    "Settings",
+    "membership_fixes",
+]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "crim"
 SECTION = "state"
-FORMAT = 1
-
-
-# ---------------------------------------------------------------------------- pure core
-
-
-@dataclass
-class Brain:
-    """The pure state of the service: CRIM state, CEC history and the decision count.
-
-    ``seq`` is the sequence number of the last decision made; each decision gets the next.
-    No I/O, no clock: ``now`` comes in.
-    """
-
-    topo: Topology
-    crim: CrimState
-    cec: Correlator
-    seq: int = 0
-    epoch: int = 0  # of the mastership that made the last decision
-
-    @classmethod
-    def initial(cls, topo: Topology, policy: CorrelationPolicy) -> Brain:
-        return cls(topo, initial_state(topo), Correlator(policy))
-
-    def decide(self, event: ev.Event, now: float) -> Decision:
-        """One CRIM decision; recoveries it starts are told to the CEC (staleness)."""
-        decision = decide(self.topo, self.crim, event, now)
-        self.seq += 1
-        self.crim = decision.state
-        for action in decision.actions:
-            if isinstance(action, CrimPublish) and isinstance(
-                action.notification, RecoveryInitiated
-            ):
-                self.cec.recovery_started(action.notification)
-        return decision
-
-    def report(self, report: ErrorReport, now: float) -> tuple[Correlation, list[Decision]]:
-        """An error report through the CEC; what it forwards goes to the CRIM."""
-        correlation = self.cec.report(report, now)
-        return correlation, [self.decide(ev.ErrorReported(r), now) for r in correlation.reports]
-
-    def tick(self, now: float) -> list[Decision]:
-        """Release due CEC holds, then let the CRIM escalate overdue recoveries."""
-        out = [self.decide(ev.ErrorReported(r), now) for c in self.cec.tick(now) for r in c.reports]
-        out.append(self.decide(ev.Tick(), now))
-        return out
-
-    def next_deadline(self) -> float | None:
-        deadlines = [
-            d for d in (next_deadline(self.crim, self.topo), self.cec.next_deadline()) if d
-        ]
-        return min(deadlines) if deadlines else None
-
-    def to_data(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "seq": self.seq,
-            "epoch": self.epoch,
-            "crim": to_data(self.crim),
-            "cec": self.cec.snapshot(),
-        }
-
-    @classmethod
-    def from_data(cls, topo: Topology, policy: CorrelationPolicy, data: Mapping[str, Any]) -> Brain:
-        """Restore from :meth:`to_data`; ModelError if malformed or not for ``topo``."""
-        try:
-            if data["format"] != FORMAT:
-                raise ModelError(f"availability checkpoint format {data['format']!r} unknown")
-            seq = data["seq"]
-            if not isinstance(seq, int) or seq < 0:
-                raise ModelError(f"availability checkpoint has a bad sequence number {seq!r}")
-            epoch = data.get("epoch", 0)
-            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-                raise ModelError(f"availability checkpoint has a bad epoch {epoch!r}")
-            crim = from_data(topo, data["crim"])
-            cec = Correlator.from_snapshot(policy, data["cec"])
-        except (KeyError, TypeError) as e:
-            raise ModelError(f"malformed availability checkpoint: {e!r}") from e
-        return cls(topo, crim, cec, seq, epoch)
-
-    def encode(self) -> bytes:
-        return json.dumps(self.to_data(), sort_keys=True, separators=(",", ":")).encode()
-
-    @classmethod
-    def decode(cls, topo: Topology, policy: CorrelationPolicy, raw: bytes) -> Brain:
-        try:
-            data = json.loads(raw)
-        except ValueError as e:
-            raise ModelError(f"availability checkpoint is not JSON: {e}") from e
-        if not isinstance(data, dict):
-            raise ModelError("availability checkpoint is not a JSON object")
-        return cls.from_data(topo, policy, data)
-
-
-def membership_fixes(crim: CrimState, members: Iterable[str]) -> list[ev.Event]:
-    """NodeJoined/NodeLeft that bring the CRIM's membership to ``members`` (the CMM's)."""
-    want = set(members)
-    out: list[ev.Event] = []
-    for node in sorted(crim.nodes):
-        if crim.nodes[node].member and node not in want:
-            out.append(ev.NodeLeft(node))
-        elif not crim.nodes[node].member and node in want:
-            out.append(ev.NodeJoined(node))
-    return out
 
 
 # ---------------------------------------------------------------------------- adapters
@@ -286,15 +196,18 @@ class AvailabilityService:
         crc: CheckpointService,
         notices: NoticeSource,
         sink: ActionSink,
-        clock: Callable[[], float],
+        clock: Callable[[], WallTime],
         view: Callable[[], Collection[int]] = frozenset,
         *,
         epochs: EpochSource | None = None,
         still_master: Callable[[], bool] | None = None,
+        monotonic: Callable[[], MonoTime] = mono_now,
     ) -> None:
-        """``view``: the node ids the membership service sees now; a new master waits until
-        the checkpoint service's view has them all and its directory settled before it opens
-        the checkpoint (as master or vice-master). ``epochs``: where mastership epochs are
+        """``clock``: the CRIM's, wall-clock time (see the module docstring). ``monotonic``:
+        this node's monotonic clock, on which the CMM dates its notices. ``view``: the node
+        ids the membership service sees now; a new master waits until the checkpoint
+        service's view has them all and its directory settled before it opens the
+        checkpoint (as master or vice-master). ``epochs``: where mastership epochs are
         claimed (the repository in a daemon; a counter of this process by default).
         ``still_master``: whether the membership service, live, has this node as the quorate
         master (by default: as the notices read so far say)."""
@@ -304,12 +217,13 @@ class AvailabilityService:
         self._notices = notices
         self._sink = sink
         self._clock = clock
+        self._monotonic = monotonic
         self._epochs: EpochSource = epochs if epochs is not None else CountingEpochs()
         self._live_master = still_master
         self.role = ServiceRole.IDLE
         self.brain: Brain | None = None
         self.refusal: str | None = None
-        self.took_over_at: float | None = None  # clock() when the last activation finished
+        self.took_over_at: WallTime | None = None  # when the last activation finished
         # The decision the last activation continued from (None: it started the cluster's
         # initial state).
         self.restored_at: int | None = None
@@ -324,6 +238,10 @@ class AvailabilityService:
         self._role_changed = asyncio.Condition()
 
     # -- API ---------------------------------------------------------------------------------
+
+    @property
+    def topology(self) -> Topology:
+        return self._s.topo
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -406,8 +324,12 @@ class AvailabilityService:
                 self._quorate = False
             elif isinstance(event, QuorumRegained):
                 self._quorate = True
-            elif isinstance(event, ev.NodeJoined | ev.NodeLeft):
+            elif isinstance(event, ev.NodeJoined):
                 await self._membership(event)
+            elif isinstance(event, ev.NodeLeft):
+                # Dated on this node's monotonic clock by the CMM: the CRIM keeps wall-clock
+                # time (its state outlives this node), and outages are dated from it.
+                await self._membership(event.on_wall_clock(self._clock(), self._monotonic()))
         await self._follow_role()
 
     async def _membership(self, event: ev.NodeJoined | ev.NodeLeft) -> None:
@@ -493,7 +415,7 @@ class AvailabilityService:
         return ServiceRole.STANDBY if held and not settled else ServiceRole.IDLE
 
     async def _activate(self) -> None:
-        started = self._clock()
+        started = self._monotonic()
         self._check_master("before opening the checkpoint")
         ckpt = await self._open(Role.ACTIVE)
         self._check_master("after opening the checkpoint")
@@ -523,7 +445,7 @@ class AvailabilityService:
             self._s.node_id,
             how,
             brain.epoch,
-            (self.took_over_at - started) * 1000.0,
+            (self._monotonic() - started) * 1000.0,
         )
         await self._set_role(ServiceRole.ACTIVE)
 

@@ -1,5 +1,8 @@
 """Operator intents: ``haosctl lock|unlock|offline|online|switchover`` through the CCR.
 
+``leave <node>`` is written by a node's own cluster daemon when the node stops cleanly: the
+active service switches each of the node's primaries over (:mod:`haos.services.leaving`).
+
 An operator command is written as an *intent* under ``/haos/intents/<id>`` (ids sort by
 time), durably on a majority like every CCR write; the active availability service carries
 intents out in order and records each outcome under ``/haos/intents-done/<id>``, deleting the
@@ -31,6 +34,7 @@ from haos.cluster.dss.ccr.model import Compare, Delete, Item, Op, Put
 from haos.cluster.dss.ccr.watch import Watch
 from haos.errors import ConflictError, HaosError, UnavailableError, UsageError
 from haos.services.crimd import AvailabilityService, ServiceRole
+from haos.services.leaving import LEAVE, NodeLeaving, carry_out_leave
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +61,9 @@ class Repository(Protocol):
     ) -> int: ...
 
 
-def parse_intent(raw: bytes | str) -> ev.Event:
-    """The CRIM event an intent asks for; UsageError naming what is wrong."""
+def parse_intent(raw: bytes | str) -> ev.Event | NodeLeaving:
+    """The CRIM event an intent asks for (or a node's leave); UsageError naming what is
+    wrong."""
     try:
         obj = json.loads(raw)
     except ValueError as e:
@@ -67,11 +72,12 @@ def parse_intent(raw: bytes | str) -> ev.Event:
         raise UsageError("intent is not a JSON object")
     action, target = obj.get("action"), obj.get("target")
     make = ACTIONS.get(action) if isinstance(action, str) else None
-    if make is None:
-        raise UsageError(f"intent: unknown action {action!r} (known: {', '.join(ACTIONS)})")
+    if make is None and action != LEAVE:
+        known = ", ".join([*ACTIONS, LEAVE])
+        raise UsageError(f"intent: unknown action {action!r} (known: {known})")
     if not isinstance(target, str) or not target:
         raise UsageError(f"intent: target must be a non-empty name, got {target!r}")
-    return make(target)
+    return NodeLeaving(target) if make is None else make(target)
 
 
 async def submit_intent(
@@ -156,11 +162,19 @@ class IntentFollower:
             await self._finish(key, outcome_key, outcome)
             return
         try:
-            decision = await service.submit(parse_intent(value))
+            intent = parse_intent(value)
+            if isinstance(intent, NodeLeaving):
+                outcome = await carry_out_leave(
+                    service.topology,
+                    lambda: None if service.brain is None else service.brain.crim,
+                    service.submit,
+                    intent,
+                )
+            else:
+                decision = await service.submit(intent)
+                outcome = {"state": "done", "refused": decision.refused, "reason": decision.reason}
         except UsageError as e:
             outcome = {"state": "done", "refused": True, "reason": str(e)}
-        else:
-            outcome = {"state": "done", "refused": decision.refused, "reason": decision.reason}
         await self._finish(key, outcome_key, outcome)
         self.done += 1
 

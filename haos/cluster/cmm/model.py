@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from haos.clock import MonoTime
 from haos.cluster.crim.events import NodeJoined, NodeLeft
 from haos.cluster.fencing.types import FenceAction, FenceResult
 from haos.config.model import NodeSpec
@@ -102,12 +103,13 @@ class Peer:
     while admitted and its NodeLeft waits for a confirmed fencing. ``must_fence``: a fencing
     job -- it was absent from a quorate view while unfenced; stays even if it comes back.
     ``fencing_by``: the node with an attempt in flight. ``awaiting_departure``: fenced while
-    still in the view; it is admitted again only after it left and came back.
+    still in the view, or it announced a clean leave (:class:`LeaveAnnounced`); it is admitted
+    again only after it left and came back, and its departure is not fenced.
     """
 
     node_id: int
     state: NodeState = NodeState.NEVER_SEEN
-    since: float | None = None
+    since: MonoTime | None = None
     admitted: bool = False
     unfenced: bool = False
     must_fence: bool = False
@@ -133,7 +135,7 @@ class CmmState:
     master: int | None = None
     vice_master: int | None = None
     synced_with_peer: bool = False
-    inquorate_since: float | None = None
+    inquorate_since: MonoTime | None = None
     self_fenced: bool = False
 
     @classmethod
@@ -174,7 +176,17 @@ class Tick:
     """Time passed: a fencing retry or the self-fence deadline may be due."""
 
 
-CmmInput = ViewChanged | FenceResult | Tick
+@dataclass(frozen=True)
+class LeaveAnnounced:
+    """Node ``node`` said, on the CMM group (so every member sees it at the same point of the
+    agreed order), that it is leaving cleanly: its agent has stopped, no component of it is
+    primary, and it runs nothing until it has left the membership and joined again. Only the
+    node itself can say it: the service drops an announcement sent for another node."""
+
+    node: int
+
+
+CmmInput = ViewChanged | FenceResult | Tick | LeaveAnnounced
 
 # ---------------------------------------------------------------------------- events out
 
@@ -201,17 +213,27 @@ class QuorumRegained:
     """This partition is quorate (again, or for the first time)."""
 
 
-CmmEvent = NodeJoined | NodeLeft | MasterChanged | ViceMasterChanged | QuorumLost | QuorumRegained
+CmmEvent = (
+    NodeJoined
+    | NodeLeft[MonoTime]
+    | MasterChanged
+    | ViceMasterChanged
+    | QuorumLost
+    | QuorumRegained
+)
 
 # ---------------------------------------------------------------------------- actions
 
 
 @dataclass(frozen=True)
 class Publish:
-    """Tell the CMM's listeners (the CRIM takes NodeJoined/NodeLeft) what happened at ``at``."""
+    """Tell the CMM's listeners (the CRIM takes NodeJoined/NodeLeft) what happened at ``at``.
+
+    Times are on this node's monotonic clock, like every time the CMM keeps; a listener that
+    shows or stores them converts them (:func:`haos.clock.wall_of`)."""
 
     event: CmmEvent
-    at: float
+    at: MonoTime
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,24 @@ Pure: no I/O, no clock reads, no logging. The rules, each with a test:
   must be fenced stays so even if it comes back, and is admitted again only after it was
   fenced, left and returned.
 * **One fencer.** Only the *fencer* fences: the first node in election order that is not
-  itself waiting to be fenced -- the master of the surviving quorate partition, or the next
-  one when the master itself must be fenced. A new fencer re-issues attempts in flight.
+  itself waiting to be fenced or to depart -- the master of the surviving quorate partition,
+  or the next one when the master itself must be fenced or is leaving. A new fencer
+  re-issues attempts in flight.
+* **Announced leave.** A node that stops cleanly first has its primaries switched over and
+  its agent stopped, then says so on the CMM group (:class:`LeaveAnnounced`, in the agreed
+  order, so every member takes it at the same point). From then on it counts as gone, as if
+  fenced while still in the view: NodeLeft at once (the CRIM moves what is left), not
+  admitted, and its departure is not fenced. If it is seen again without having left, it
+  stays unadmitted (no NodeJoined, so no work) until it has left and come back. An
+  announcement from a node that must be fenced, or is not in the view, changes nothing: a
+  departure that was not announced is fenced exactly as before.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from haos.clock import MonoTime
 from haos.cluster.cmm.model import (
     Action,
     CmmConfig,
@@ -43,6 +53,7 @@ from haos.cluster.cmm.model import (
     Decision,
     Demote,
     Fence,
+    LeaveAnnounced,
     MasterChanged,
     NodeState,
     Peer,
@@ -78,8 +89,10 @@ def fencer(config: CmmConfig, state: CmmState) -> int | None:
     """The node that fences for this partition, as this node sees it; None when inquorate."""
     if not state.quorate:
         return None
-    pending = set(state.pending_fences())
-    return next((n for n in election_order(config, state.members) if n not in pending), None)
+    # Neither a node to be fenced nor one on its way out (fenced, or leaving cleanly: it
+    # would be gone before its attempt ended) fences.
+    out = set(state.pending_fences()) | {p.node_id for p in state.peers if p.awaiting_departure}
+    return next((n for n in election_order(config, state.members) if n not in out), None)
 
 
 def next_deadline(config: CmmConfig, state: CmmState) -> float | None:
@@ -91,12 +104,14 @@ def next_deadline(config: CmmConfig, state: CmmState) -> float | None:
     return min(times) if times else None
 
 
-def decide(config: CmmConfig, state: CmmState, event: CmmInput, now: float) -> Decision:
+def decide(config: CmmConfig, state: CmmState, event: CmmInput, now: MonoTime) -> Decision:
     work = _Work(config, state, now)
     if isinstance(event, ViewChanged):
         work.view(event)
     elif isinstance(event, FenceResult):
         work.fenced(event)
+    elif isinstance(event, LeaveAnnounced):
+        work.announced(event)
     elif isinstance(event, Tick):
         work.notes.append("tick")
     work.fence_due()
@@ -107,7 +122,7 @@ def decide(config: CmmConfig, state: CmmState, event: CmmInput, now: float) -> D
 class _Work:
     """A mutable copy of the state for one decision, and the actions and notes it makes."""
 
-    def __init__(self, config: CmmConfig, state: CmmState, now: float) -> None:
+    def __init__(self, config: CmmConfig, state: CmmState, now: MonoTime) -> None:
         self.config = config
         self.state = state
         self.peers = {p.node_id: p for p in state.peers}
@@ -118,7 +133,9 @@ class _Work:
     def name(self, node_id: int | None) -> str:
         return self.config.name(node_id)
 
-    def publish(self, event: NodeJoined | NodeLeft | MasterChanged | ViceMasterChanged) -> None:
+    def publish(
+        self, event: NodeJoined | NodeLeft[MonoTime] | MasterChanged | ViceMasterChanged
+    ) -> None:
         self.actions.append(Publish(event, self.now))
 
     def update(self, node_id: int, **changes: object) -> Peer:
@@ -206,13 +223,32 @@ class _Work:
             peer = self.update(node_id, state=NodeState.LEFT, since=self.now)
             if peer.awaiting_departure:
                 self.update(node_id, awaiting_departure=False)
-                self.notes.append(f"{name} went away after its fencing")
+                self.notes.append(f"{name} went away after its fencing or announced leave")
                 return
             if peer.admitted and not peer.unfenced:
                 peer = self.update(node_id, unfenced=True)
                 self.notes.append(f"{name} left: NodeLeft waits for its fencing")
         if quorate and peer.unfenced and not peer.must_fence:
             self.update(node_id, must_fence=True, attempts=0, retry_at=None, fencing_by=None)
+
+    def announced(self, event: LeaveAnnounced) -> None:
+        """A clean leave (see "Announced leave"): gone now, its departure not fenced."""
+        peer = self.peers.get(event.node)
+        if peer is None:
+            self.notes.append(f"ignored leave of unconfigured node id {event.node}")
+            return
+        name = self.name(event.node)
+        if peer.state is not NodeState.MEMBER:
+            self.notes.append(f"ignored leave of {name}: not in the view")
+        elif peer.must_fence:
+            self.notes.append(f"ignored leave of {name}: it must be fenced first")
+        elif peer.awaiting_departure:
+            self.notes.append(f"{name} announced its leave again")
+        else:
+            self.update(event.node, admitted=False, awaiting_departure=True)
+            if peer.admitted:
+                self.publish(NodeLeft(name, self.now))
+            self.notes.append(f"{name} leaves cleanly (runs nothing): NodeLeft, no fencing")
 
     # -- fencing ------------------------------------------------------------------------------
 

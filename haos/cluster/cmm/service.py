@@ -12,6 +12,10 @@ Thin by design -- every decision is :func:`~haos.cluster.cmm.policy.decide`'s:
 * Publish, Demote and SelfFence go to every listener (:meth:`CmmService.listen`); SelfFence
   also fires the optional :class:`~haos.cluster.fencing.watchdog.SelfFencer`, which is
   petted each tick while the policy says this node may act.
+* :meth:`CmmService.leave` announces this node's clean leave on the group
+  (:class:`~haos.cluster.cmm.model.LeaveAnnounced`) and returns once the group delivered it
+  back, in the agreed order: every member then holds it, and the departure that follows is
+  not fenced. The caller must have stopped every component of this node first.
 * If the group or votequorum breaks, the service feeds an empty inquorate view (so the
   node demotes), hands it to the listeners, and ends with the error.
 """
@@ -21,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
+from haos.clock import MonoTime, mono_now
 from haos.cluster.cmm.model import (
     Action,
     CmmConfig,
@@ -32,13 +36,14 @@ from haos.cluster.cmm.model import (
     CmmState,
     Demote,
     Fence,
+    LeaveAnnounced,
     Publish,
     SelfFence,
     Tick,
     ViewChanged,
 )
 from haos.cluster.cmm.policy import decide
-from haos.cluster.cmm.wire import decode_message, encode_fence_result
+from haos.cluster.cmm.wire import decode_message, encode_fence_result, encode_leave
 from haos.cluster.dss.corosync.quorum import QuorumChanged, VoteQuorum
 from haos.cluster.dss.transport import GroupTransport, Message, View
 from haos.cluster.dss.wire import DropCounter, WireError
@@ -86,7 +91,7 @@ class CmmService:
         fencer: Fencer,
         *,
         self_fencer: SelfFencer | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], MonoTime] = mono_now,
         tick: float = 0.25,
     ) -> None:
         self.config = config
@@ -102,6 +107,7 @@ class CmmService:
         self._quorate = False
         self._listeners: list[asyncio.Queue[Notice]] = []
         self._tasks: asyncio.TaskGroup | None = None
+        self._left = asyncio.Event()  # this node's own LeaveAnnounced came back
 
     @property
     def master(self) -> int | None:
@@ -162,6 +168,23 @@ class CmmService:
         for action in decision.actions:
             self._act(action)
 
+    async def leave(self, timeout: float) -> None:
+        """Announce this node's clean leave and wait until the group delivered it back.
+
+        Only for a node whose components are all stopped (see the module docstring).
+        UnavailableError if the group cannot take it or it is not back within ``timeout``:
+        then the peers may not have it, and will fence this node when it goes.
+        """
+        await self._transport.send(encode_leave(LeaveAnnounced(self.config.local)))
+        try:
+            async with asyncio.timeout(timeout):
+                await self._left.wait()
+        except TimeoutError:
+            raise UnavailableError(
+                f"the leave of {self.config.name(self.config.local)} was not delivered within"
+                f" {timeout:g} s"
+            ) from None
+
     # -- inputs ------------------------------------------------------------------------------
 
     async def _read_group(self) -> None:
@@ -173,11 +196,13 @@ class CmmService:
                     self._feed_view()
                 elif isinstance(event, Message):
                     try:
-                        result = decode_message(event.payload)
+                        message = decode_message(event.payload, event.sender)
                     except WireError as e:
                         self.drops.drop(str(e))
                         continue
-                    self.feed(result)
+                    self.feed(message)
+                    if message == LeaveAnnounced(self.config.local):
+                        self._left.set()
         except UnavailableError:
             self._lost("the CMM group broke")
             raise

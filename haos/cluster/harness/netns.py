@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 import select
@@ -37,6 +38,8 @@ NAME_RE = re.compile(r"haos-(?P<id>[0-9a-f]{6})-(?P<role>sw|n(?P<node>[0-9]+))")
 _PARTITION_TABLE = "haos_partition"
 
 NsIdent = tuple[int, int]  # (st_dev, st_ino) of a network namespace
+Address = tuple[str, str]  # (interface, "address/prefix length")
+CLIENT_HOST = 254  # the host part of the switch's own address on a link (attach_client)
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,33 @@ def add_node(names: Names, node: int) -> None:
         ]
     _ip_batch(names.switch, switch_side)
     _ip_batch(netns, node_side)
+
+
+def attach_client(names: Names, link: int = 0) -> str:
+    """Give the switch namespace an address of its own on ``link``'s subnet (host
+    :data:`CLIENT_HOST`) and return it: a client run in the switch namespace then reaches the
+    nodes, and any address they take on that subnet (a virtual IP), as a host on their LAN."""
+    address = Names.address(CLIENT_HOST, link)
+    _ip_batch(names.switch, [f"addr add {address}/24 dev br{link}"])
+    return address
+
+
+def addresses(path: Path) -> frozenset[Address]:
+    """The IP addresses in the network namespace at ``path``."""
+    out = _proc.run(["nsenter", f"--net={path}", "--", "ip", "-j", "addr", "show"]).stdout
+    return frozenset(
+        (link["ifname"], f"{a['local']}/{a['prefixlen']}")
+        for link in json.loads(out)
+        for a in link.get("addr_info", ())
+    )
+
+
+def remove_addresses(path: Path, gone: Iterable[Address]) -> None:
+    """Delete these addresses from the namespace at ``path`` (one already gone is fine)."""
+    script = [f"addr del {address} dev {ifname}" for ifname, address in sorted(gone)]
+    if script:
+        argv = ["nsenter", f"--net={path}", "--", "ip", "-force", "-batch", "-"]
+        _proc.run(argv, input="\n".join(script) + "\n", check=False)
 
 
 def delete_netns(netns: str) -> None:

@@ -7,8 +7,9 @@ Use (a synchronous context manager, like :class:`.cluster.Cluster`)::
         node.run(["corosync-quorumtool", "-s"])
 
 The root file system is the cache built by ``image/noderoot.sh`` (systemd, dbus, corosync,
-python3; :func:`build_noderoot`). Each node boots an overlay of it (upper and work directories
-in ``workdir``), so the cache stays clean and many nodes share it. Into the overlay go the
+python3, iproute2 and the OCF resource agents; :func:`build_noderoot`). Each node boots an
+overlay of it (upper and work directories in ``workdir``), so the cache stays clean and many
+nodes share it. Into the overlay go the
 node's ``/etc/hostname``, a fresh ``/etc/machine-id`` and, if given, its
 ``/etc/corosync/corosync.conf`` and authkey, with ``corosync.service`` then enabled (the cache
 leaves it disabled), and any further files and units to enable the caller names.
@@ -18,15 +19,17 @@ harness's own corosyncs.
 There is no host systemd: ``--register=no --keep-unit`` and the launcher moves itself into its
 own cgroup in both hierarchies before it becomes systemd-nspawn, because nspawn puts its payload
 in ``<own cgroup>/payload`` and containers launched from one cgroup would collide there. The
-container joins a prepared network namespace (``--network-namespace-path``).
+container joins a prepared network namespace (``--network-namespace-path``) and may configure
+it (``CAP_NET_ADMIN``: an agent adds a virtual IP); addresses added there while it ran are
+removed when it stops, as a board's would go with its power.
 
 Entering :class:`NspawnNode` returns once the container's systemd reports ``running``
 (``systemctl is-system-running --wait`` run inside it through ``nsenter`` into its PID 1's
 namespaces); a ``degraded`` or failed boot raises :class:`~.errors.HarnessError` naming the
 failed units. Leaving it — normally or by any exception, also when the boot failed — powers a
 booted container off (SIGTERM to nspawn; one that never finished booting is not asked),
-SIGKILLs whatever is left in its cgroups after ``stop_timeout``, unmounts the overlay and
-removes the cgroup directories. Each step runs even
+SIGKILLs whatever is left in its cgroups after ``stop_timeout``, removes the addresses it
+added to its namespace, unmounts the overlay and removes the cgroup directories. Each step runs even
 if an earlier one failed; the first failure is raised afterwards.
 """
 
@@ -150,6 +153,26 @@ class NspawnNode(Closing):
             _kill_cgroup(self.cgroups, self.stop_timeout)
         self.close()
 
+    @property
+    def powered(self) -> bool:
+        """Whether the container runs: launched, not stopped by the harness, and not powered
+        off from inside (its systemd-nspawn has not ended)."""
+        proc = self._proc
+        return proc is not None and proc.poll() is None
+
+    def wait_powered_off(self, timeout: float) -> float:
+        """Wait until the container has ended by itself (``systemctl poweroff`` inside, say);
+        the seconds waited. HarnessError if it still runs after ``timeout``. Nothing boots it
+        again: :meth:`close` (or a new :meth:`launch` after it) is still the caller's."""
+        proc, started = self._proc, time.monotonic()
+        if proc is None:
+            return 0.0
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"node {self.name} still runs {timeout:g} s later") from None
+        return time.monotonic() - started
+
     def launch(self) -> None:
         """Prepare the overlay and cgroups and start systemd-nspawn; do not wait.
 
@@ -169,12 +192,21 @@ class NspawnNode(Closing):
         opts = f"lowerdir={self.root_cache},upperdir={upper},workdir={scratch}"
         _proc.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(self.root)])
         self._stack.callback(self._unmount)
+        # The namespace outlives the container, but what the node set up in it goes with its
+        # power, as on a board: a virtual IP an agent added must not answer from a dead node.
+        before = netns.addresses(self.netns_path)
+        self._stack.callback(self._forget_addresses, before)
         self._write_node_files()
         self._stack.callback(self._remove_cgroups)
         for cg in self.cgroups:
             cg.mkdir(parents=True, exist_ok=False)
         self._stack.callback(self._stop)
         self._launch()
+
+    def _forget_addresses(self, before: frozenset[netns.Address]) -> None:
+        """Remove the addresses added to the node's namespace since ``before``."""
+        if self.netns_path.exists():  # else the harness already deleted it
+            netns.remove_addresses(self.netns_path, netns.addresses(self.netns_path) - before)
 
     def _write_node_files(self) -> None:
         # Written through the mount point, so they land in the upper layer only.
@@ -215,6 +247,9 @@ class NspawnNode(Closing):
             "systemd-nspawn", "-b", "-D", str(self.root), f"--machine={self.name}",
             "--register=no", "--keep-unit", "--console=passive",
             f"--network-namespace-path={self.netns_path}",
+            # The namespace is the node's own, as its NICs would be: its agents configure it
+            # (IPaddr2 adds a virtual IP). nspawn grants this only with --private-network.
+            "--capability=CAP_NET_ADMIN",
             *(f"--bind-ro={d}" for d in self.bind_ro),
             *(f"--bind={d}" for d in self.bind),
         ]  # fmt: skip
@@ -454,7 +489,9 @@ def unavailable() -> str | None:
 
 
 def build_noderoot(repo: Path, cache: Path, timeout: float = 840.0) -> Path:
-    """The node root at ``cache``, built by ``image/noderoot.sh`` if it is not there yet."""
+    """The node root at ``cache``, built by ``image/noderoot.sh`` if it is not there yet or
+    was built from another package list (the old root is then replaced at once: no node may
+    be running on it; ``image/rootfs.sh --lock`` waits for its users instead)."""
     proc = subprocess.run(
         [str(repo / "image" / "noderoot.sh"), str(cache)],
         stdin=subprocess.DEVNULL,

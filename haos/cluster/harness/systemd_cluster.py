@@ -102,7 +102,6 @@ class SystemdCluster(Closing):
         fence_command: str = "",
         fence_action: str = "reboot",
         boot_timeout: float = 90.0,
-        host_dirs: Sequence[Path] = (),
         trace_dir: Path | None = None,
     ) -> None:
         """Describe the cluster; entering it builds and boots it. Does no I/O.
@@ -126,7 +125,6 @@ class SystemdCluster(Closing):
         self.fence = fence
         self.fence_command = fence_command
         self.fence_action = fence_action
-        self.host_dirs = tuple(host_dirs)  # shown read-only in every node (e.g. /usr/lib/ocf)
         self.trace_dir = trace_dir
         self.bridge: FenceBridge | None = None
         self.boot_timeout = boot_timeout
@@ -218,7 +216,7 @@ class SystemdCluster(Closing):
             authkey=self._authkey,
             files=self._files[name],
             enable=self.units,
-            bind_ro=(self.repo, self._source, *self.host_dirs),
+            bind_ro=(self.repo, self._source),
             bind=tuple(
                 d
                 for d in (self.bridge.directory if self.bridge else None, self.trace_dir)
@@ -247,6 +245,22 @@ class SystemdCluster(Closing):
         """Cut node ``name``'s power: everything in it is SIGKILLed (its disk is kept)."""
         with self._power:
             self.node(name).power_cut()
+
+    def poweroff(self, name: str, timeout: float = 60.0) -> float:
+        """``systemctl poweroff`` inside node ``name``, as an operator there would do; returns
+        once the node has shut down and its container ended: the seconds that took. Its
+        disk is kept, and it stays off unless something boots it again: :meth:`start_node`,
+        or the fence bridge if its peers fence it. The power lock is not held meanwhile, so
+        that such a fencing shows."""
+        node = self.node(name)
+        started = time.monotonic()
+        node.run(["systemctl", "poweroff", "--no-block"])
+        node.wait_powered_off(timeout)
+        return time.monotonic() - started
+
+    def powered(self, name: str) -> bool:
+        """Whether node ``name`` runs (see :attr:`NspawnNode.powered`)."""
+        return self.node(name).powered
 
     def start_node(self, name: str) -> float:
         """Boot node ``name`` again on its disk; return the seconds until it runs (its daemons

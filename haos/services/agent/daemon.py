@@ -48,6 +48,7 @@ from haos.services.hm import (
     MonotonicClock,
     Probe,
 )
+from haos.services.leaving import LEAVE, Stopped
 from haos.services.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,12 @@ class HmRegistry:
         self._callbacks = callbacks
 
     def add(self, spec: AuditSpec, callback: AuditCallback) -> None:
-        self._callbacks.add(spec.target, callback)
+        self._callbacks.add(spec.component, spec.target, callback)
         self._runner.register(spec)
 
     def remove(self, component: str, name: str) -> None:
         self._runner.unregister(component, name)
-        self._callbacks.remove(f"{component}:{name}")
+        self._callbacks.remove(component, name)
 
 
 class CheckpointRole:
@@ -119,7 +120,10 @@ def managed(config: ClusterConfig, me: NodeSpec) -> list[str]:
 
 
 async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
-    from haos.services.agent.units import SystemdServiceUnits  # imports dbus-fast
+    from haos.services.agent.leave import (  # imports dbus-fast
+        ShutdownOrderedUnits,
+        stop_on_sigterm,
+    )
 
     topo = Topology(config)
     comps = managed(config, me)
@@ -160,7 +164,7 @@ async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
         audits=HmRegistry(runner, callbacks),
         components=clients,
     )
-    units = await SystemdServiceUnits.connect()
+    units = await ShutdownOrderedUnits.connect()  # components stop after the agent
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(endpoint.run())
@@ -181,6 +185,15 @@ async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
             tasks.create_task(notifier.run())
             tasks.create_task(notifier.beat())
             tasks.create_task(_announce(agent, notifier, me))
+            # Ends the agent; at shutdown first has this node's primaries switched over.
+            tasks.create_task(
+                stop_on_sigterm(
+                    units.systemd.system_state,
+                    lambda within: client.request(
+                        "operator", action=LEAVE, target=me.name, timeout=within
+                    ),
+                )
+            )
     finally:
         units.systemd.bus.disconnect()
 
@@ -228,7 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def start() -> None:
         config, me = load_node(settings.config, settings.node)
-        await run(settings, config, me)
+        try:
+            await run(settings, config, me)
+        except* Stopped:
+            pass  # SIGTERM: a clean end (exit status 0)
 
     return run_daemon("haos-agentd", start)
 
