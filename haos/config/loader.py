@@ -69,7 +69,8 @@ The format (every table and key below; ``?`` marks optional keys, defaults in br
     target = "/bin/true"             # command line, URL or callback name
     #   command: a command line, split as a shell would (no shell runs it)
     #   http: an http:// URL on this node (127.0.0.1, ::1 or localhost); a 2xx status passes
-    #   callback: the name of an audit callback an application registers
+    #   callback: the name under which the component's own application registers an audit
+    #     (haos.client's register_audit(name, ...)); it is run on this audit's schedule
 
 Per redundancy model (active, standby): 2N is exactly (1, 1), the defaults, and may have
 fewer or more than two members (a degraded or spared configuration is legal); N+M needs both

@@ -283,14 +283,16 @@ def test_audits_given_to_the_monitor_run_at_start() -> None:
         (AuditSpec("web", "x", 1.0, 1.0, kind="command", target="'open"), "bad command line"),
         (
             AuditSpec("web", "x", 1.0, 1.0, kind="http", target="https://127.0.0.1/health"),
-            "http:// URLs only, not https scheme",
+            "http:// URLs only, not 'https://'",
         ),
         (
             AuditSpec("web", "x", 1.0, 1.0, kind="http", target="http://example.com/"),
-            "must target this node (loopback)",
+            "must target this node (127.0.0.1, ::1 or localhost)",
         ),
         (AuditSpec("web", "x", 1.0, 1.0, kind="http", target="http://[::1]:99999/"), "bad URL"),
         (AuditSpec("web", "x", 1.0, 1.0, kind="callback", target=""), "no callback name"),
+        (AuditSpec("web", "x", 1.0, 1.0, target="/bin/echo a\0b"), "must not contain NUL"),
+        (AuditSpec("web", "x", 1.0, 1.0, target="/bin/echo 'open"), "No closing quotation"),
         (
             AuditSpec("web", "x", 0.0, 1.0, kind="callback", target="x"),
             "period must be a positive number",

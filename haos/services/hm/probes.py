@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import shlex
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult
 
+from haos.config.audits import command_argv, local_http_url
 from haos.config.model import AuditSpec
+from haos.config.schema import Invalid
 from haos.errors import ModelError
 from haos.services.hm._proc import CLEAN_ENV, run_command
 
@@ -66,13 +66,11 @@ class CommandProbe:
 
 
 def _argv(spec: AuditSpec) -> list[str]:
+    """The argv of a command audit, read as the configuration loader reads it."""
     try:
-        argv = shlex.split(spec.target)
-    except ValueError as e:
-        raise ModelError(f"audit {spec.component}/{spec.name}: bad command line: {e}") from e
-    if not argv:
-        raise ModelError(f"audit {spec.component}/{spec.name}: empty command line")
-    return argv
+        return command_argv(spec.target)
+    except Invalid as e:
+        raise ModelError(f"audit {spec.component}/{spec.name}: {e}") from None
 
 
 class HttpProbe:
@@ -101,30 +99,11 @@ class HttpProbe:
 
 
 def _url(spec: AuditSpec) -> SplitResult:
-    where = f"audit {spec.component}/{spec.name}"
+    """The URL of an HTTP audit, read as the configuration loader reads it."""
     try:
-        url = urlsplit(spec.target)
-        url.port  # noqa: B018 -- raises ValueError on a bad port
-    except ValueError as e:
-        raise ModelError(f"{where}: bad URL {spec.target!r}: {e}") from e
-    if url.scheme != "http":
-        raise ModelError(
-            f"{where}: HTTP audits take http:// URLs only, not {url.scheme or 'no'} scheme"
-            f" ({spec.target!r})"
-        )
-    host = url.hostname or ""
-    if not _is_loopback(host):
-        raise ModelError(f"{where}: HTTP audits must target this node (loopback), not {host!r}")
-    return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return local_http_url(spec.target)
+    except Invalid as e:
+        raise ModelError(f"audit {spec.component}/{spec.name}: {e}") from None
 
 
 async def _get(host: str, port: int, path: str, netloc: str) -> tuple[bool, str]:

@@ -225,17 +225,9 @@ def encode(msg: Msg) -> tuple[Kind, bytes]:
             return Kind.OPEN, build(_OPEN, {"role": int(role), "name": name})
         case CloseMsg(name):
             return Kind.CLOSE, build(_CLOSE, {"name": name})
-        case WriteMsg(write_id, name, section, data, sync):
-            w = Writer()
-            w.fields(
-                _WRITE_HEAD,
-                write_id,
-                (_SYNC_WRITE if sync else 0) | (_DELETE if data is None else 0),
-            )
-            w.text(name, U16)
-            w.text(section, U16)
-            w.blob(data or b"", U32)
-            return Kind.WRITE, w.bytes()
+        case WriteMsg():
+            kind, parts = encode_parts(msg)  # the head, then the data
+            return kind, b"".join(parts)
         case AckMsg(writer, write_id, name):
             w = Writer()
             w.fields(_ACK_HEAD, writer, write_id)
