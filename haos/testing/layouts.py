@@ -11,24 +11,24 @@ from importlib import resources
 from haos.config.loader import parse_config
 from haos.config.model import ClusterConfig
 
-_NESTED = """
-[[components]]
-name = "shelf1/slot1/node/demo/sub"
-class = "application"
 
-[[components]]
-name = "shelf1/slot2/node/demo/sub"
-class = "application"
+def _two_n_group(group: str, members: list[str]) -> str:
+    """TOML of a 2N group ``group`` of application ``members`` with one instance."""
+    components = "".join(
+        f'\n[[components]]\nname = "{m}"\nclass = "application"\n' for m in members
+    )
+    listed = ", ".join(f'"{m}"' for m in members)
+    return (
+        f'{components}\n[[service_groups]]\nname = "{group}"\nredundancy = "2N"\n'
+        f'members = [{listed}]\n\n[[service_instances]]\nname = "{group}-si"\n'
+        f'group = "{group}"\n'
+    )
 
-[[service_groups]]
-name = "sub"
-redundancy = "2N"
-members = ["shelf1/slot1/node/demo/sub", "shelf1/slot2/node/demo/sub"]
 
-[[service_instances]]
-name = "sub-si"
-group = "sub"
-"""
+# A 2N group "sub" of components nested inside the first two "demo" members.
+_NESTED = _two_n_group("sub", [f"shelf1/slot{n}/node/demo/sub" for n in (1, 2)])
+# A second 2N group "db" on the nodes of the first two "demo" members.
+_CROSSED = _two_n_group("db", [f"shelf1/slot{n}/node/db" for n in (1, 2)])
 
 _TWO_N = 'redundancy = "2N"\n'
 _N_PLUS_M = 'redundancy = "N+M"\nactive = 2\nstandby = 1\n'
@@ -41,6 +41,16 @@ group = "demo"
 
 def small_2n_text() -> str:
     return (resources.files("haos") / "examples" / "small-2n.toml").read_text("utf-8")
+
+
+def small_2n() -> ClusterConfig:
+    return parse_config(small_2n_text(), "small-2n.toml")
+
+
+def crossed() -> ClusterConfig:
+    """``small-2n`` plus a second 2N group ``db`` on nodes 1 and 2 (the nodes of ``demo``'s
+    first two members), with one instance ``db-si``: switchovers of the two can cross."""
+    return parse_config(small_2n_text() + _CROSSED, "crossed.toml")
 
 
 def nested_text() -> str:

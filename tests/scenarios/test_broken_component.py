@@ -13,25 +13,25 @@ still missing, its next start takes it out of service again, and still nothing r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+import _ocf as ocf
 import pytest
+from _ocf import ask, need_agent, two_n_group
 
 from haos.cluster.harness.config import ClusterSpec
 from haos.cluster.harness.systemd_cluster import SystemdCluster, cluster_toml
-from haos.errors import HaosError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
 
-OCF = PurePosixPath("usr/lib/ocf")  # in the node root
 AGENT = "ocf:heartbeat:conntrackd"
 MISSING = "/usr/sbin/haos-no-such-program"
 SPEC = ClusterSpec(nodes=3)
 
 
 def member(n: int) -> str:
-    return f"shelf1/slot{n}/node/broken"
+    return ocf.member("broken", n)
 
 
 MEMBERS = [member(n) for n in SPEC.node_ids]
@@ -39,38 +39,22 @@ MEMBERS = [member(n) for n in SPEC.node_ids]
 
 def config() -> str:
     lines = [cluster_toml(SPEC, "broken")]
-    for name in MEMBERS:
-        lines += [
-            "",
-            "[[components]]",
-            f'name = "{name}"',
-            'class = "application"',
-            f'manager = {{ kind = "ocf", agent = "{AGENT}", promotable = false,'
-            f' params = {{ binary = "{MISSING}", config = "/etc/hosts" }} }}',
-        ]
-    members = ", ".join(f'"{m}"' for m in MEMBERS)
-    lines += ["", "[[service_groups]]", 'name = "broken"', 'redundancy = "2N"']
-    lines += [f"members = [{members}]", "", "[[service_instances]]", 'name = "broken-si"']
-    lines += ['group = "broken"']
+    lines += two_n_group(
+        SPEC,
+        "broken",
+        lambda n: (
+            f'{{ kind = "ocf", agent = "{AGENT}", promotable = false,'
+            f' params = {{ binary = "{MISSING}", config = "/etc/hosts" }} }}'
+        ),
+    )
     return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
 def cluster(cache: Path) -> Iterator[SystemdCluster]:
-    if not (cache / OCF / "resource.d" / "heartbeat" / "conntrackd").exists():
-        pytest.fail(f"{AGENT} is not in the node root {cache} (image/noderoot.sh installs it)")
+    need_agent(cache, AGENT)
     with SystemdCluster(SPEC, cache=cache, agent=True, config_toml=config(), fence=True) as c:
         yield c
-
-
-def ask(c: SystemdCluster, op: str, **args: Any) -> dict[str, Any]:
-    """``op`` answered by any node that answers."""
-    for name in c.names:
-        try:
-            return dict(c.control(name).request(op, **args))
-        except HaosError:
-            continue
-    return {}
 
 
 def components(c: SystemdCluster) -> dict[str, Any]:

@@ -6,17 +6,18 @@ HA-aware applications (counter demos, client components) and an ``ocf:heartbeat:
 resource. Every service instance must come to be served, every component must run in the
 role the cluster's status gives it, and no node agent may have been restarted.
 
-The N+M group's placement is not asserted (which member serves which instance): only that
-each instance is served and that each member runs as the status says.
+The N+M group's two instances must be spread over two of its members as primaries, with the
+third as their secondary, whichever member became available first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pytest
+from _ocf import need_agent
 
 from haos.cluster.harness.config import ClusterSpec
 from haos.cluster.harness.systemd_cluster import AGENTD, SystemdCluster, cluster_toml
@@ -27,7 +28,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SPEC = ClusterSpec(nodes=3)
 NODES = tuple(f"n{n}" for n in SPEC.node_ids)
-OCF = PurePosixPath("usr/lib/ocf")  # in the node root
 DUMMY_STATE = "/run/haos-mixed-dummy.state"
 SETTLE = 90.0  # seconds for every instance to be served after the nodes booted
 SERVICE = "[Service]\nExecStart=/bin/sleep infinity\n"
@@ -94,8 +94,7 @@ class MixedCluster(SystemdCluster):
 
 @pytest.fixture
 def cluster(cache: Path) -> Iterator[SystemdCluster]:
-    if not (cache / OCF / "resource.d" / "heartbeat" / "Dummy").exists():
-        pytest.fail(f"ocf:heartbeat:Dummy is not in the node root {cache}")
+    need_agent(cache, "ocf:heartbeat:Dummy")
     with MixedCluster(SPEC, cache=cache, agent=True, config_toml=config(), fence=True) as c:
         yield c
 
@@ -193,6 +192,9 @@ def test_two_systemd_two_client_and_an_ocf_component_per_node_all_run(
     print("roles:", {name: role for (_, name), role in sorted(placed.items())})
     for n in SPEC.node_ids:  # N-way-active with as many actives as members: all primary
         assert placed[(f"n{n}", comp(n, "web"))] == "primary"
+    # N+M (2+1), two instances: spread over two primaries, backed by the third member
+    got = sorted(placed[(f"n{n}", comp(n, "db"))] for n in SPEC.node_ids)
+    assert got == ["primary", "primary", "secondary"], got
     for part in (*COUNTERS, "dummy"):  # 2N: one primary, one secondary
         got = sorted(placed[(f"n{n}", comp(n, part))] for n in SPEC.node_ids)
         assert got.count("primary") == 1 and got.count("secondary") == 1, (part, got)
@@ -201,3 +203,9 @@ def test_two_systemd_two_client_and_an_ocf_component_per_node_all_run(
     for node in NODES:
         assert c.node(node).unit_state(AGENTD) == "active"
         assert c.restarts(node, AGENTD) == 0, c.diagnose(node, [AGENTD])
+    # the installed units stop, at a node's shutdown, after the agent has switched them over
+    for node in NODES:
+        for unit in UNITS.values():
+            out = c.node(node).run(["systemctl", "show", "-p", "Before", "-p", "After", unit])
+            assert AGENTD in out.stdout.split("Before=")[1].split("\n")[0], (node, unit, out)
+            assert "haos-clusterd.service" in out.stdout.split("After=")[1], (node, unit, out)

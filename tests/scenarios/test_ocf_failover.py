@@ -15,22 +15,22 @@ nodes. Each test's agent is the component of a 2N group with a member on each no
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+import _ocf as ocf
 import pytest
+from _ocf import ask, need_agent, two_n_group
 
 from haos.cluster.harness.config import ClusterSpec
 from haos.cluster.harness.systemd_cluster import SystemdCluster, cluster_toml
-from haos.errors import HaosError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
-OCF = PurePosixPath("usr/lib/ocf")  # in the node root
 SPEC = ClusterSpec(nodes=3)
 
 
 def member(n: int) -> str:
-    return f"shelf1/slot{n}/node/dummy"
+    return ocf.member("dummy", n)
 
 
 def state_file(n: int) -> str:
@@ -39,26 +39,19 @@ def state_file(n: int) -> str:
 
 def config(agent: str = "ocf:heartbeat:Dummy", extra: str = "") -> str:
     lines = [cluster_toml(SPEC, "ocf"), "[recovery]", "soft_reset_max = 0", "restart_max = 0"]
-    for n in SPEC.node_ids:
-        lines += [
-            "",
-            "[[components]]",
-            f'name = "{member(n)}"',
-            'class = "application"',
-            f'manager = {{ kind = "ocf", agent = "{agent}",{extra}'
-            f' params = {{ state = "{state_file(n)}" }} }}',
-        ]
-    members = ", ".join(f'"{member(n)}"' for n in SPEC.node_ids)
-    lines += ["", "[[service_groups]]", 'name = "dummy"', 'redundancy = "2N"']
-    lines += [f"members = [{members}]", "", "[[service_instances]]", 'name = "dummy-si"']
-    lines += ['group = "dummy"']
+    lines += two_n_group(
+        SPEC,
+        "dummy",
+        lambda n: (
+            f'{{ kind = "ocf", agent = "{agent}",{extra}'
+            f' params = {{ state = "{state_file(n)}" }} }}'
+        ),
+    )
     return "\n".join(lines) + "\n"
 
 
 def ocf_cluster(cache: Path, agent: str, toml: str) -> SystemdCluster:
-    provider, kind = agent.split(":")[1:]
-    if not (cache / OCF / "resource.d" / provider / kind).exists():
-        pytest.fail(f"{agent} is not in the node root {cache} (image/noderoot.sh installs it)")
+    need_agent(cache, agent)
     return SystemdCluster(SPEC, cache=cache, agent=True, config_toml=toml, fence=True)
 
 
@@ -78,13 +71,11 @@ def stateful(cache: Path) -> Iterator[SystemdCluster]:
 
 
 def roles(c: SystemdCluster) -> dict[int, str]:
-    for name in c.names:
-        try:
-            comps = c.control(name).request("crim")["crim"]["components"]
-        except HaosError:  # any node that answers will do
-            continue
-        return {n: comps[member(n)]["state"] for n in SPEC.node_ids}
-    return {}
+    answer = ask(c, "crim")
+    if not answer:
+        return {}
+    comps = answer["crim"]["components"]
+    return {n: comps[member(n)]["state"] for n in SPEC.node_ids}
 
 
 def running(c: SystemdCluster, n: int) -> bool:

@@ -24,21 +24,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Self, TypeVar
 
+import _ocf as ocf
 import pytest
+from _ocf import ask, need_agent, two_n_group
 
 from haos.cluster.harness import netns
 from haos.cluster.harness.config import ClusterSpec
 from haos.cluster.harness.systemd_cluster import SystemdCluster, cluster_toml
-from haos.errors import HaosError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
 T = TypeVar("T")
 SPEC = ClusterSpec(nodes=3)
-AGENT = PurePosixPath("usr/lib/ocf/resource.d/heartbeat/IPaddr2")  # in the node root
+AGENT = "ocf:heartbeat:IPaddr2"
 VIP = netns.Names.address(100, 0)  # on the nodes' first link, beside 10.10.0.1..N
 PORT = 7000
 PERIOD = 0.005  # seconds between the client's connections
@@ -60,24 +61,19 @@ socketserver.ThreadingTCPServer(("0.0.0.0", int(sys.argv[2])), Echo).serve_forev
 
 
 def member(n: int) -> str:
-    return f"shelf1/slot{n}/node/vip"
+    return ocf.member("vip", n)
 
 
 def config() -> str:
     lines = [cluster_toml(SPEC, "vip")]
-    for n in SPEC.node_ids:
-        lines += [
-            "",
-            "[[components]]",
-            f'name = "{member(n)}"',
-            'class = "application"',
-            'manager = { kind = "ocf", agent = "ocf:heartbeat:IPaddr2",'
-            f' params = {{ ip = "{VIP}", cidr_netmask = "24", nic = "eth0" }} }}',
-        ]
-    members = ", ".join(f'"{member(n)}"' for n in SPEC.node_ids)
-    lines += ["", "[[service_groups]]", 'name = "vip"', 'redundancy = "2N"']
-    lines += [f"members = [{members}]", "", "[[service_instances]]", 'name = "vip-si"']
-    lines += ['group = "vip"']
+    lines += two_n_group(
+        SPEC,
+        "vip",
+        lambda n: (
+            '{ kind = "ocf", agent = "ocf:heartbeat:IPaddr2",'
+            f' params = {{ ip = "{VIP}", cidr_netmask = "24", nic = "eth0" }} }}'
+        ),
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -212,13 +208,11 @@ def _holds(path: Path) -> bool:
 
 
 def roles(c: SystemdCluster) -> dict[str, str]:
-    for name in c.names:
-        try:
-            comps = c.control(name).request("crim")["crim"]["components"]
-        except HaosError:  # any node that answers will do
-            continue
-        return {f"n{n}": comps[member(n)]["state"] for n in SPEC.node_ids}
-    return {}
+    answer = ask(c, "crim")
+    if not answer:
+        return {}
+    comps = answer["crim"]["components"]
+    return {f"n{n}": comps[member(n)]["state"] for n in SPEC.node_ids}
 
 
 def holder(c: SystemdCluster, role: str) -> str:
@@ -240,8 +234,7 @@ def serve_echo(c: SystemdCluster, name: str) -> None:
 
 @pytest.fixture
 def cluster(cache: Path) -> Iterator[SystemdCluster]:
-    if not (cache / AGENT).is_file():
-        pytest.fail(f"no {AGENT} in the node root {cache} (image/noderoot.sh installs it)")
+    need_agent(cache, AGENT)
     with SystemdCluster(SPEC, cache=cache, agent=True, config_toml=config(), fence=True) as c:
         settled(c)
         for name in c.names:

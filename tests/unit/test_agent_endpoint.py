@@ -4,85 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _endpoint import APP, NOW, Bench, receive, run, send
 
 from haos.client import AgentError, Assignment, Client
 from haos.errors import UnavailableError
 from haos.limits import MAX_SOCKET_LINE
 from haos.model.reports import ErrorKind, ErrorReport
 from haos.model.states import AvailabilityState
-from haos.services.agent.endpoint import Endpoint, EndpointError, SessionClosed, SessionTimeout
-from haos.testing.agentfakes import MemoryAudits, MemoryBackend
+from haos.services.agent.endpoint import EndpointError, SessionClosed, SessionTimeout
 
 pytestmark = pytest.mark.timeout(30)
 
-APP = "n1/app"
 PRIMARY, SPARE = AvailabilityState.PRIMARY, AvailabilityState.SPARE
-
-
-class Bench:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.backend = MemoryBackend()
-        self.audits = MemoryAudits()
-        self.reports: list[ErrorReport] = []
-        self.opened: list[asyncio.StreamWriter] = []
-        self.endpoint = Endpoint(
-            path,
-            self.backend,
-            self.reports.append,
-            audits=self.audits,
-            components={APP, "n1/other"},
-            clock=lambda: 42.0,
-        )
-
-    async def raw(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_unix_connection(str(self.path))
-        self.opened.append(writer)
-        return reader, writer
-
-
-@asynccontextmanager
-async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
-    b = Bench(tmp_path / "components.sock")
-    async with asyncio.TaskGroup() as tg:
-        started = asyncio.Event()
-        task = tg.create_task(b.endpoint.run(started.set))
-        await started.wait()
-        try:
-            yield b
-        finally:
-            task.cancel()
-            for writer in b.opened:
-                writer.close()
-    assert not b.path.exists()
-
-
-def run(body: Callable[[Bench], Awaitable[None]], tmp_path: Path) -> None:
-    async def go() -> None:
-        async with bench(tmp_path) as b:
-            await body(b)
-
-    asyncio.run(go())
-
-
-async def send(writer: asyncio.StreamWriter, message: object) -> None:
-    writer.write(json.dumps(message).encode() + b"\n")
-    await writer.drain()
-
-
-async def receive(reader: asyncio.StreamReader) -> dict[str, Any]:
-    async with asyncio.timeout(5):
-        line = await reader.readline()
-    assert line, "the endpoint closed the connection"
-    message: dict[str, Any] = json.loads(line)
-    return message
 
 
 def test_a_role_is_assigned_once_the_application_acks(tmp_path: Path) -> None:
@@ -193,7 +129,7 @@ def test_reported_errors_reach_the_report_callback(tmp_path: Path) -> None:
             await client.report_error("error", "disk full")
             with pytest.raises(AgentError, match="unknown error kind 'bad'"):
                 await client.report_error("bad", "x")
-        assert b.reports == [ErrorReport(APP, ErrorKind.ERROR, 42.0, "client", "disk full")]
+        assert b.reports == [ErrorReport(APP, ErrorKind.ERROR, NOW, "client", "disk full")]
         assert b.endpoint.bad_messages == 1
 
     run(body, tmp_path)

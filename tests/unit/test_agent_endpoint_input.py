@@ -4,74 +4,16 @@ naming what is wrong, nothing of it is applied, and the session (and every other
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _endpoint import APP, OTHER, Bench, receive, run
 
 from haos.client import Client
 from haos.errors import UsageError
 from haos.limits import MAX_CHECKPOINT_DATA, MAX_SOCKET_LINE
-from haos.services.agent.endpoint import Endpoint
-from haos.testing.agentfakes import MemoryAudits, MemoryBackend
 
 pytestmark = pytest.mark.timeout(60)
-
-APP, OTHER = "n1/app", "n1/other"
-HELLO = {"op": "hello", "id": 1, "version": 1, "component": APP, "pid": 4242}
-
-
-class Bench:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.backend = MemoryBackend()
-        self.audits = MemoryAudits()
-        self.endpoint = Endpoint(
-            path, self.backend, lambda report: None, audits=self.audits, components={APP, OTHER}
-        )
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def session(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A raw connection of APP, registered."""
-        reader, writer = await asyncio.open_unix_connection(str(self.path), limit=1 << 26)
-        self.writers.append(writer)
-        writer.write(json.dumps(HELLO).encode() + b"\n")
-        assert await receive(reader) == {"id": 1, "ok": True, "version": 1}
-        return reader, writer
-
-
-async def receive(reader: asyncio.StreamReader) -> dict[str, Any]:
-    async with asyncio.timeout(10):
-        line = await reader.readline()
-    assert line, "the endpoint closed the connection"
-    message: dict[str, Any] = json.loads(line)
-    return message
-
-
-@asynccontextmanager
-async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
-    b = Bench(tmp_path / "components.sock")
-    async with asyncio.TaskGroup() as tg:
-        started = asyncio.Event()
-        task = tg.create_task(b.endpoint.run(started.set))
-        await started.wait()
-        try:
-            yield b
-        finally:
-            task.cancel()
-            for writer in b.writers:
-                writer.close()
-
-
-def run(body: Callable[[Bench], Awaitable[None]], tmp_path: Path) -> None:
-    async def go() -> None:
-        async with bench(tmp_path) as b:
-            await body(b)
-
-    asyncio.run(go())
 
 
 async def still_serving(
@@ -82,6 +24,11 @@ async def still_serving(
     assert await receive(reader) == {"id": 90, "ok": True}
     assert b.backend.checkpoints[(APP, "after")] == b"ok"
     assert b.endpoint.session(APP) is not None
+    await another_is_served(b)
+
+
+async def another_is_served(b: Bench) -> None:
+    """Another application registers and writes as if nothing happened."""
     async with Client(OTHER, str(b.path)) as other:
         await other.register()
         await other.checkpoint_write("s", b"fine")
@@ -155,18 +102,14 @@ def test_a_line_over_the_limit_is_answered_naming_the_limit_and_ends_only_that_c
         async with asyncio.timeout(10):
             assert await reader.read() == b""  # the connection is closed
         assert b.backend.writes == []
-        async with Client(OTHER, str(b.path)) as other:
-            await other.register()
-            await other.checkpoint_write("s", b"fine")
-        assert b.backend.checkpoints[(OTHER, "s")] == b"fine"
+        await another_is_served(b)
 
     run(body, tmp_path)
 
 
 def test_a_hello_over_the_limit_is_answered_naming_the_limit(tmp_path: Path) -> None:
     async def body(b: Bench) -> None:
-        reader, writer = await asyncio.open_unix_connection(str(b.path))
-        b.writers.append(writer)
+        reader, writer = await b.raw()
         writer.write(b'{"op": "hello", "component": "' + b"c" * MAX_SOCKET_LINE + b'"}\n')
         reply = await receive(reader)
         assert reply["error"] == "line-too-long" and "MAX_SOCKET_LINE" in reply["message"]

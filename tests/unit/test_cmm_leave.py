@@ -9,13 +9,12 @@ must be fenced or is not in the view.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
 
 import pytest
+from _cmm import ALL, NODES, fences, node_lefts, notices, ok, play, published, until
 
 from haos.cluster.cmm.model import (
     CmmConfig,
-    CmmInput,
     CmmState,
     Decision,
     Fence,
@@ -26,25 +25,17 @@ from haos.cluster.cmm.model import (
     ViewChanged,
 )
 from haos.cluster.cmm.policy import decide, fencer
-from haos.cluster.cmm.service import CmmService, Notice
+from haos.cluster.cmm.service import CmmService
 from haos.cluster.cmm.wire import decode_message, encode_leave
 from haos.cluster.crim.events import NodeJoined, NodeLeft
 from haos.cluster.dss.wire import WireError
 from haos.cluster.fencing.fakes import ScriptedFencer
-from haos.cluster.fencing.types import FenceResult
 from haos.config.model import NodeSpec
 from haos.errors import UnavailableError
 from haos.testing.bus import LocalBus
 
 pytestmark = pytest.mark.timeout(30)
 
-NODES = (
-    NodeSpec("node1", 1, "n1", priority=10),
-    NodeSpec("node2", 2, "n2", priority=20),
-    NodeSpec("node3", 3, "n3", priority=20),
-    NodeSpec("node4", 4, "n4", priority=0),
-)
-ALL = ViewChanged.of(1, 2, 3, 4)
 WITHOUT_3 = ViewChanged.of(1, 2, 4)
 
 
@@ -52,32 +43,8 @@ def config(local: int) -> CmmConfig:
     return CmmConfig(NODES, local)
 
 
-def play(
-    cfg: CmmConfig, steps: Sequence[tuple[float, CmmInput]], state: CmmState | None = None
-) -> tuple[CmmState, list[Decision]]:
-    state = state or CmmState.initial(cfg)
-    decisions = []
-    for now, event in steps:
-        decision = decide(cfg, state, event, now)
-        state = decision.state
-        decisions.append(decision)
-    return state, decisions
-
-
-def published(decision: Decision) -> list[object]:
-    return list(decision.events())
-
-
-def fences(decision: Decision) -> list[tuple[str, int]]:
-    return [(a.node.name, a.attempt) for a in decision.actions if isinstance(a, Fence)]
-
-
 def lefts(decision: Decision) -> list[object]:
     return [e for e in decision.events() if isinstance(e, NodeLeft)]
-
-
-def ok(node: str) -> FenceResult:
-    return FenceResult(node, "reboot", True, "done")
 
 
 class FakeQuorum:
@@ -91,23 +58,6 @@ class FakeQuorum:
             await asyncio.Event().wait()
         self._first = False
         return True
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    async with asyncio.timeout(5.0):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
-def notices(queue: asyncio.Queue[Notice]) -> list[Notice]:
-    out = []
-    while not queue.empty():
-        out.append(queue.get_nowait())
-    return out
-
-
-def node_lefts(seen: list[Notice]) -> list[NodeLeft]:
-    return [n.event for n in seen if isinstance(n, Publish) and isinstance(n.event, NodeLeft)]
 
 
 def formed(local: int = 2) -> tuple[CmmConfig, CmmState]:

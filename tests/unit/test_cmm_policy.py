@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from _cmm import ALL, NODES, fences, ok, play, published
 
 from haos.cluster.cmm.model import (
     Action,
     CmmConfig,
     CmmInput,
-    CmmState,
-    Decision,
     Demote,
     Fence,
     MasterChanged,
@@ -24,52 +23,19 @@ from haos.cluster.cmm.model import (
     ViceMasterChanged,
     ViewChanged,
 )
-from haos.cluster.cmm.policy import decide, elect, fencer, next_deadline
+from haos.cluster.cmm.policy import elect, fencer, next_deadline
 from haos.cluster.crim.events import NodeJoined, NodeLeft
 from haos.cluster.fencing.types import FenceResult
 from haos.config.model import NodeSpec
 from haos.errors import ConfigError
-
-# node2 and node3 tie on priority: the lower id, node2, ranks first.
-NODES = (
-    NodeSpec("node1", 1, "n1", priority=10),
-    NodeSpec("node2", 2, "n2", priority=20),
-    NodeSpec("node3", 3, "n3", priority=20),
-    NodeSpec("node4", 4, "n4", priority=0),
-)
-ALL = ViewChanged.of(1, 2, 3, 4)
 
 
 def config(local: int = 1, **settings: object) -> CmmConfig:
     return CmmConfig(NODES, local, **settings)  # type: ignore[arg-type]
 
 
-def play(
-    cfg: CmmConfig, steps: Sequence[tuple[float, CmmInput]], state: CmmState | None = None
-) -> tuple[CmmState, list[Decision]]:
-    state = state or CmmState.initial(cfg)
-    decisions = []
-    for now, event in steps:
-        decision = decide(cfg, state, event, now)
-        state = decision.state
-        decisions.append(decision)
-    return state, decisions
-
-
-def published(decision: Decision) -> list[object]:
-    return list(decision.events())
-
-
-def fences(decision: Decision) -> list[tuple[str, int]]:
-    return [(a.node.name, a.attempt) for a in decision.actions if isinstance(a, Fence)]
-
-
 def of_type(actions: Sequence[Action], kind: type) -> list[Action]:
     return [a for a in actions if isinstance(a, kind)]
-
-
-def ok(node: str) -> FenceResult:
-    return FenceResult(node, "reboot", True, "done")
 
 
 def failed(node: str, why: str = "device unreachable") -> FenceResult:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 import pytest
+from _cmm import node_lefts, notices, until
 
 from haos.cluster.cmm.model import CmmConfig, Demote, Publish, QuorumLost
-from haos.cluster.cmm.service import CmmService, Notice
+from haos.cluster.cmm.service import CmmService
 from haos.cluster.cmm.wire import decode_message, encode_fence_result
-from haos.cluster.crim.events import NodeLeft
 from haos.cluster.dss.wire import WireError
 from haos.cluster.fencing.fakes import ScriptedFencer
 from haos.cluster.fencing.types import FenceResult
@@ -27,7 +26,6 @@ NODES = (
     NodeSpec("node2", 2, "n2", priority=20),
     NodeSpec("node3", 3, "n3", priority=5),
 )
-DEADLINE = 5.0
 
 
 class FakeQuorum:
@@ -45,23 +43,6 @@ class FakeQuorum:
         if quorate is None:
             raise UnavailableError("votequorum went away")
         return quorate
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    async with asyncio.timeout(DEADLINE):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
-def notices(queue: asyncio.Queue[Notice]) -> list[Notice]:
-    out = []
-    while not queue.empty():
-        out.append(queue.get_nowait())
-    return out
-
-
-def node_lefts(seen: list[Notice]) -> list[NodeLeft]:
-    return [n.event for n in seen if isinstance(n, Publish) and isinstance(n.event, NodeLeft)]
 
 
 def cluster(

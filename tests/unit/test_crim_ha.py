@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
+from _notices import Notices
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,6 @@ from haos.cluster.cmm.model import (
     QuorumRegained,
     ViceMasterChanged,
 )
-from haos.cluster.cmm.service import Notice
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.actions import AssignRole, Decision
 from haos.cluster.crim.state import CrimState
@@ -71,28 +71,6 @@ class Clock:
 
 
 @dataclass
-class FakeNotices:
-    """One node's CMM notices; knows when the service has handled all it was handed."""
-
-    queue: asyncio.Queue[Notice] = field(default_factory=asyncio.Queue)
-    handed: int = 0
-    handled: int = 0
-    cond: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    async def get(self) -> Notice:
-        async with self.cond:
-            self.handled = self.handed  # asking for the next one: the last one is done
-            self.cond.notify_all()
-        notice = await self.queue.get()
-        self.handed += 1
-        return notice
-
-    async def drained(self) -> None:
-        async with self.cond:
-            await self.cond.wait_for(lambda: self.queue.empty() and self.handled == self.handed)
-
-
-@dataclass
 class Sink:
     """Records (node, seq, decision) for every node; ``check`` runs before recording."""
 
@@ -130,7 +108,7 @@ class Harness:
     net: LocalNet[CheckpointService]
     clock: Clock
     sink: Sink
-    notices: dict[int, FakeNotices]
+    notices: dict[int, Notices]
     services: dict[int, AvailabilityService]
     tasks: dict[int, asyncio.Task[None]]
 
@@ -177,7 +155,7 @@ async def cluster(
     sink = sink or Sink()
     async with LocalNet(CheckpointService) as net:
         await net.start_all(*NODES)
-        notices = {n: FakeNotices() for n in NODES}
+        notices = {n: Notices() for n in NODES}
         services = {
             n: AvailabilityService(
                 Settings(n, TOPO, POLICY, auto_tick=False),

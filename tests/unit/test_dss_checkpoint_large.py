@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from haos.cluster.dss import wire as envelope
-from haos.cluster.dss.checkpoint import CheckpointService, Role, wire
+from haos.cluster.dss.checkpoint import Checkpoint, CheckpointService, Role, wire
 from haos.cluster.dss.checkpoint.fragments import FRAGMENT_BYTES, Assembler, split
 from haos.cluster.dss.checkpoint.replica import Content, Section
 from haos.cluster.dss.messaging.localnet import LocalNet, Tap
@@ -74,6 +75,26 @@ class Cluster:
         link = self.links[transport.node_id] = Bounded(transport)
         return CheckpointService(link)
 
+    async def db(self, *nodes: int) -> tuple[Checkpoint, list[Checkpoint]]:
+        """Starts ``nodes``; the first opens the checkpoint "db" as its active, the others as
+        its standbys."""
+        first, *others = await self.net.start_all(*nodes)
+        active = await first.open("db", Role.ACTIVE)
+        return active, [await s.open("db") for s in others]
+
+    def largest(self) -> int:
+        """The largest message any member sent."""
+        return max(link.largest for link in self.links.values())
+
+
+def run(body: Callable[[Cluster], Awaitable[None]]) -> None:
+    async def go() -> None:
+        c = Cluster()
+        async with c.net:
+            await body(c)
+
+    asyncio.run(go())
+
 
 def blob(size: int) -> bytes:
     return os.urandom(size)
@@ -81,95 +102,77 @@ def blob(size: int) -> bytes:
 
 @pytest.mark.parametrize("size", [1 * MiB, 8 * MiB, MAX_CHECKPOINT_SECTION])
 def test_a_large_sync_write_is_read_back_on_every_standby(size: int) -> None:
-    async def go() -> None:
-        c = Cluster()
-        async with c.net as net:
-            a, b, s3 = await net.start_all(1, 2, 3)
-            active = await a.open("db", Role.ACTIVE)
-            standbys = [await b.open("db"), await s3.open("db")]
-            data = blob(size)
-            async with asyncio.timeout(DEADLINE):
-                await active.write("state", data)
-            # Synchronous: stored by every standby when it returns.
-            assert [s.read("state") for s in standbys] == [data, data]
-            assert active.read("state") == data
-            assert max(link.largest for link in c.links.values()) <= FRAGMENT_BYTES + 64
+    async def body(c: Cluster) -> None:
+        active, standbys = await c.db(1, 2, 3)
+        data = blob(size)
+        async with asyncio.timeout(DEADLINE):
+            await active.write("state", data)
+        # Synchronous: stored by every standby when it returns.
+        assert [s.read("state") for s in standbys] == [data, data]
+        assert active.read("state") == data
+        assert c.largest() <= FRAGMENT_BYTES + 64
 
-    asyncio.run(go())
+    run(body)
 
 
 def test_a_joiner_gets_large_sections_by_state_transfer_in_fragments() -> None:
-    async def go() -> None:
-        c = Cluster()
-        async with c.net as net:
-            a, b = await net.start_all(1, 2)
-            active = await a.open("db", Role.ACTIVE)
-            await b.open("db")
-            sections = {f"s{i}": blob(3 * MiB + i) for i in range(3)}
-            for name, data in sections.items():
-                await active.write(name, data)
-            joiner = await (await net.start(3)).open("db")
-            assert joiner.sections() == sections
-            assert max(link.largest for link in c.links.values()) <= FRAGMENT_BYTES + 64
+    async def body(c: Cluster) -> None:
+        active, _ = await c.db(1, 2)
+        sections = {f"s{i}": blob(3 * MiB + i) for i in range(3)}
+        for name, data in sections.items():
+            await active.write(name, data)
+        joiner = await (await c.net.start(3)).open("db")
+        assert joiner.sections() == sections
+        assert c.largest() <= FRAGMENT_BYTES + 64
 
-    asyncio.run(go())
+    run(body)
 
 
 def test_a_chunked_write_whose_writer_dies_midway_is_applied_nowhere() -> None:
-    async def go() -> None:
-        c = Cluster()
-        async with c.net as net:
-            a, b, s3 = await net.start_all(1, 2, 3)
-            active = await a.open("db", Role.ACTIVE)
-            standbys = [await b.open("db"), await s3.open("db")]
-            await active.write("state", b"before")
-            c.links[1].cut = 5  # 5 of the 16 fragments leave, then the writer dies
-            write = asyncio.create_task(active.write("state", blob(4 * MiB)))
-            await net.wait_for(lambda: c.links[1].cut == 0)
-            net.crash(1)
-            with pytest.raises(UnavailableError):
-                async with asyncio.timeout(DEADLINE):
-                    await write
-            await net.wait_for(lambda: all(s.replicas == (2, 3) for s in standbys))
-            assert [s.read("state") for s in standbys] == [b"before", b"before"]
-            # The survivors carry on: a take-over writes a large section again.
-            await standbys[0].set_role(Role.ACTIVE)
-            data = blob(2 * MiB)
-            await standbys[0].write("state", data)
-            assert standbys[1].read("state") == data
+    async def body(c: Cluster) -> None:
+        active, standbys = await c.db(1, 2, 3)
+        await active.write("state", b"before")
+        c.links[1].cut = 5  # 5 of the 16 fragments leave, then the writer dies
+        write = asyncio.create_task(active.write("state", blob(4 * MiB)))
+        await c.net.wait_for(lambda: c.links[1].cut == 0)
+        c.net.crash(1)
+        with pytest.raises(UnavailableError):
+            async with asyncio.timeout(DEADLINE):
+                await write
+        await c.net.wait_for(lambda: all(s.replicas == (2, 3) for s in standbys))
+        assert [s.read("state") for s in standbys] == [b"before", b"before"]
+        # The survivors carry on: a take-over writes a large section again.
+        await standbys[0].set_role(Role.ACTIVE)
+        data = blob(2 * MiB)
+        await standbys[0].write("state", data)
+        assert standbys[1].read("state") == data
 
-    asyncio.run(go())
+    run(body)
 
 
 def test_a_section_over_the_limit_is_refused_before_anything_is_sent() -> None:
-    async def go() -> None:
-        c = Cluster()
-        async with c.net as net:
-            a, b = await net.start_all(1, 2)
-            active = await a.open("db", Role.ACTIVE)
-            standby = await b.open("db")
-            await active.write("state", b"kept")
-            sent = c.links[1].sent
-            with pytest.raises(UsageError, match=f"over the limit of {MAX_CHECKPOINT_SECTION}"):
-                await active.write("state", bytes(MAX_CHECKPOINT_SECTION + 1))
-            assert c.links[1].sent == sent
-            assert standby.read("state") == b"kept"
+    async def body(c: Cluster) -> None:
+        active, (standby,) = await c.db(1, 2)
+        await active.write("state", b"kept")
+        sent = c.links[1].sent
+        with pytest.raises(UsageError, match=f"over the limit of {MAX_CHECKPOINT_SECTION}"):
+            await active.write("state", bytes(MAX_CHECKPOINT_SECTION + 1))
+        assert c.links[1].sent == sent
+        assert standby.read("state") == b"kept"
 
-    asyncio.run(go())
+    run(body)
 
 
 def test_two_writers_fragments_interleave_and_both_arrive_whole() -> None:
-    async def go() -> None:
-        c = Cluster()
-        async with c.net as net:
-            a, b, s3 = await net.start_all(1, 2, 3)
-            one, two = await a.open("one", Role.ACTIVE), await b.open("two", Role.ACTIVE)
-            reader_one, reader_two = await s3.open("one"), await s3.open("two")
-            d1, d2 = blob(3 * MiB), blob(3 * MiB + 7)
-            await asyncio.gather(one.write("s", d1), two.write("s", d2))
-            assert (reader_one.read("s"), reader_two.read("s")) == (d1, d2)
+    async def body(c: Cluster) -> None:
+        a, b, s3 = await c.net.start_all(1, 2, 3)
+        one, two = await a.open("one", Role.ACTIVE), await b.open("two", Role.ACTIVE)
+        reader_one, reader_two = await s3.open("one"), await s3.open("two")
+        d1, d2 = blob(3 * MiB), blob(3 * MiB + 7)
+        await asyncio.gather(one.write("s", d1), two.write("s", d2))
+        assert (reader_one.read("s"), reader_two.read("s")) == (d1, d2)
 
-    asyncio.run(go())
+    run(body)
 
 
 def fragment(msg_id: int, index: int, count: int, piece: bytes = b"x") -> wire.FragmentMsg:
@@ -218,20 +221,16 @@ def test_fragments_round_trip_through_the_wire_and_reassemble() -> None:
 
 
 def test_a_message_cut_off_by_another_from_its_sender_is_dropped_and_counted() -> None:
-    async def go() -> None:
-        c = Cluster()
-        async with c.net as net:
-            a, b = await net.start_all(1, 2)
-            active = await a.open("db", Role.ACTIVE)
-            standby = await b.open("db")
-            await active.write("s", b"kept")
-            head = wire.encode(fragment(77, 0, 2))[1]
-            c.links[1].post(envelope.encode(envelope.Envelope(envelope.Service.CRC, 10, head)))
-            await active.write("s", b"next")
-            assert standby.read("s") == b"next"
-            assert b.drops.counts.get("cut-off") == 1
+    async def body(c: Cluster) -> None:
+        active, (standby,) = await c.db(1, 2)
+        await active.write("s", b"kept")
+        head = wire.encode(fragment(77, 0, 2))[1]
+        c.links[1].post(envelope.encode(envelope.Envelope(envelope.Service.CRC, 10, head)))
+        await active.write("s", b"next")
+        assert standby.read("s") == b"next"
+        assert c.net[2].drops.counts.get("cut-off") == 1
 
-    asyncio.run(go())
+    run(body)
 
 
 def test_a_content_made_in_pieces_is_the_content_made_whole() -> None:

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
+from _notices import Notices
 
 from haos.cli.ops import outage_lengths
 from haos.clock import MonoTime, WallTime, wall_of
@@ -29,7 +30,6 @@ from haos.cluster.cmm.model import (
 )
 from haos.cluster.cmm.model import ViewChanged as View
 from haos.cluster.cmm.policy import decide
-from haos.cluster.cmm.service import Notice
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.actions import Decision
 from haos.cluster.crim.state import CrimState
@@ -81,28 +81,6 @@ class Recorder:
 
     def resync(self, seq: int, crim: CrimState, epoch: int = 0) -> None:
         pass
-
-
-@dataclass
-class Notices:
-    """The CMM's notices to the service; knows when it has handled every one handed over."""
-
-    queue: asyncio.Queue[Notice] = field(default_factory=asyncio.Queue)
-    handed: int = 0
-    handled: int = 0
-    cond: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    async def get(self) -> Notice:
-        async with self.cond:
-            self.handled = self.handed  # asking for the next one: the last one is done
-            self.cond.notify_all()
-        notice = await self.queue.get()
-        self.handed += 1
-        return notice
-
-    async def drained(self) -> None:
-        async with self.cond:
-            await self.cond.wait_for(lambda: self.queue.empty() and self.handled == self.handed)
 
 
 @dataclass

@@ -5,38 +5,19 @@ confirmed they left primary (or left the cluster, or the bound passed)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+
+from _holds import SI, TOPO, A, B, C, Nodes, P, formed, running, settle
 
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.policy import decide
-from haos.cluster.crim.state import CrimState, initial_state
+from haos.cluster.crim.state import CrimState
 from haos.cluster.crim.topology import Topology
-from haos.config.loader import load_config, parse_config
-from haos.errors import HaosError
-from haos.model.states import AvailabilityState
 from haos.services.executor import Dispatcher, resync_plan
 from haos.services.orderbook import batch_from_json
 from haos.services.orders import RoleOrder
+from haos.testing import layouts
 
-EXAMPLES = Path(__import__("haos.examples", fromlist=["x"]).__path__[0])
-TOPO = Topology(load_config(EXAMPLES / "small-2n.toml"))
-SI = "demo-si"
-A, B, C = (f"shelf1/slot{n}/node/demo" for n in (1, 2, 3))  # on n1, n2, n3
-P, S, SP = AvailabilityState.PRIMARY, AvailabilityState.SECONDARY, AvailabilityState.SPARE
 EPOCH = 7  # of the mastership that took over
-
-
-def formed(topo: Topology = TOPO) -> CrimState:
-    state = initial_state(topo)
-    for n in topo.nodes:
-        state = decide(topo, state, ev.NodeJoined(n), 0.0).state
-    for c in sorted(topo.host_of):
-        if topo.host_of[c] is not None and c in topo.group_of:
-            state = decide(topo, state, ev.ComponentAvailable(c), 1.0).state
-    return state
 
 
 def switched(topo: Topology = TOPO) -> CrimState:
@@ -52,53 +33,6 @@ def gate(state: CrimState, component: str, seq: int = 10) -> RoleOrder:
     return order
 
 
-class Nodes:
-    """Records what each node was sent, in order, and when (loop time)."""
-
-    def __init__(self, down: set[str] | None = None) -> None:
-        self.down = down or set()
-        self.got: list[tuple[str, dict[str, Any], float]] = []
-
-    async def send(self, node: str, payload: dict[str, Any]) -> None:
-        if node in self.down:
-            raise HaosError(f"{node} unreachable")
-        self.got.append((node, payload, asyncio.get_running_loop().time()))
-
-    def roles_sent(self, node: str) -> list[tuple[int, str, str, float]]:
-        """(seq, component, state, when) of every role ``node`` was told, full states too."""
-        out = []
-        for n, payload, at in self.got:
-            if n != node:
-                continue
-            batch = batch_from_json(payload)
-            out += [(batch.seq, c, s.value, at) for c, s in (batch.roles or {}).items()]
-            out += [
-                (o.seq, o.component, o.state.value, at)
-                for o in batch.orders
-                if isinstance(o, RoleOrder)
-            ]
-        return out
-
-    def promoted(self, node: str, component: str) -> list[float]:
-        """When ``node`` was told to make ``component`` primary."""
-        return [at for _, c, s, at in self.roles_sent(node) if c == component and s == "primary"]
-
-
-async def settle() -> None:
-    for _ in range(50):
-        await asyncio.sleep(0)
-
-
-@asynccontextmanager
-async def running(dispatcher: Dispatcher) -> AsyncIterator[Dispatcher]:
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(dispatcher.run())
-        try:
-            yield dispatcher
-        finally:
-            task.cancel()
-
-
 def test_after_a_take_over_mid_switchover_the_new_primary_waits_for_the_old_one() -> None:
     """The old master stored switchover 10 (A -> B) and died before A confirmed it had
     quiesced. The new master's resync must not promote B until A's node confirmed that A
@@ -110,7 +44,7 @@ def test_after_a_take_over_mid_switchover_the_new_primary_waits_for_the_old_one(
         async with running(Dispatcher(TOPO, nodes, quiesce_wait=30.0)) as dispatcher:
             dispatcher.resync(10, state, EPOCH)
             await settle()
-            assert nodes.promoted("n2", B) == [], nodes.roles_sent("n2")
+            assert nodes.promoted_at("n2", B) == [], nodes.roles_sent("n2")
             first = batch_from_json(next(p for n, p, _ in nodes.got if n == "n1"))
             assert first.epoch == EPOCH and first.roles is None
             assert first.orders == (gate(state, A),)  # A quiesces first
@@ -120,10 +54,10 @@ def test_after_a_take_over_mid_switchover_the_new_primary_waits_for_the_old_one(
             dispatcher.applied(gate(state, C), EPOCH)
             dispatcher.applied(gate(state, A), EPOCH - 1)  # of the old mastership: nothing
             await settle()
-            assert nodes.promoted("n2", B) == [] and dispatcher.unmatched == 1
+            assert nodes.promoted_at("n2", B) == [] and dispatcher.unmatched == 1
             dispatcher.applied(gate(state, A), EPOCH)
             await settle()
-            assert len(nodes.promoted("n2", B)) == 1 and dispatcher.holding == 0
+            assert len(nodes.promoted_at("n2", B)) == 1 and dispatcher.holding == 0
             desired = dispatcher.desired("n2")
             assert desired is not None and desired.roles is not None and desired.roles[B] is P
             assert desired.epoch == EPOCH
@@ -143,9 +77,11 @@ def test_an_unreachable_old_primary_node_delays_the_promotion_by_at_most_the_bou
             await settle()
             dispatcher.applied(gate(state, C), EPOCH)
             await asyncio.sleep(bound / 2)
-            assert nodes.promoted("n2", B) == [], "promoted before A's node answered or the bound"
+            assert nodes.promoted_at("n2", B) == [], (
+                "promoted before A's node answered or the bound"
+            )
             await asyncio.sleep(bound)
-            (at,) = nodes.promoted("n2", B)
+            (at,) = nodes.promoted_at("n2", B)
             assert at - start < bound + 0.1
 
     asyncio.run(go())
@@ -163,10 +99,10 @@ def test_a_node_that_left_the_cluster_is_not_waited_for() -> None:
             await settle()
             dispatcher.applied(gate(state, C), EPOCH)
             await settle()
-            assert nodes.promoted("n2", B) == []
+            assert nodes.promoted_at("n2", B) == []
             await dispatcher.carry_out(11, left)
             await settle()
-            assert len(nodes.promoted("n2", B)) >= 1 and dispatcher.holding == 0
+            assert len(nodes.promoted_at("n2", B)) >= 1 and dispatcher.holding == 0
 
     asyncio.run(go())
 
@@ -213,31 +149,11 @@ def test_later_decisions_wait_behind_the_resync_on_every_node() -> None:
     asyncio.run(go())
 
 
-CROSSED = """
-[[components]]
-name = "shelf1/slot1/node/db"
-class = "application"
-
-[[components]]
-name = "shelf1/slot2/node/db"
-class = "application"
-
-[[service_groups]]
-name = "db"
-redundancy = "2N"
-members = ["shelf1/slot1/node/db", "shelf1/slot2/node/db"]
-
-[[service_instances]]
-name = "db-si"
-group = "db"
-"""
-
-
 def test_crossed_primaries_each_wait_for_the_other_node() -> None:
     """After switchover 10 B serves demo on n2 while db1 serves db on n1: each node first
     gets the other group's member's role, and neither promotion goes out before both
     nodes confirmed -- no deadlock, no node waits for itself."""
-    topo = Topology(parse_config((EXAMPLES / "small-2n.toml").read_text() + CROSSED, "crossed"))
+    topo = Topology(layouts.crossed())
     db1, db2 = "shelf1/slot1/node/db", "shelf1/slot2/node/db"
     state = switched(topo)
     assert state.components[db1].state is P
@@ -251,11 +167,11 @@ def test_crossed_primaries_each_wait_for_the_other_node() -> None:
             await settle()
             firsts = {n: [o["component"] for o in p["orders"]] for n, p, _ in nodes.got}
             assert firsts["n1"] == [A] and firsts["n2"] == [db2]
-            assert not nodes.promoted("n1", db1) and not nodes.promoted("n2", B)
+            assert not nodes.promoted_at("n1", db1) and not nodes.promoted_at("n2", B)
             for order in sorted(plan.gates, key=str):
-                assert not nodes.promoted("n1", db1) and not nodes.promoted("n2", B)
+                assert not nodes.promoted_at("n1", db1) and not nodes.promoted_at("n2", B)
                 dispatcher.applied(order, EPOCH)
                 await settle()
-            assert nodes.promoted("n1", db1) and nodes.promoted("n2", B)
+            assert nodes.promoted_at("n1", db1) and nodes.promoted_at("n2", B)
 
     asyncio.run(go())

@@ -5,39 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from _holds import SI, SP, TOPO, A, B, C, Nodes, P, S, formed, running, settle
 
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.actions import AssignRole, Decision
 from haos.cluster.crim.policy import decide
-from haos.cluster.crim.state import CrimState, initial_state
+from haos.cluster.crim.state import CrimState
 from haos.cluster.crim.topology import Topology
-from haos.config.loader import load_config, parse_config
-from haos.errors import HaosError
 from haos.model.states import AvailabilityState
 from haos.services.executor import Dispatcher
 from haos.services.orderbook import batch_from_json
 from haos.services.orders import RoleOrder
-
-EXAMPLES = Path(__import__("haos.examples", fromlist=["x"]).__path__[0])
-TOPO = Topology(load_config(EXAMPLES / "small-2n.toml"))
-SI = "demo-si"
-A, B, C = (f"shelf1/slot{n}/node/demo" for n in (1, 2, 3))  # on n1, n2, n3
-P, S, SP = AvailabilityState.PRIMARY, AvailabilityState.SECONDARY, AvailabilityState.SPARE
-
-
-def formed(topo: Topology = TOPO) -> CrimState:
-    state = initial_state(topo)
-    for n in topo.nodes:
-        state = decide(topo, state, ev.NodeJoined(n), 0.0).state
-    for c in sorted(topo.host_of):
-        if topo.host_of[c] is not None and c in topo.group_of:
-            state = decide(topo, state, ev.ComponentAvailable(c), 1.0).state
-    return state
+from haos.testing import layouts
 
 
 def switchovers(state: CrimState, count: int) -> list[Decision]:
@@ -54,53 +37,6 @@ def switchovers(state: CrimState, count: int) -> list[Decision]:
 def demoted(seq: int, component: str) -> RoleOrder:
     """The order of switchover ``seq`` that makes the old primary quiesce."""
     return RoleOrder(component, SP, True, seq)
-
-
-class Nodes:
-    """Records what each node was sent, in order."""
-
-    def __init__(self, down: set[str] | None = None) -> None:
-        self.down = down or set()
-        self.got: list[tuple[str, dict[str, Any]]] = []
-
-    async def send(self, node: str, payload: dict[str, Any]) -> None:
-        if node in self.down:
-            raise HaosError(f"{node} unreachable")
-        self.got.append((node, payload))
-
-    def roles_sent(self, node: str) -> list[tuple[int, str, str]]:
-        """(seq, component, state) of every role ``node`` was told, full states included."""
-        out = []
-        for n, payload in self.got:
-            if n != node:
-                continue
-            batch = batch_from_json(payload)
-            out += [(batch.seq, c, s.value) for c, s in (batch.roles or {}).items()]
-            out += [(o.seq, o.component, o.state.value) for o in batch.orders if _role(o)]
-        return out
-
-    def promoted(self, node: str, component: str) -> list[int]:
-        return [seq for seq, c, s in self.roles_sent(node) if c == component and s == "primary"]
-
-
-def _role(order: object) -> bool:
-    return isinstance(order, RoleOrder)
-
-
-async def settle() -> None:
-    """Let every sender run until it waits (the channel never blocks)."""
-    for _ in range(50):
-        await asyncio.sleep(0)
-
-
-@asynccontextmanager
-async def running(dispatcher: Dispatcher) -> AsyncIterator[Dispatcher]:
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(dispatcher.run())
-        try:
-            yield dispatcher
-        finally:
-            task.cancel()
 
 
 def test_a_late_confirmation_of_an_earlier_switchover_releases_no_later_hold() -> None:
@@ -152,7 +88,7 @@ def test_a_confirmation_for_one_switchover_does_not_release_another_waiting_on_t
             dispatcher.applied(demoted(12, A))  # A has not been sent order 12 yet: bogus
             await settle()
             assert nodes.promoted("n2", B) == []
-            assert [p["seq"] for n, p in nodes.got if n == "n3"] == []
+            assert [p["seq"] for n, p, _ in nodes.got if n == "n3"] == []
             assert dispatcher.holding == 3 and dispatcher.unmatched == 1
             dispatcher.applied(demoted(10, A))
             await settle()
@@ -204,7 +140,7 @@ def test_a_stale_node_gets_the_full_state_of_the_decision_it_is_at_not_a_later_o
             dispatcher.applied(demoted(10, A))
             await settle()
             assert nodes.promoted("n1", A) == [], nodes.roles_sent("n1")
-            assert any("roles" in p for n, p in nodes.got if n == "n1")  # caught up, as of 10
+            assert any("roles" in p for n, p, _ in nodes.got if n == "n1")  # caught up, as of 10
             dispatcher.applied(demoted(11, B))
             await settle()
             assert nodes.promoted("n1", A) == [11]
@@ -243,32 +179,11 @@ def test_the_desired_state_a_node_asks_for_leaves_out_what_is_held() -> None:
     asyncio.run(go())
 
 
-CROSSED = """
-[[components]]
-name = "shelf1/slot1/node/db"
-class = "application"
-
-[[components]]
-name = "shelf1/slot2/node/db"
-class = "application"
-
-[[service_groups]]
-name = "db"
-redundancy = "2N"
-members = ["shelf1/slot1/node/db", "shelf1/slot2/node/db"]
-
-[[service_instances]]
-name = "db-si"
-group = "db"
-"""
-
-
 def test_crossed_switchovers_promote_on_no_node_before_both_old_primaries_confirmed() -> None:
     """One decision moves demo from n1 to n2 and db from n2 to n1: both nodes quiesce a
     primary *and* promote one. Each node gets its quiescing orders first; the promotions
     wait for both confirmations."""
-    text = (EXAMPLES / "small-2n.toml").read_text() + CROSSED
-    topo = Topology(parse_config(text, "crossed"))
+    topo = Topology(layouts.crossed())
     db1, db2 = "shelf1/slot1/node/db", "shelf1/slot2/node/db"
     actions = (
         AssignRole(A, P, SP, (), graceful=True),
@@ -283,7 +198,7 @@ def test_crossed_switchovers_promote_on_no_node_before_both_old_primaries_confir
         async with running(Dispatcher(topo, nodes, quiesce_wait=30.0)) as dispatcher:
             await dispatcher.carry_out(10, crossed)
             await settle()
-            firsts = {n: [o["component"] for o in p["orders"]] for n, p in nodes.got}
+            firsts = {n: [o["component"] for o in p["orders"]] for n, p, _ in nodes.got}
             assert firsts == {"n1": [A], "n2": [db2]}
             dispatcher.applied(RoleOrder(A, SP, True, 10))
             await settle()

@@ -60,6 +60,8 @@ class Settings:
     node: str
     control: Path
     components: Path
+    # where the installed units of systemd components get their shutdown order (drop-ins)
+    unit_dropins: Path = Path("/run/systemd/system")
 
 
 class HmRegistry:
@@ -122,6 +124,7 @@ def managed(config: ClusterConfig, me: NodeSpec) -> list[str]:
 async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
     from haos.services.agent.leave import (  # imports dbus-fast
         ShutdownOrderedUnits,
+        order_installed_units,
         stop_on_sigterm,
     )
 
@@ -165,7 +168,10 @@ async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
         components=clients,
     )
     units = await ShutdownOrderedUnits.connect()  # components stop after the agent
+    installed = [m.unit for c in comps if (m := config.managers[c]).kind == "systemd"]
     try:
+        if order_installed_units(installed, settings.unit_dropins):
+            await units.reload()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(endpoint.run())
             deps = DriverDeps(units, report, tasks, endpoint, str(settings.components))

@@ -6,6 +6,8 @@
   its primaries are switched over) and before the cluster daemon stops (which announces the
   leave only once nothing runs). Without it systemd would stop every component at once, the
   primary among them, before anything was switched over.
+* :func:`order_installed_units`: the same order for the installed units of ``systemd``
+  components, through runtime drop-ins.
 * :func:`stop_on_sigterm`: on SIGTERM while the system shuts down, ask the cluster daemon to
   prepare the leave (it has the node's primaries switched over, and returns once none is
   left or its bound passed) while the agent goes on carrying out the demotions; then end.
@@ -22,6 +24,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from haos.errors import HaosError
@@ -82,3 +85,37 @@ async def stop_on_sigterm(
         raise Stopped(f"node shutting down; leave not prepared: {e}") from None
     log.info("node shutting down: %s", answer)
     raise Stopped(f"node shutting down; leave prepared: {answer.get('prepared')}")
+
+
+DROPIN_NAME = "50-haos-shutdown-order.conf"
+DROPIN = f"""\
+# Written by {AGENT} at its start: at shutdown this component stops after the agent (which has
+# had it switched over by then) and before the cluster daemon.
+[Unit]
+Before={AGENT}
+After={CLUSTER}
+"""
+
+
+def order_installed_units(units: Sequence[str], directory: Path) -> bool:
+    """Give each installed unit in ``units`` (``systemd`` components) the order the transient
+    ones get from :func:`ordered`, through a runtime drop-in in ``directory``
+    (``/run/systemd/system``), and remove that drop-in from units no longer listed. True if
+    anything changed: systemd must then reload its units."""
+    changed = False
+    wanted = {directory / f"{unit}.d" / DROPIN_NAME for unit in units}
+    for path in sorted(wanted):
+        if path.is_file() and path.read_text() == DROPIN:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_suffix(".tmp")
+        staged.write_text(DROPIN)
+        staged.replace(path)
+        changed = True
+    for stale in directory.glob(f"*.d/{DROPIN_NAME}"):
+        if stale not in wanted:
+            stale.unlink()
+            with contextlib.suppress(OSError):
+                stale.parent.rmdir()  # only if it held nothing else
+            changed = True
+    return changed

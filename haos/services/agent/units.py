@@ -31,3 +31,8 @@ class SystemdServiceUnits(SystemdUnits):
         """Queue a start job for the installed unit ``name``; NoSuchUnit if there is none."""
         body = await self.systemd.call(MANAGER_PATH, MANAGER, "StartUnit", "ss", [name, "replace"])
         return Job(name, str(body[0]))
+
+    async def reload(self) -> None:
+        """``Reload`` (``systemctl daemon-reload``): systemd reads unit files and drop-ins
+        again; returns once it has."""
+        await self.systemd.call(MANAGER_PATH, MANAGER, "Reload")
