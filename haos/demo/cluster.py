@@ -19,20 +19,23 @@ def demo_toml(
     restart_max: int = 1,
     audit_period: float = 0.5,
     audit_timeout: float = 0.25,
+    component_probation: str = "60s",
 ) -> str:
     """``cluster_toml`` plus group ``counter`` (2N, a member on every node, one instance, its
     checkpoint persistent: the count survives a power loss of the whole cluster).
 
     ``hold_time`` is the CEC's hold of reports about contained components (0: a crash goes
     to the CRIM at once); ``restart_max`` restarts in place before the ladder fails over;
-    the counter registers an ``alive`` audit every ``audit_period`` s (``audit_timeout``).
+    the counter registers an ``alive`` audit every ``audit_period`` s (``audit_timeout``);
+    a member that fails again within ``component_probation`` of its fail-over is taken out
+    of service.
     """
     lines = [
         cluster_toml(spec, "demo"),
         "[recovery]",
         "soft_reset_max = 0",
         f"restart_max = {restart_max}",
-        'component_probation = "60s"',
+        f'component_probation = "{component_probation}"',
         "failover_max = 100",
         'group_probation = "10s"',
         'recovery_timeout = "10s"',

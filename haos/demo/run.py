@@ -147,6 +147,7 @@ class DemoCluster:
         restart_max: int = 1,
         audit_period: float = 0.5,
         audit_timeout: float = 0.25,
+        component_probation: str = "60s",
         fence_action: str = "reboot",
         trace_dir: Path | None = None,
         spec: ClusterSpec | None = None,
@@ -158,6 +159,7 @@ class DemoCluster:
             restart_max=restart_max,
             audit_period=audit_period,
             audit_timeout=audit_timeout,
+            component_probation=component_probation,
         )
         self.cluster = SystemdCluster(
             self.spec,
