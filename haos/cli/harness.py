@@ -24,9 +24,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from haos.cli import args as argtypes
 from haos.cluster.harness.cleanup import cleanup
 from haos.cluster.harness.cluster import Cluster
 from haos.cluster.harness.config import ClusterSpec
+from haos.cluster.harness.netns import MAX_NODES
 from haos.cluster.harness.owner import DEFAULT_BASE
 from haos.cluster.harness.soak import soak
 from haos.errors import HaosError
@@ -50,13 +52,19 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="also clusters whose owner runs")
     p.add_argument("--dry-run", action="store_true", help="only list what would go")
     p.set_defaults(run=_cleanup)
+    nodes = argtypes.whole_number("--nodes", 1, MAX_NODES)
     p = sub.add_parser("up", help="start a cluster and keep it until Ctrl-C")
-    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--nodes", type=nodes, default=3)
     p.set_defaults(run=_up)
     p = sub.add_parser("soak", help="count the membership changes of a cluster")
-    p.add_argument("--nodes", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=60.0)
-    p.add_argument("--loss", type=int, default=0, help="loss of what every node sends, %%")
+    p.add_argument("--nodes", type=nodes, default=3)
+    p.add_argument("--seconds", type=argtypes.duration("--seconds", 7 * 86400.0), default=60.0)
+    p.add_argument(
+        "--loss",
+        type=argtypes.whole_number("--loss", 0, 100),
+        default=0,
+        help="loss of what every node sends, %%",
+    )
     p.set_defaults(run=_soak)
     p = sub.add_parser(
         "fence",
@@ -65,7 +73,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "the node (a reboot's power-on is the owner's business); 'status' prints on or off.",
     )
     p.add_argument("--cluster", required=True, help="the cluster id (six hex digits)")
-    p.add_argument("--node", required=True, type=int, help="node id")
+    p.add_argument("--node", required=True, type=nodes, help="node id")
     p.add_argument("--action", choices=("off", "reboot", "status"), default="off")
     p.set_defaults(run=_fence)
 

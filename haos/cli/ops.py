@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from haos import fields
-from haos.config.schema import Invalid, check_duration
+from haos.cli import args as argtypes
 from haos.fields import BadField, Op
 from haos.services.control import BadAnswer, ControlClient
 
@@ -47,7 +47,12 @@ def add_parsers(sub: Any) -> None:
         p.set_defaults(run=_operator, action=action)
     p = sub.add_parser("history", help="the CRIM's recent decisions and notifications")
     _common(p)
-    p.add_argument("--limit", type=_limit, default=30, help="entries to show (default 30)")
+    p.add_argument(
+        "--limit",
+        type=argtypes.whole_number("--limit", 1, MAX_HISTORY),
+        default=30,
+        help="entries to show (default 30)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_history)
 
@@ -56,34 +61,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control", type=Path, default=DEFAULT_CONTROL, help="node control socket")
     p.add_argument(
         "--timeout",
-        type=_timeout,
+        type=argtypes.duration("--timeout", MAX_TIMEOUT),
         default=10.0,
         help=f"seconds (or 500ms, 1m) to wait for an answer, at most {MAX_TIMEOUT:g} s",
     )
-
-
-def _timeout(text: str) -> float:
-    try:
-        value: float | str = float(text)
-    except ValueError:
-        value = text  # "500ms", "1m"
-    try:
-        seconds = check_duration(value)
-    except Invalid as e:
-        raise argparse.ArgumentTypeError(f"--timeout {e}") from None
-    if seconds > MAX_TIMEOUT:
-        raise argparse.ArgumentTypeError(f"--timeout must be at most {MAX_TIMEOUT:g} s, not {text}")
-    return seconds
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--limit must be a whole number, not {text!r}") from None
-    if not 1 <= value <= MAX_HISTORY:
-        raise argparse.ArgumentTypeError(f"--limit must be positive, at most {MAX_HISTORY}")
-    return value
 
 
 def _client(args: argparse.Namespace) -> ControlClient:

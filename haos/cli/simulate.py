@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from typing import Any
 
+from haos.cli import args as argtypes
 from haos.cluster.asr.report import format_nines, nines, render_table
 from haos.config.loader import builtin_examples, load_builtin_example, load_config
 from haos.config.model import ClusterConfig
@@ -18,25 +18,10 @@ from haos.sim.engine import SimResult, SimSettings, Simulation
 DEFAULT_EXAMPLE = "cpci-2shelf"
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    # isfinite: "inf" parses, and an infinite mean gap would divide by zero in the schedule.
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be more than 0 and finite, got {text}")
-    return value
+# Beyond these a run would not end in any useful time (a simulated fault costs about 0.1 ms).
+MAX_FAULTS = 10_000_000
+MAX_SEED = 2**63 - 1
+MAX_GAP = 365 * 86400.0
 
 
 def add_parser(sub: Any) -> None:
@@ -58,12 +43,28 @@ def add_parser(sub: Any) -> None:
         help=f"a built-in example configuration (default {DEFAULT_EXAMPLE}); "
         f"one of: {', '.join(builtin_examples())}",
     )
-    p.add_argument("--faults", type=_count, default=1000, help="faults to inject (1000)")
-    p.add_argument("--seed", type=_count, default=1, help="random seed (1)")
-    p.add_argument("--mean-gap", type=_seconds, default=3.0, help="mean s between faults (3)")
+    p.add_argument(
+        "--faults",
+        type=argtypes.whole_number("--faults", 0, MAX_FAULTS),
+        default=1000,
+        help="faults to inject (1000)",
+    )
+    p.add_argument(
+        "--seed", type=argtypes.whole_number("--seed", 0, MAX_SEED), default=1, help="seed (1)"
+    )
+    p.add_argument(
+        "--mean-gap",
+        type=argtypes.duration("--mean-gap", MAX_GAP),
+        default=3.0,
+        help="mean s between faults (3)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument(
-        "--trace", type=_count, default=0, metavar="N", help="print the last N decisions of the run"
+        "--trace",
+        type=argtypes.whole_number("--trace", 0, MAX_FAULTS),
+        default=0,
+        metavar="N",
+        help="print the last N decisions of the run",
     )
     p.set_defaults(run=run)
 

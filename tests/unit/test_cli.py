@@ -137,7 +137,7 @@ def test_installed_haosctl_exits_2_on_bad_usage() -> None:
     )
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert "argument --faults: must be 0 or more, got -1" in proc.stderr
+    assert "argument --faults: --faults must be in 0..10000000, not -1" in proc.stderr
 
 
 # --- bad usage and bad configuration ------------------------------------------------------------
@@ -145,43 +145,53 @@ def test_installed_haosctl_exits_2_on_bad_usage() -> None:
 BAD_USAGE = [
     pytest.param(
         ["simulate", "--faults", "-1"],
-        ["argument --faults", "must be 0 or more, got -1"],
+        ["argument --faults", "--faults must be in 0..10000000, not -1"],
         id="negative-faults",
     ),
     pytest.param(
         ["simulate", "--faults", "abc"],
-        ["argument --faults", "not a whole number: 'abc'"],
+        ["argument --faults", "--faults must be a whole number, not 'abc'"],
         id="non-numeric-faults",
     ),
     pytest.param(
         ["simulate", "--faults", "1.5"],
-        ["argument --faults", "not a whole number: '1.5'"],
+        ["argument --faults", "--faults must be a whole number, not '1.5'"],
         id="fractional-faults",
     ),
     pytest.param(
         ["simulate", "--mean-gap", "0"],
-        ["argument --mean-gap", "must be more than 0"],
+        ["argument --mean-gap", "--mean-gap must be longer than zero"],
         id="zero-mean-gap",
     ),
     pytest.param(
         ["simulate", "--mean-gap", "nan"],
-        ["argument --mean-gap", "must be more than 0"],
+        ["argument --mean-gap", "--mean-gap duration nan is not finite"],
         id="nan-mean-gap",
     ),
     pytest.param(
         ["simulate", "--mean-gap", "inf"],
-        ["argument --mean-gap", "must be more than 0 and finite, got inf"],
+        ["argument --mean-gap", "--mean-gap duration inf is not finite"],
         id="infinite-mean-gap",
     ),
     pytest.param(
         ["simulate", "--mean-gap", "soon"],
-        ["argument --mean-gap", "not a number of seconds: 'soon'"],
+        ["argument --mean-gap", "--mean-gap bad duration 'soon'"],
         id="non-numeric-mean-gap",
     ),
     pytest.param(
         ["simulate", "--seed", "-3"],
-        ["argument --seed", "must be 0 or more, got -3"],
+        ["argument --seed", "--seed must be in 0..9223372036854775807, not -3"],
         id="negative-seed",
+    ),
+    pytest.param(
+        ["simulate", "--faults", "9" * 30],
+        ["argument --faults", "--faults must be in 0..10000000"],
+        id="endless-faults",
+    ),
+    pytest.param(
+        ["simulate", "--mean-gap", "1e-9"],
+        ["argument --mean-gap", "must be at least 0.001s"],
+        id="tiny-mean-gap",
     ),
     pytest.param(["frobnicate"], ["invalid choice: 'frobnicate'"], id="unknown-subcommand"),
     pytest.param([], ["required: command"], id="no-subcommand"),

@@ -62,7 +62,10 @@ def test_status_view_shows_quorum_roles_and_components() -> None:
     ("argv", "words"),
     [
         (["lock"], "the following arguments are required: target"),
-        (["history", "--limit", "0", "--control", "/nonexistent.sock"], "--limit must be positive"),
+        (
+            ["history", "--limit", "0", "--control", "/nonexistent.sock"],
+            "--limit must be in 1..1000000, not 0",
+        ),
         (["status", "--timeout", "-1", "--control", "/nonexistent.sock"], "--timeout"),
         (["demo", "--nodes", "9"], "--nodes must be 3..5"),
     ],
