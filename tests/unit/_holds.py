@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import _layouts as layouts
+
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.policy import decide
 from haos.cluster.crim.state import CrimState, initial_state
@@ -17,7 +19,6 @@ from haos.model.states import AvailabilityState
 from haos.services.executor import Dispatcher
 from haos.services.orderbook import batch_from_json
 from haos.services.orders import RoleOrder
-from haos.testing import layouts
 
 TOPO = Topology(layouts.small_2n())
 SI = "demo-si"

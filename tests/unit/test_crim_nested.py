@@ -8,6 +8,7 @@ view and what runs agree and the nested group is served again.
 
 from __future__ import annotations
 
+import _layouts as layouts
 import pytest
 
 from haos.cluster.crim import events as ev
@@ -17,7 +18,6 @@ from haos.config.loader import parse_config
 from haos.errors import ConfigError
 from haos.model.reports import ComponentOutOfService, ErrorKind, ErrorReport, RecoveryLevel
 from haos.model.states import AvailabilityState as S
-from haos.testing import layouts
 from haos.testing.crimdriver import CrimDriver
 
 DEMO1, DEMO2 = "shelf1/slot1/node/demo", "shelf1/slot2/node/demo"

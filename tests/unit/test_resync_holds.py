@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import _layouts as layouts
 from _holds import SI, TOPO, A, B, C, Nodes, P, formed, running, settle
 
 from haos.cluster.crim import events as ev
@@ -15,7 +16,6 @@ from haos.cluster.crim.topology import Topology
 from haos.services.executor import Dispatcher, resync_plan
 from haos.services.orderbook import batch_from_json
 from haos.services.orders import RoleOrder
-from haos.testing import layouts
 
 EPOCH = 7  # of the mastership that took over
 

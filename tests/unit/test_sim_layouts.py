@@ -9,6 +9,7 @@ reintroduced on purpose (a mutation test).
 
 from __future__ import annotations
 
+import _layouts as layouts
 import pytest
 
 from haos.cluster.crim import assign, ladder, policy
@@ -17,7 +18,6 @@ from haos.cluster.crim.state import Health
 from haos.cluster.crim.work import Work
 from haos.config.model import ClusterConfig
 from haos.sim.engine import SimResult, SimSettings, Simulation
-from haos.testing import layouts
 
 
 def run(config: ClusterConfig, faults: int, seed: int, mean_gap: float = 3.0) -> Simulation:

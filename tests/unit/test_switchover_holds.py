@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import _layouts as layouts
 from _holds import SI, SP, TOPO, A, B, C, Nodes, P, S, formed, running, settle
 
 from haos.cluster.crim import events as ev
@@ -20,7 +21,6 @@ from haos.model.states import AvailabilityState
 from haos.services.executor import Dispatcher
 from haos.services.orderbook import batch_from_json
 from haos.services.orders import RoleOrder
-from haos.testing import layouts
 
 
 def switchovers(state: CrimState, count: int) -> list[Decision]:
