@@ -1,6 +1,6 @@
 """The ``[[audits]]`` of a configuration: each must be one its node agent can run.
 
-The timing rules are :func:`~haos.config.schema.audit_timing`, shared with the application
+The timing rules are :func:`audit_timing`, shared with the application
 socket. The ``target`` is read the way its kind's probe (:mod:`haos.services.hm.probes`) reads
 it when the audit runs, so a target the agent could never run is refused with the rest of the
 file instead of failing every period on the node:
@@ -34,7 +34,7 @@ from haos.config.schema import (
     Entry,
     Invalid,
     Problems,
-    audit_timing,
+    check_duration,
     read_array,
     read_table,
     short_repr,
@@ -44,6 +44,27 @@ from haos.config.schema import join as _key
 from haos.model.tree import Component
 
 MAX_TARGET = 4096
+
+# The shortest audit period: an audit round is a process spawn or a socket round trip.
+MIN_AUDIT_PERIOD = 0.05
+
+
+def audit_timing(period: object, timeout: object) -> tuple[float, float]:
+    """An audit's period and timeout: the period at least :data:`MIN_AUDIT_PERIOD`, the timeout
+    a duration shorter than the period. The config loader and the application socket both
+    check audits with this; ``Invalid.at`` names the key at fault (``.period``, ``.timeout``).
+    """
+    try:
+        p = check_duration(period, minimum=MIN_AUDIT_PERIOD)
+    except Invalid as e:
+        raise Invalid(f"period {e}", ".period") from None
+    try:
+        t = check_duration(timeout)
+    except Invalid as e:
+        raise Invalid(f"timeout {e}", ".timeout") from None
+    if t >= p:
+        raise Invalid(f"timeout must be shorter than the period ({p:g}s), not {t:g}s", ".timeout")
+    return p, t
 
 
 def command_argv(target: str) -> list[str]:

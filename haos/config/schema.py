@@ -304,8 +304,6 @@ def parse_duration(value: object) -> float:
 # The shortest duration any setting accepts: anything shorter is a typo (1e-7 for 1e7?) that
 # would turn a timer loop into a spin.
 MIN_DURATION = 0.001
-# The shortest audit period: an audit round is a process spawn or a socket round trip.
-MIN_AUDIT_PERIOD = 0.05
 
 
 def check_duration(value: object, allow_zero: bool = False, minimum: float = MIN_DURATION) -> float:
@@ -330,24 +328,6 @@ def duration(allow_zero: bool = False, minimum: float = MIN_DURATION) -> Convert
         return check_duration(value, allow_zero, minimum)
 
     return convert
-
-
-def audit_timing(period: object, timeout: object) -> tuple[float, float]:
-    """An audit's period and timeout: the period at least :data:`MIN_AUDIT_PERIOD`, the timeout
-    a duration shorter than the period. The config loader and the application socket both
-    check audits with this; ``Invalid.at`` names the key at fault (``.period``, ``.timeout``).
-    """
-    try:
-        p = check_duration(period, minimum=MIN_AUDIT_PERIOD)
-    except Invalid as e:
-        raise Invalid(f"period {e}", ".period") from None
-    try:
-        t = check_duration(timeout)
-    except Invalid as e:
-        raise Invalid(f"timeout {e}", ".timeout") from None
-    if t >= p:
-        raise Invalid(f"timeout must be shorter than the period ({p:g}s), not {t:g}s", ".timeout")
-    return p, t
 
 
 def short_repr(value: object, limit: int = 40) -> str:

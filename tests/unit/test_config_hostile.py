@@ -119,9 +119,9 @@ def test_audit_durations_refuse_tiny_and_huge_values() -> None:
     assert _float_fields(AuditSpec) == {"period", "timeout"}
     for bad in TINY_OR_HUGE:
         with pytest.raises(schema.Invalid, match=r"^period"):
-            schema.audit_timing(bad, "1ms")
+            audits.audit_timing(bad, "1ms")
         with pytest.raises(schema.Invalid, match=r"^timeout"):
-            schema.audit_timing("1h", bad)
+            audits.audit_timing("1h", bad)
 
 
 def test_a_huge_integer_duration_is_a_config_error_not_an_overflow() -> None:
@@ -142,7 +142,7 @@ def test_the_loader_refuses_audit_timing_by_the_shared_rule(
 ) -> None:
     found = problems(audit("/bin/true", period=toml_value(period), timeout=toml_value(timeout)))
     with pytest.raises(schema.Invalid) as shared:
-        schema.audit_timing(period, timeout)
+        audits.audit_timing(period, timeout)
     assert [(p.key, p.reason) for p in found] == [
         ("audits[0]" + shared.value.at, shared.value.reason)
     ]

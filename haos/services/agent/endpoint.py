@@ -30,8 +30,9 @@ from typing import Any
 from haos import jsonlines
 from haos.client import wire
 from haos.client.wire import BadMessage
+from haos.config.audits import audit_timing
 from haos.config.model import AuditSpec
-from haos.config.schema import Invalid, audit_timing, simple_name
+from haos.config.schema import Invalid, simple_name
 from haos.errors import HaosError, UsageError
 from haos.fields import BadField, Op, Table, flag, integer, number, text
 from haos.model.reports import ErrorKind, ErrorReport
