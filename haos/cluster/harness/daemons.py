@@ -10,6 +10,8 @@ brings it back. The fencing device given to the daemons is the harness itself
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -83,12 +85,12 @@ class Daemons(Closing):
         self.wait_ready(self.cluster.node_ids)
 
     def close(self) -> None:
-        """Kill every daemon started (idempotent)."""
+        """Kill every daemon started, with whatever it spawned (idempotent).
+
+        A fence command a daemon started is killed with it: one left running would kill the
+        node it fences after the cluster was restarted for the next round."""
         for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
+            _kill_group(proc)
 
     def control(self, node: int) -> ControlClient:
         return ControlClient(self.dir / f"n{node}.sock")
@@ -98,14 +100,17 @@ class Daemons(Closing):
 
     def start(self, node: int) -> None:
         old = self.procs.get(node)
-        if old is not None and old.poll() is None:
-            old.kill()
-            old.wait(10)
+        if old is not None:
+            _kill_group(old)
         netns = f"--net=/run/netns/{self.cluster.names.node(node)}"
         argv = ["nsenter", netns, "--", *self.program(node), *self.clusterd_args(node)]
         with open(self.log(node), "ab") as log:
             self.procs[node] = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, with its fence commands
             )
 
     def program(self, node: int) -> list[str]:
@@ -164,3 +169,11 @@ class Daemons(Closing):
             if self.log(n).exists()
         )
         raise HarnessTimeout(f"timed out after {timeout:g} s waiting for {what}\n{tails}")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the daemon's process group (the daemon and what it spawned) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
