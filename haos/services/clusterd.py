@@ -35,7 +35,6 @@ from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from haos import jsonlines, trace
 from haos.clock import MonoTime, WallTime, mono_now, wall_now, wall_of
 from haos.cluster.cmm.model import CmmConfig, Demote, Publish, QuorumLost, QuorumRegained
 from haos.cluster.cmm.service import CmmService, Notice
@@ -47,9 +46,7 @@ from haos.cluster.dss.ccr.quorum import VoteQuorumSource as CcrQuorum
 from haos.cluster.dss.ccr.service import CcrService
 from haos.cluster.dss.ccr.store import SqliteStore
 from haos.cluster.dss.ccr.watch import follow
-from haos.cluster.dss.checkpoint.replica import Role
-from haos.cluster.dss.checkpoint.service import Checkpoint, CheckpointService
-from haos.cluster.dss.corosync._lib import TRY_AGAIN_RETRIES
+from haos.cluster.dss.checkpoint.service import CheckpointService
 from haos.cluster.dss.corosync.quorum import VoteQuorum
 from haos.cluster.dss.messaging.rrpc import RpcService
 from haos.cluster.dss.transport import CpgTransport
@@ -58,7 +55,7 @@ from haos.cluster.fencing.types import FenceAction
 from haos.config.model import ClusterConfig, NodeSpec
 from haos.errors import ConfigError, HaosError, UsageError
 from haos.services.clusterapi import ClusterApi, RpcChannel
-from haos.services.control import OPS as CONTROL_OPS
+from haos.services.clusterctl import ControlServer
 from haos.services.crimd import AvailabilityService
 from haos.services.crimd import Settings as AvailabilitySettings
 from haos.services.durable import RepositoryCheckpoints
@@ -131,7 +128,6 @@ class NodeDaemon:
         self.cmm: CmmService | None = None
         self.ccr: CcrService | None = None
         self.crc: CheckpointService | None = None
-        self.checkpoints: dict[str, Checkpoint] = {}
         self.availability: AvailabilityService | None = None
         self.demoted = False
         self.started_with = LiveSettings(
@@ -139,7 +135,7 @@ class NodeDaemon:
         )
         self.live = self.started_with
         self.notices: deque[dict[str, Any]] = deque(maxlen=1000)
-        self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
+        self.subscribers: list[asyncio.Queue[dict[str, Any]]] = []
         # sd_notify; WATCHDOG=1 only while the loop runs and corosync answers (the gate)
         self.notifier = notifier or Notifier.from_env({}, os.getpid())
         self.topo = Topology(config)
@@ -147,7 +143,7 @@ class NodeDaemon:
         self.api: ClusterApi | None = None
         self.dispatcher: Dispatcher | None = None
         self.departure: Departure | None = None  # a clean stop (haos.services.leaving)
-        self._agents = 0  # agents following self.orders now
+        self.agents = 0  # agents following self.orders now
 
     async def run(self) -> None:
         cmm_config = CmmConfig(
@@ -176,7 +172,7 @@ class NodeDaemon:
                     self.me.name,
                     self.orders,
                     lambda within: submit_intent(ccr, LEAVE, self.me.name, self.me.name, within),
-                    lambda: self._agents,
+                    lambda: self.agents,
                     time.monotonic,
                 )
                 self.crc = CheckpointService(crc_group, durable=RepositoryCheckpoints(ccr))
@@ -207,7 +203,7 @@ class NodeDaemon:
                     tasks.create_task(self._record_notices())
                     tasks.create_task(self._follow_settings(ccr))
                     tasks.create_task(IntentFollower(ccr, lambda: self.availability).run())
-                    server = await jsonlines.start_unix_server(self._client, str(self.s.control))
+                    server = await ControlServer(self).serve(str(self.s.control))
                     tasks.create_task(self._ready(ccr))
                     tasks.create_task(self.notifier.run())
                     tasks.create_task(self.notifier.beat())
@@ -315,7 +311,7 @@ class NodeDaemon:
                 self.notifier.status(f"master {m}, vice-master {v}; last: {in_words(notice)}")
                 item = notice_record(notice, wall_now(), mono_now())
                 self.notices.append(item)
-                for sub in self._subscribers:
+                for sub in self.subscribers:
                     sub.put_nowait(item)
 
     async def _peer_fenced(self, name: str) -> None:
@@ -330,212 +326,6 @@ class NodeDaemon:
             log.warning("ccr not told that %s was fenced: %s", name, e)
         else:
             log.info("%s fenced: the repository may be written on this node alone", name)
-
-    # -- the control channel ---------------------------------------------------------------
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            try:
-                message = await jsonlines.read_message(reader)
-                if message is None:
-                    return
-                op, request = CONTROL_OPS.check(message)
-            except UsageError as e:  # not JSON, a bad field, a line over the limit: say so
-                log.warning("control request refused: %s", e)
-                await self._send(writer, {"ok": False, "error": e.code, "message": str(e)})
-                return  # and close: the rest of an overlong line is not read
-            if op == "watch":
-                await self._watch(writer, request)
-            elif op == "events":
-                await self._events(writer)
-            elif op == "orders":
-                await self._stream_orders(reader, writer)
-            else:
-                await self._send(writer, await self._answer(op, request))
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def _send(self, writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
-        try:
-            line = jsonlines.encode(obj, what="answer")
-        except jsonlines.LineTooLong as e:  # e.g. a range over a huge subtree
-            line = jsonlines.encode({"ok": False, "error": e.code, "message": str(e)})
-        writer.write(line)
-        await writer.drain()
-
-    async def _answer(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return {"ok": True, **await self._do(op, req)}
-        except HaosError as e:
-            return {"ok": False, "error": e.code, "message": str(e)}
-        except (KeyError, TypeError, ValueError) as e:
-            return {"ok": False, "error": "usage", "message": f"bad {op} request: {e!r}"}
-
-    async def _do(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
-        ccr, cmm = self.ccr, self.cmm
-        assert ccr is not None and cmm is not None
-        if op == "status":
-            st = ccr.status()
-            return {
-                "node_id": self.me.node_id,
-                "node": self.me.name,
-                "node_names": {n.node_id: n.name for n in self.config.nodes},
-                "members": sorted(cmm.state.members),
-                "fence_pending": sorted(p.node_id for p in cmm.state.peers if p.must_fence),
-                "quorate": cmm.state.quorate,
-                # False until this daemon was in a quorate view with a peer: till then a view
-                # smaller than the cluster gives it no quorum (it waits for its peers)
-                "synced_with_peer": cmm.state.synced_with_peer,
-                "master": cmm.master,
-                "vice_master": cmm.vice_master,
-                "demoted": self.demoted,
-                "ccr": {
-                    "phase": str(st.phase),
-                    "synced": st.synced,
-                    "writable": st.writable,
-                    "revision": st.revision,
-                    "members": list(st.members),
-                },
-                "hash": ccr.content_hash().hex(),
-                "try_again": dict(TRY_AGAIN_RETRIES),
-                "settings": dataclasses.asdict(self.live),
-                "availability": self._availability_status(),
-            }
-        if op == "put":
-            rev = await ccr.put(req["key"], req["value"], expect_revision=req.get("expect"))
-            return {"revision": rev}
-        if op == "delete":
-            return {"revision": await ccr.delete(req["key"], expect_revision=req.get("expect"))}
-        if op == "get":
-            item = await ccr.get(req["key"])
-            if item is None:
-                return {"value": None, "revision": None}
-            return {"value": item.value.decode("utf-8", "replace"), "revision": item.mod_revision}
-        if op == "range":
-            rev, items = await ccr.range(req.get("prefix", "/"))
-            return {
-                "revision": rev,
-                "items": {i.key: i.value.decode("utf-8", "replace") for i in items},
-            }
-        if op.startswith("ckpt_"):
-            return await self._checkpoint(op, req)
-        if op == "notices":
-            return {"notices": list(self.notices)}
-        if op == "operator":  # an intent through the repository (haos.services.intents)
-            timeout = float(req.get("timeout", 10.0))
-            action, target = str(req["action"]), str(req["target"])
-            if action == LEAVE and target == self.me.name and self.departure is not None:
-                return await self.departure.prepare(timeout)  # this node is stopping
-            return await submit_intent(ccr, action, target, self.me.name, timeout)
-        assert self.api is not None
-        answer = await self.api.control(op, req)
-        if answer is not None:
-            return answer
-        raise UsageError(f"unknown op {op!r}")
-
-    def _availability_status(self) -> dict[str, Any] | None:
-        a = self.availability
-        if a is None:
-            return None
-        return {
-            "role": str(a.role),
-            "seq": a.brain.seq if a.brain is not None else None,
-            "epoch": a.brain.epoch if a.brain is not None else None,
-            "follows_epoch": self.orders.epoch,
-            "restored_at": a.restored_at,
-            "refusal": a.refusal,
-        }
-
-    async def _checkpoint(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
-        """ckpt_open (name, role), ckpt_write (name, section, data, sync), ckpt_read."""
-        assert self.crc is not None
-        name = str(req["name"])
-        trace.point(f"cd.{op}", name)
-        if op == "ckpt_open":
-            role = Role.ACTIVE if req.get("role") == "active" else Role.STANDBY
-            persistent = req.get("persistent", False)
-            if not isinstance(persistent, bool):
-                raise UsageError(f"ckpt_open: 'persistent' must be true or false: {persistent!r}")
-            view = self.cmm.view if self.cmm is not None else ()
-            opened = await self.crc.open(name, role, covering=view, persistent=persistent)
-            self.checkpoints[name] = opened
-            return {"replicas": list(opened.replicas), "synced": opened.synced}
-        ckpt = self.checkpoints.get(name)
-        if ckpt is None:
-            raise UsageError(f"checkpoint {name!r} is not open on this node")
-        if op == "ckpt_write":
-            started = time.perf_counter()
-            await ckpt.write(
-                str(req["section"]), str(req["data"]).encode(), sync=bool(req.get("sync", True))
-            )
-            trace.point("cd.ckpt_written", name)
-            return {"elapsed_ms": (time.perf_counter() - started) * 1000.0}
-        if op == "ckpt_read":
-            data = ckpt.read(str(req["section"]))
-            return {"data": None if data is None else data.decode("utf-8", "replace")}
-        raise UsageError(f"unknown op {op!r}")
-
-    async def _watch(self, writer: asyncio.StreamWriter, req: dict[str, Any]) -> None:
-        assert self.ccr is not None
-        try:
-            watch = self.ccr.watch(req.get("prefix", "/"), after=req.get("after"))
-        except HaosError as e:
-            await self._send(writer, {"ok": False, "error": e.code, "message": str(e)})
-            return
-        await self._send(writer, {"ok": True, "start": watch.start_revision})
-        try:
-            while True:
-                for ev in await watch.next_batch():
-                    value = None if ev.value is None else ev.value.decode("utf-8", "replace")
-                    await self._send(
-                        writer, {"revision": ev.revision, "key": ev.key, "value": value}
-                    )
-        except HaosError as e:
-            await self._send(writer, {"ok": False, "error": e.code, "message": str(e)})
-        finally:
-            watch.close()
-
-    async def _stream_orders(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """The agent's feed: the full desired state of this node's components, then orders.
-
-        Ends as soon as the agent hangs up (it sends nothing after its request), not only at
-        the next order: a stopping node must know its agent is gone (haos.services.leaving)."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        unsubscribe = self.orders.subscribe(queue.put_nowait)
-        self._agents += 1
-        hangup = asyncio.ensure_future(reader.read())
-        try:
-            await self._send(writer, {"ok": True})
-            while True:
-                item = asyncio.ensure_future(queue.get())
-                await asyncio.wait((item, hangup), return_when=asyncio.FIRST_COMPLETED)
-                if not item.done():
-                    item.cancel()
-                    return
-                await self._send(writer, item.result())
-        finally:
-            hangup.cancel()
-            if hangup.done() and not hangup.cancelled():
-                hangup.exception()  # a reset connection is a hang-up like any other
-            self._agents -= 1
-            unsubscribe()
-            if self.departure is not None:
-                self.departure.agent_left()
-            self.orders.agent_gone()
-
-    async def _events(self, writer: asyncio.StreamWriter) -> None:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._subscribers.append(queue)
-        try:
-            await self._send(writer, {"ok": True})
-            while True:
-                await self._send(writer, await queue.get())
-        finally:
-            self._subscribers.remove(queue)
 
 
 def parse(argv: Sequence[str] | None) -> Settings:

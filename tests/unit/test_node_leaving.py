@@ -18,6 +18,7 @@ from haos.errors import UnavailableError
 from haos.model.redundancy import RedundancyModel as RM
 from haos.model.states import AvailabilityState as S
 from haos.services.agent.leave import AGENT, CLUSTER, ordered, stop_on_sigterm
+from haos.services.clusterctl import ControlServer
 from haos.services.clusterd import NodeDaemon, Settings
 from haos.services.crimd import ServiceRole
 from haos.services.intents import IntentFollower, submit_intent
@@ -321,17 +322,17 @@ def test_the_cluster_daemon_sees_its_agent_hang_up_without_waiting_for_an_order(
 
     async def go() -> list[int]:
         seen = []
-        server = await asyncio.start_unix_server(daemon._client, path=str(settings.control))
+        server = await ControlServer(daemon).serve(str(settings.control))
         async with server:
             reader, writer = await asyncio.open_unix_connection(str(settings.control))
             writer.write(b'{"op": "orders"}\n')
             assert json.loads(await reader.readline()) == {"ok": True}
-            seen.append(daemon._agents)
+            seen.append(daemon.agents)
             writer.close()  # the agent ends; no order comes meanwhile
             async with asyncio.timeout(5.0):
-                while daemon._agents:
+                while daemon.agents:
                     await asyncio.sleep(0.01)
-            seen.append(daemon._agents)
+            seen.append(daemon.agents)
         return seen
 
     assert asyncio.run(go()) == [1, 0]
