@@ -67,6 +67,13 @@ def overlaps(intervals: list[tuple[float, float, int, int]]) -> list[str]:
     return found
 
 
+def service_lines(logs: dict[int, str]) -> str:
+    """Every node's availability-service and membership lines: what a failure is read from."""
+    keep = re.compile(r"availability service|cmm: |abandoned|stepped down|broke")
+    lines = (f"n{n}: {line}" for n, text in logs.items() for line in text.splitlines())
+    return "\n".join(line for line in lines if keep.search(line))
+
+
 def test_staggered_five_node_starts_never_run_two_active_availability_services() -> None:
     rng = random.Random(20261207)
     with Cluster(ClusterSpec(nodes=5)) as cluster:
@@ -79,7 +86,12 @@ def test_staggered_five_node_starts_never_run_two_active_availability_services()
                 gaps = [rng.uniform(0.0, 0.3) for _ in order]
                 logs = run_once(cluster, d, order, gaps)
                 intervals = active_intervals(logs)
-                assert not overlaps(intervals), (round_, order, overlaps(intervals))
+                assert not overlaps(intervals), (
+                    round_,
+                    order,
+                    overlaps(intervals),
+                    service_lines(logs),
+                )
                 epochs = [e for *_, e in intervals]
                 assert len(set(epochs)) == len(epochs), f"an epoch was claimed twice: {epochs}"
                 firsts = [n for _, _, n, _ in intervals]
