@@ -66,6 +66,20 @@ class UnavailableError(HaosError):
     code = "unavailable"
 
 
+class NotActiveError(UnavailableError):
+    """A request for the active availability service reached a node whose service is not
+    active (mastership moved, or it is still taking over): ask the master again."""
+
+    code = "not-active"
+
+
+class NotOpenError(UsageError):
+    """A checkpoint operation named a checkpoint this node's daemon has not opened (it may
+    have restarted and forgotten it): open it again."""
+
+    code = "not-open"
+
+
 class ConflictError(HaosError):
     """A compare-and-swap lost: the revision changed under the caller."""
 

@@ -28,7 +28,7 @@ from haos.cluster.crim.snapshot import to_data
 from haos.cluster.crim.topology import Topology
 from haos.cluster.dss.messaging.rrpc import Call, RemoteError, RpcService
 from haos.config.model import NodeSpec
-from haos.errors import HaosError, UnavailableError, UsageError
+from haos.errors import HaosError, NotActiveError, UnavailableError, UsageError
 from haos.services.crimd import AvailabilityService, ServiceRole
 from haos.services.orderbook import (
     Batch,
@@ -119,7 +119,7 @@ class ClusterApi:
     def _active(self) -> AvailabilityService:
         a = self._availability()
         if a is None or a.role is not ServiceRole.ACTIVE or a.brain is None:
-            raise UnavailableError(f"node {self._me.name} is not the active availability service")
+            raise NotActiveError(f"node {self._me.name} is not the active availability service")
         return a
 
     async def _on_report(self, call: Call) -> bytes:
@@ -231,7 +231,7 @@ class ClusterApi:
                     raw = await self._rpc.call(master, method, encode(payload), timeout=1.0)
                     return decode(raw, method)
                 except RemoteError as e:
-                    if "not the active" not in str(e):
+                    if e.remote_code != NotActiveError.code:
                         raise
                     last = e
                 except UnavailableError as e:

@@ -14,7 +14,7 @@ from haos import jsonlines, trace
 from haos.cluster.dss.checkpoint.replica import Role
 from haos.cluster.dss.checkpoint.service import Checkpoint
 from haos.cluster.dss.corosync._lib import TRY_AGAIN_RETRIES
-from haos.errors import HaosError, UsageError
+from haos.errors import HaosError, NotOpenError, UsageError
 from haos.services.control import OPS as CONTROL_OPS
 from haos.services.intents import submit_intent
 from haos.services.leaving import LEAVE
@@ -166,7 +166,7 @@ class ControlServer:
             return {"replicas": list(opened.replicas), "synced": opened.synced}
         ckpt = self.checkpoints.get(name)
         if ckpt is None:
-            raise UsageError(f"checkpoint {name!r} is not open on this node")
+            raise NotOpenError(f"checkpoint {name!r} is not open on this node")
         if op == "ckpt_write":
             started = time.perf_counter()
             await ckpt.write(

@@ -14,11 +14,17 @@ from hypothesis import strategies as st
 from haos.cluster.dss import wire as envelope
 from haos.cluster.dss.messaging import rrpc_wire as wire
 from haos.cluster.dss.messaging.localnet import LocalNet, garble, inject
-from haos.cluster.dss.messaging.rrpc import Call, CallTimeout, RemoteError, RpcService
+from haos.cluster.dss.messaging.rrpc import (
+    Call,
+    CallTimeout,
+    RemoteError,
+    RpcService,
+    decode_failure,
+)
 from haos.cluster.dss.messaging.rrpc_core import CallTable, ReplyCache, Seen
 from haos.cluster.dss.transport import GroupTransport, TransportEvent, View
 from haos.cluster.dss.wire import Envelope, Service, WireError
-from haos.errors import UnavailableError, UsageError
+from haos.errors import ConflictError, NotActiveError, UnavailableError, UsageError
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE = 5.0
@@ -91,6 +97,43 @@ def test_handler_errors_and_missing_methods_come_back_as_remote_errors() -> None
             assert err.value.status is wire.Status.NO_METHOD
 
     asyncio.run(go())
+
+
+def test_a_handlers_error_code_reaches_the_caller_whatever_its_message() -> None:
+    async def not_active(call: Call) -> bytes:
+        raise NotActiveError("mastership moved to n3")
+
+    async def conflict(call: Call) -> bytes:
+        raise ConflictError("revision 7 changed")
+
+    async def crash(call: Call) -> bytes:
+        raise KeyError("x")
+
+    async def go() -> None:
+        async with LocalNet(factory()) as net:
+            a, b = await net.start_all(1, 2)
+            for name, handler in (("na", not_active), ("cf", conflict), ("kx", crash)):
+                b.register(name, handler)
+            codes = {}
+            for name in ("na", "cf", "kx", "nope"):
+                with pytest.raises(RemoteError) as err:
+                    await a.call(2, name)
+                codes[name] = err.value.remote_code
+            assert codes == {
+                "na": "not-active",
+                "cf": "conflict",
+                "kx": "internal",
+                "nope": "no-method",
+            }
+
+    asyncio.run(go())
+
+
+def test_a_reply_in_the_older_plain_text_form_still_fails_the_call() -> None:
+    error = decode_failure(2, wire.Status.ERROR, b"ValueError: bad input")
+    assert error.remote_code == "remote" and str(error) == "node 2: ValueError: bad input"
+    error = decode_failure(2, wire.Status.ERROR, b'{"code": 5}')  # not a code: kept as text
+    assert error.remote_code == "remote"
 
 
 def test_a_call_to_a_node_outside_the_group_fails_at_once() -> None:

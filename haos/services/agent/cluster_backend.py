@@ -19,7 +19,7 @@ import base64
 from typing import Any
 
 from haos.cluster.crim.topology import Topology
-from haos.errors import UsageError
+from haos.errors import NotOpenError, UsageError
 from haos.limits import MAX_CHECKPOINT_DATA, MAX_CHECKPOINT_SECTION, MiB
 from haos.services.control import AsyncControlClient, ControlError
 
@@ -83,7 +83,7 @@ class ClusterBackend:
             try:
                 return await self._client.request(op, name=name, **fields)
             except ControlError as e:
-                if attempt == 2 or "is not open" not in str(e):
+                if attempt == 2 or e.error != NotOpenError.code:
                     raise
                 self._roles.pop(name, None)
         raise AssertionError("unreachable")

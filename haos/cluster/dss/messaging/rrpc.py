@@ -23,6 +23,8 @@ with the kept reply, so a handler runs at most once per call even if it is not i
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -40,13 +42,36 @@ log = logging.getLogger(__name__)
 
 
 class RemoteError(HaosError):
-    """The server ran the call and it failed (or the server has no such method)."""
+    """The server ran the call and it failed (or the server has no such method).
+
+    ``remote_code`` is the code of the :class:`~haos.errors.HaosError` the handler raised
+    ("unavailable", "not-active", "conflict", ...; "internal" for any other exception,
+    "no-method"), so callers decide on it, never on the message's text."""
 
     code = "remote"
 
-    def __init__(self, message: str, status: wire.Status) -> None:
+    def __init__(self, message: str, status: wire.Status, remote_code: str = "remote") -> None:
         super().__init__(message)
         self.status = status
+        self.remote_code = remote_code
+
+
+def encode_failure(error: BaseException) -> bytes:
+    """A handler's exception as the ERROR reply's payload: its code, type and message."""
+    code = error.code if isinstance(error, HaosError) else "internal"
+    return json.dumps({"code": code, "type": type(error).__name__, "message": str(error)}).encode()
+
+
+def decode_failure(sender: int, status: wire.Status, payload: bytes) -> RemoteError:
+    """The caller's side of :func:`encode_failure` (also plain text, as NO_METHOD sends)."""
+    text = payload.decode("utf-8", "replace")
+    code = "no-method" if status is wire.Status.NO_METHOD else "remote"
+    with contextlib.suppress(ValueError):
+        body = json.loads(text)
+        if isinstance(body, dict) and isinstance(body.get("code"), str):
+            code = body["code"]
+            text = f"{body.get('type', 'Error')}: {body.get('message', '')}"
+    return RemoteError(f"node {sender}: {text}", status, code)
 
 
 class CallTimeout(UnavailableError):
@@ -223,7 +248,7 @@ class RpcService(LinkedService):
             reply = await handler(call)
         except Exception as e:
             log.info("RRPC %s from node %d failed: %s", call.method, call.caller, e)
-            self._finish(key, wire.Status.ERROR, f"{type(e).__name__}: {e}".encode())
+            self._finish(key, wire.Status.ERROR, encode_failure(e))
         else:
             self._finish(key, wire.Status.OK, bytes(reply))
 
@@ -253,5 +278,4 @@ class RpcService(LinkedService):
         if reply.status is wire.Status.OK:
             future.set_result(reply.payload)
         else:
-            text = reply.payload.decode("utf-8", "replace")
-            future.set_exception(RemoteError(f"node {sender}: {text}", reply.status))
+            future.set_exception(decode_failure(sender, reply.status, reply.payload))
