@@ -36,7 +36,6 @@ Contract, from corosync's CPG service:
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import ctypes
@@ -47,9 +46,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from haos.cluster.dss.corosync import _lib
-from haos.cluster.dss.corosync._events import Dispatched, EventStream, WorkerReader
+from haos.cluster.dss.corosync._handle import CorosyncHandle
 from haos.cluster.dss.corosync._lib import DEFAULT_BACKOFF, Backoff
-from haos.cluster.dss.corosync._worker import DEFAULT_CALL_TIMEOUT, HandleWorker, wait_for
+from haos.cluster.dss.corosync._worker import DEFAULT_CALL_TIMEOUT
 from haos.cluster.dss.corosync.trace import EVENT
 from haos.errors import UsageError
 
@@ -129,12 +128,17 @@ def _members(array: ctypes._Pointer[_lib.CpgAddress], count: int) -> tuple[CpgMe
     return tuple(CpgMember(a.nodeid, a.pid, _reason(a.reason)) for a in array[:count])
 
 
-class CpgGroup:
+class CpgGroup(CorosyncHandle[CpgEvent]):
     """One CPG handle, joined to at most one group. Open it with :meth:`open`.
 
     Use it from the thread running its event loop; its library calls run on its own worker
     thread (see the module docstring).
     """
+
+    SERVICE = "CPG"
+    PREFIX = "cpg"
+    INITIALIZE = "model_initialize"
+    WORKER_READS = True
 
     def __init__(
         self, *, backoff: Backoff = DEFAULT_BACKOFF, call_timeout: float = DEFAULT_CALL_TIMEOUT
@@ -144,21 +148,10 @@ class CpgGroup:
         ``call_timeout``: seconds each library call may take before the handle is declared
         broken (:class:`CorosyncUnavailableError`, CS_ERR_TIMEOUT).
         """
-        self._lib = _lib.cpg()
-        self._backoff = backoff
-        self.events: EventStream[CpgEvent] = EventStream("CPG handle")
-        self._worker = HandleWorker("CPG", call_timeout, self._broken)
-        self._handle: int | None = None
+        super().__init__(_lib.cpg(), backoff, call_timeout)
         self._group: _lib.CpgName | None = None
-        self._reader: WorkerReader[CpgEvent] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._post_error: Exception | None = None  # the first posted call that failed
-        # Retries after CS_ERR_TRY_AGAIN of this handle's calls, by library function.
-        self.try_again: collections.Counter[str] = collections.Counter()
         self._send_lock = asyncio.Lock()
-        # Touched only by the thread inside cpg_dispatch (the worker).
-        self._collected: list[CpgEvent] = []
-        self._callback_error: BaseException | None = None
         # libcpg keeps these C function pointers; they must outlive the handle.
         self._callbacks = (
             _lib.CpgDeliverFn(self._on_deliver),
@@ -194,45 +187,15 @@ class CpgGroup:
 
         Starts the worker thread, which inherits the calling thread's network namespace.
         """
-        if self._handle is not None:
-            raise UsageError("CPG handle is already initialized")
         deliver, confchg, totem = self._callbacks
         model = _lib.CpgModelV1Data(
             _lib.CPG_MODEL_V1, deliver, confchg, totem, _lib.CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF
         )
-        handle = ctypes.c_uint64()
-
-        def release(rc: int) -> None:  # connected after we gave up: hang up again
-            if rc == _lib.CS_OK:
-                self._lib.cpg_finalize(handle.value)
-
-        await _lib.acall(
-            self._lib.cpg_model_initialize,
-            ctypes.byref(handle),
+        await self._connect(
             _lib.CPG_MODEL_V1,
             ctypes.cast(ctypes.pointer(model), ctypes.c_void_p),
             None,
-            backoff=self._backoff,
-            worker=self._worker,
-            abandoned=release,
             keep=(model,),
-        )
-        self._handle = handle.value
-
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Dispatch callbacks (on the worker) whenever corosync has events for this handle,
-        and queue them on :attr:`events` on ``loop``."""
-        if self._reader is not None:
-            raise UsageError("CPG handle is already attached to a loop")
-        handle = self._live_handle()
-        self._loop = loop
-        self._reader = WorkerReader(
-            loop,
-            self.fd_get(),
-            self._worker,
-            lambda: self._dispatch_here(handle),
-            self._deliver,
-            self._broken,
         )
 
     async def join(self, group: str) -> None:
@@ -358,126 +321,33 @@ class CpgGroup:
         )
         return tuple(CpgMember(a.nodeid, a.pid) for a in array[: count.value])
 
-    def fd_get(self) -> int:
-        """``cpg_fd_get``: the descriptor that turns readable when events are waiting.
-
-        Local to the library (no round trip to corosync), so it runs on the calling thread.
-        """
-        fd = ctypes.c_int()
-        _lib.check("cpg_fd_get", self._lib.cpg_fd_get(self._live_handle(), ctypes.byref(fd)))
-        return fd.value
-
-    def dispatch(self) -> None:
-        """``cpg_dispatch(CS_DISPATCH_ALL)`` on the calling thread: queue every waiting event.
-
-        The attached reader does this on the worker thread; calling it directly blocks the
-        caller while corosync is stopped, and must not overlap the reader.
-        """
-        result = self._dispatch_here(self._live_handle())
-        self._deliver(result.events)
-        if result.error is not None:
-            raise result.error
-
-    def close(self) -> None:
-        """Leave the group (one attempt) and ``cpg_finalize``; idempotent, never raises.
-
-        Never blocks: both calls are queued on the worker thread, which exits after them
-        (once corosync answers, if it is stopped). :meth:`aclose` also waits for them.
-        Members see a LEAVE; if the leave cannot be sent they see PROCDOWN instead.
-        """
-        self._close()
-
-    async def aclose(self) -> None:
-        """:meth:`close`, then wait up to the call timeout until corosync took the leave."""
-        closing = self._close()
-        if closing is None:
-            return
-        try:
-            await wait_for(closing, self._worker.timeout)
-        except TimeoutError:
-            log.warning("CPG close: corosync did not answer within %g s", self._worker.timeout)
-
     # -- internals ---------------------------------------------------------------------------
 
-    async def _call(
-        self, fn: Callable[..., int], *args: object, keep: tuple[object, ...] = ()
-    ) -> None:
-        await _lib.acall(
-            fn,
-            *args,
-            backoff=self._backoff,
-            worker=self._worker,
-            keep=keep,
-            retries=self.try_again,
-        )
-
-    def _close(self, error: BaseException | None = None) -> concurrent.futures.Future[None] | None:
-        """Start closing (the event stream ends with ``error``); the future of the leave and
-        finalize if worth waiting for."""
-        if self._reader is not None:
-            self._reader.close()
-        handle, self._handle = self._handle, None
+    def _closing(self, handle: int, healthy: bool) -> Callable[[], None]:
+        # Leave before the finalize, so members see LEAVE rather than PROCDOWN; a broken
+        # connection cannot carry a leave.
         group, self._group = self._group, None
-        healthy = not self.events.ended and self._worker.broken is None
-        self.events.end(error)
-        closing = None
-        if handle is not None:
-            closing = self._worker.submit(lambda: self._finalize(handle, group, healthy))
-        self._worker.stop()
-        return closing if healthy else None
+        finalize = super()._closing(handle, healthy)
 
-    def _finalize(self, handle: int, group: _lib.CpgName | None, healthy: bool) -> None:
-        # On the worker thread. A broken connection cannot carry a leave.
-        if group is not None and healthy:
-            rc = int(self._lib.cpg_leave(handle, ctypes.byref(group)))
-            if rc != _lib.CS_OK:
-                log.debug("cpg_leave on close: %s", _lib.error_for("cpg_leave", rc))
-        rc = int(self._lib.cpg_finalize(handle))  # also frees the library's side
-        if rc != _lib.CS_OK and healthy:
-            log.debug("cpg_finalize on close: %s", _lib.error_for("cpg_finalize", rc))
+        def leave_and_finalize() -> None:
+            if group is not None and healthy:
+                rc = int(self._lib.cpg_leave(handle, ctypes.byref(group)))
+                if rc != _lib.CS_OK:
+                    log.debug("cpg_leave on close: %s", _lib.error_for("cpg_leave", rc))
+            finalize()
 
-    def _live_handle(self) -> int:
-        if self._handle is None:
-            raise UsageError("CPG handle is not initialized or was closed")
-        return self._handle
+        return leave_and_finalize
 
     def _joined(self) -> _lib.CpgName:
         if self._group is None:
             raise UsageError("this CPG handle has not joined a group")
         return self._group
 
-    def _broken(self, error: BaseException) -> None:
-        if not self.events.ended:
-            log.warning("CPG connection broke: %s", error)
-        if self._reader is not None:
-            self._reader.close()
-        self.events.end(error)
-
     def _deliver(self, events: tuple[CpgEvent, ...]) -> None:
         for event in events:
             if isinstance(event, Delivered):
                 sys.audit(EVENT, "cpg.pickup", event.payload)
-            self.events.put(event)
-
-    def _dispatch_here(self, handle: int) -> Dispatched[CpgEvent]:
-        """``cpg_dispatch`` on the calling thread; the callbacks' events and the error."""
-        self._collected = []
-        rc = int(self._lib.cpg_dispatch(handle, _lib.CS_DISPATCH_ALL))
-        events, self._collected = tuple(self._collected), []
-        error, self._callback_error = self._callback_error, None
-        # TRY_AGAIN here only means "nothing more to read"
-        if error is None and rc not in (_lib.CS_OK, _lib.CS_ERR_TRY_AGAIN):
-            error = _lib.error_for("cpg_dispatch", rc)
-        return Dispatched(events, error)
-
-    def _emit(self, make: Callable[[], CpgEvent]) -> None:
-        # Runs inside cpg_dispatch, called from C: an exception here would be printed and
-        # lost by ctypes, so keep it for the dispatch's result.
-        try:
-            self._collected.append(make())
-        except BaseException as e:
-            if self._callback_error is None:
-                self._callback_error = e
+        super()._deliver(events)
 
     def _on_deliver(
         self,

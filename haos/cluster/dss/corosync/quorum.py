@@ -23,21 +23,19 @@ Contract, from corosync's votequorum service:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import ctypes
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
 from haos.cluster.dss.corosync import _lib
-from haos.cluster.dss.corosync._events import Dispatched, EventStream, LoopReader
+from haos.cluster.dss.corosync._handle import CorosyncHandle
 from haos.cluster.dss.corosync._lib import DEFAULT_BACKOFF, Backoff
-from haos.cluster.dss.corosync._worker import DEFAULT_CALL_TIMEOUT, HandleWorker, wait_for
+from haos.cluster.dss.corosync._worker import DEFAULT_CALL_TIMEOUT
 from haos.cluster.dss.corosync.cpg import RingId
 from haos.cluster.dss.corosync.errors import CorosyncError, CsError
-from haos.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +149,15 @@ class ExpectedVotesChanged:
 QuorumEvent = QuorumChanged | NodeListChanged | ExpectedVotesChanged
 
 
-class VoteQuorum:
+class VoteQuorum(CorosyncHandle[QuorumEvent]):
     """One votequorum handle. Open it with :meth:`open`.
 
     Use it from the thread running its event loop; its library calls run on its own worker
     thread (see :mod:`.cpg` and :mod:`._worker`).
     """
+
+    SERVICE = "votequorum"
+    PREFIX = "votequorum"
 
     def __init__(
         self, *, backoff: Backoff = DEFAULT_BACKOFF, call_timeout: float = DEFAULT_CALL_TIMEOUT
@@ -166,15 +167,7 @@ class VoteQuorum:
         ``call_timeout``: seconds each library call may take before the handle is declared
         broken (:class:`CorosyncUnavailableError`, CS_ERR_TIMEOUT).
         """
-        self._lib = _lib.votequorum()
-        self._backoff = backoff
-        self.events: EventStream[QuorumEvent] = EventStream("votequorum handle")
-        self._worker = HandleWorker("votequorum", call_timeout, self._broken)
-        self._handle: int | None = None
-        self._reader: LoopReader[QuorumEvent] | None = None
-        # Touched only by the thread inside votequorum_dispatch (the worker).
-        self._collected: list[QuorumEvent] = []
-        self._callback_error: BaseException | None = None
+        super().__init__(_lib.votequorum(), backoff, call_timeout)
         self._known: tuple[QuorumNode, ...] | None = None
         self._known_changed = asyncio.Event()
         # libvotequorum keeps these C function pointers; they must outlive the handle.
@@ -208,38 +201,7 @@ class VoteQuorum:
 
         Starts the worker thread, which inherits the calling thread's network namespace.
         """
-        if self._handle is not None:
-            raise UsageError("votequorum handle is already initialized")
-        handle = ctypes.c_uint64()
-
-        def release(rc: int) -> None:  # connected after we gave up: hang up again
-            if rc == _lib.CS_OK:
-                self._lib.votequorum_finalize(handle.value)
-
-        await _lib.acall(
-            self._lib.votequorum_initialize,
-            ctypes.byref(handle),
-            ctypes.byref(self._callbacks),
-            backoff=self._backoff,
-            worker=self._worker,
-            abandoned=release,
-        )
-        self._handle = handle.value
-
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Dispatch callbacks (on the worker) whenever corosync has events for this handle,
-        and queue them on :attr:`events` on ``loop``."""
-        if self._reader is not None:
-            raise UsageError("votequorum handle is already attached to a loop")
-        handle = self._live_handle()
-        self._reader = LoopReader(
-            loop,
-            self.fd_get(),
-            self._worker,
-            lambda: self._dispatch_here(handle),
-            self._deliver,
-            self._broken,
-        )
+        await self._connect(ctypes.byref(self._callbacks))
 
     async def trackstart(self) -> None:
         """Ask for the current state now and every change later."""
@@ -293,102 +255,14 @@ class VoteQuorum:
             result.append(NodeVotes(node.node_id, info.state, info.votes, info.expected_votes))
         return tuple(result)
 
-    def fd_get(self) -> int:
-        """``votequorum_fd_get``: the descriptor that turns readable when events wait.
-
-        Local to the library (no round trip to corosync), so it runs on the calling thread.
-        """
-        fd = ctypes.c_int()
-        rc = self._lib.votequorum_fd_get(self._live_handle(), ctypes.byref(fd))
-        _lib.check("votequorum_fd_get", rc)
-        return fd.value
-
-    def dispatch(self) -> None:
-        """``votequorum_dispatch(CS_DISPATCH_ALL)`` on the calling thread: queue the waiting
-        events. The attached reader does this on the worker thread; calling it directly
-        blocks the caller while corosync is stopped, and must not overlap the reader."""
-        result = self._dispatch_here(self._live_handle())
-        self._deliver(result.events)
-        if result.error is not None:
-            raise result.error
-
-    def close(self) -> None:
-        """``votequorum_finalize``, queued on the worker thread; idempotent, never raises,
-        never blocks. :meth:`aclose` also waits for it."""
-        self._close()
-
-    async def aclose(self) -> None:
-        """:meth:`close`, then wait up to the call timeout until corosync took the finalize."""
-        closing = self._close()
-        if closing is None:
-            return
-        try:
-            await wait_for(closing, self._worker.timeout)
-        except TimeoutError:
-            log.warning(
-                "votequorum close: corosync did not answer within %g s", self._worker.timeout
-            )
-
     # -- internals ---------------------------------------------------------------------------
-
-    async def _call(self, fn: Callable[..., int], *args: object) -> None:
-        await _lib.acall(fn, *args, backoff=self._backoff, worker=self._worker)
-
-    def _close(self) -> concurrent.futures.Future[None] | None:
-        """Start closing; the future of the finalize if worth waiting for."""
-        if self._reader is not None:
-            self._reader.close()
-        handle, self._handle = self._handle, None
-        healthy = not self.events.ended and self._worker.broken is None
-        self.events.end(None)
-        closing = None
-        if handle is not None:
-            closing = self._worker.submit(lambda: self._finalize(handle, healthy))
-        self._worker.stop()
-        return closing if healthy else None
-
-    def _finalize(self, handle: int, healthy: bool) -> None:
-        rc = int(self._lib.votequorum_finalize(handle))  # on the worker thread
-        if rc != _lib.CS_OK and healthy:
-            log.debug("votequorum_finalize on close: %s", _lib.error_for("finalize", rc))
-
-    def _live_handle(self) -> int:
-        if self._handle is None:
-            raise UsageError("votequorum handle is not initialized or was closed")
-        return self._handle
-
-    def _broken(self, error: BaseException) -> None:
-        if not self.events.ended:
-            log.warning("votequorum connection broke: %s", error)
-        if self._reader is not None:
-            self._reader.close()
-        self.events.end(error)
 
     def _deliver(self, events: tuple[QuorumEvent, ...]) -> None:
         for event in events:
             if isinstance(event, QuorumChanged):
                 self._known = event.nodes
                 self._known_changed.set()
-            self.events.put(event)
-
-    def _dispatch_here(self, handle: int) -> Dispatched[QuorumEvent]:
-        """``votequorum_dispatch`` on the calling thread; the callbacks' events and the error."""
-        self._collected = []
-        rc = int(self._lib.votequorum_dispatch(handle, _lib.CS_DISPATCH_ALL))
-        events, self._collected = tuple(self._collected), []
-        error, self._callback_error = self._callback_error, None
-        # TRY_AGAIN here only means "nothing more to read"
-        if error is None and rc not in (_lib.CS_OK, _lib.CS_ERR_TRY_AGAIN):
-            error = _lib.error_for("votequorum_dispatch", rc)
-        return Dispatched(events, error)
-
-    def _emit(self, make: Callable[[], QuorumEvent]) -> None:
-        # Runs inside votequorum_dispatch, called from C: keep errors for the dispatch result.
-        try:
-            self._collected.append(make())
-        except BaseException as e:
-            if self._callback_error is None:
-                self._callback_error = e
+        super()._deliver(events)
 
     def _on_quorum(
         self,
