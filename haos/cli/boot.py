@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,8 @@ from haos.bootctl.policy import (
     decide,
 )
 from haos.bootctl.systemd_boot import SystemdBoot, find_esp
-from haos.errors import HaosError, UnavailableError
+from haos.errors import HaosError
+from haos.proc import run
 
 _REBOOT = ("systemctl", "reboot")
 
@@ -220,20 +220,9 @@ def action_text(action: Action) -> str:
 
 
 def reboot() -> None:
-    """Ask systemd to reboot (argv only, stdin closed, clean environment)."""
-    try:
-        subprocess.run(
-            list(_REBOOT),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
-            timeout=30,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError) as e:
-        raise UnavailableError(f"{' '.join(_REBOOT)} failed: {e}") from e
-    sys.stdout.flush()
+    """Ask systemd to reboot (through the one runner: argv only, stdin closed, clean
+    environment, a deadline)."""
+    run(list(_REBOOT), timeout=30)
 
 
 def main(argv: list[str] | None = None) -> int:

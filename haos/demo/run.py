@@ -29,15 +29,14 @@ from haos.cluster.harness.netns import Names
 from haos.cluster.harness.systemd_cluster import NODEROOT_CACHE, SystemdCluster
 from haos.demo.cluster import PORT, demo_toml, member
 from haos.errors import HaosError
+from haos.proc import run
 
 _POLL = 0.02
 
 
 def unit_of(component: str) -> str:
     """The transient unit the agent runs a client component in."""
-    escaped = subprocess.run(
-        ["systemd-escape", component], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    escaped = run(["systemd-escape", component], timeout=10).strip()
     return f"haos-comp-{escaped}.service"
 
 

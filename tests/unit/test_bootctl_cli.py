@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,12 @@ def no_reboot(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Record reboots instead of asking systemd (a test must never reboot the host)."""
     calls: list[list[str]] = []
 
-    def fake_run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    def fake_run(argv: list[str], timeout: float = 600.0, **kwargs: Any) -> str:
         calls.append(argv)
-        assert kwargs["stdin"] is subprocess.DEVNULL
-        return subprocess.CompletedProcess(argv, 0, "", "")
+        assert kwargs.get("input") is None and timeout <= 60  # stdin closed, a deadline
+        return ""
 
-    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(boot, "run", fake_run)
     return calls
 
 

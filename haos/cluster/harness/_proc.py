@@ -1,7 +1,8 @@
-"""Every helper command of the harness goes through :func:`run`.
+"""Every helper command of the harness goes through :func:`run` (over :func:`haos.proc.complete`).
 
 Argument lists only (no shell), stdin closed unless input is given, a clean environment,
-output captured as text, a deadline, and :class:`CommandFailed` on a non-zero exit.
+output captured as text, a deadline (the command's process group is killed at it), and
+:class:`CommandFailed` on a non-zero exit.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 
+from haos import proc
 from haos.cluster.harness.errors import CommandFailed, HarnessError
+from haos.errors import UnavailableError
 
-SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-CLEAN_ENV = {"PATH": SAFE_PATH, "LC_ALL": "C"}
+CLEAN_ENV = proc.ENV
+SAFE_PATH = proc.ENV["PATH"]
 
 
 def run(
@@ -22,25 +25,15 @@ def run(
     timeout: float = 30.0,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` to completion; raise CommandFailed if it fails (``check``) or times out.
-
-    On a timeout the command is SIGKILLed (the tools it runs exec each other, so one pid).
-    """
+    """Run ``argv`` to completion; raise CommandFailed if it fails (``check``) or times out."""
     try:
-        proc = subprocess.run(
-            list(argv),
-            input=input,
-            stdin=subprocess.DEVNULL if input is None else None,
-            capture_output=True,
-            text=True,
-            env=CLEAN_ENV,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired as e:
-        stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else ""
-        raise CommandFailed(argv, None, stderr) from e
-    except FileNotFoundError as e:
+        done = proc.complete(argv, timeout, input=None if input is None else input.encode())
+    except UnavailableError as e:
         raise HarnessError(f"{argv[0]} is not installed: {e}") from e
-    if check and proc.returncode != 0:
-        raise CommandFailed(argv, proc.returncode, proc.stderr)
-    return proc
+    stdout = done.stdout.decode(errors="replace")
+    stderr = done.stderr.decode(errors="replace")
+    if done.returncode is None:
+        raise CommandFailed(argv, None, stderr)
+    if check and done.returncode != 0:
+        raise CommandFailed(argv, done.returncode, stderr)
+    return subprocess.CompletedProcess(list(argv), done.returncode, stdout, stderr)

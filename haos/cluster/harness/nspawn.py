@@ -53,6 +53,7 @@ from haos.cluster.harness.errors import CommandFailed, HarnessError, HarnessTime
 from haos.cluster.harness.netns import Names, NsIdent
 from haos.errors import UsageError
 from haos.lifecycle import Closing
+from haos.proc import complete
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -492,18 +493,11 @@ def build_noderoot(repo: Path, cache: Path, timeout: float = 840.0) -> Path:
     """The node root at ``cache``, built by ``image/noderoot.sh`` if it is not there yet or
     was built from another package list (the old root is then replaced at once: no node may
     be running on it; ``image/rootfs.sh --lock`` waits for its users instead)."""
-    proc = subprocess.run(
-        [str(repo / "image" / "noderoot.sh"), str(cache)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=_proc.CLEAN_ENV,
-    )
-    if proc.returncode != 0:
-        raise HarnessError(f"image/noderoot.sh failed (mirror unreachable?):\n{proc.stderr}")
-    return Path(proc.stdout.strip().splitlines()[-1])
+    done = complete([str(repo / "image" / "noderoot.sh"), str(cache)], timeout)
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace")
+        raise HarnessError(f"image/noderoot.sh failed (mirror unreachable?):\n{err}")
+    return Path(done.stdout.decode().strip().splitlines()[-1])
 
 
 @dataclass

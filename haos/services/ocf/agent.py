@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from haos.errors import ConfigError, ConfigProblem, HaosError
+from haos.proc import run_program
 from haos.services.ocf.metadata import AgentMetadata, check_params, parse_metadata
-from haos.services.ocf.process import run_program
 
 log = logging.getLogger(__name__)
 
