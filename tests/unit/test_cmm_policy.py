@@ -23,7 +23,7 @@ from haos.cluster.cmm.model import (
     ViceMasterChanged,
     ViewChanged,
 )
-from haos.cluster.cmm.policy import elect, fencer, next_deadline
+from haos.cluster.cmm.policy import elect, fencer, majority, next_deadline
 from haos.cluster.crim.events import NodeJoined, NodeLeft
 from haos.cluster.fencing.types import FenceResult
 from haos.config.model import NodeSpec
@@ -398,3 +398,28 @@ def test_bad_settings_are_a_config_error_naming_the_key(
 def test_duplicate_node_ids_are_a_config_error() -> None:
     with pytest.raises(ConfigError, match="node ids must be unique"):
         CmmConfig((*NODES, NodeSpec("node5", 1, "n5")), 1)
+
+
+# -- stale quorum -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("nodes", "members", "quorate"),
+    [
+        (4, {1, 2, 3}, True),
+        (4, {1, 2}, False),  # half is not a majority
+        (3, {1, 2}, True),
+        (3, {3}, False),
+        (5, {1, 2, 3}, True),
+        (5, {4, 5}, False),
+        (2, {2}, True),  # two nodes: either one (votequorum's two_node; fencing decides)
+        (2, set(), False),
+        (3, {1, 2, 9}, True),  # a node outside the configuration has no vote
+        (3, {1, 9}, False),
+    ],
+)
+def test_a_view_is_quorate_only_with_a_majority_of_the_configured_nodes(
+    nodes: int, members: set[int], quorate: bool
+) -> None:
+    specs = tuple(NodeSpec(f"n{i}", i, f"shelf1/slot{i}/node") for i in range(1, nodes + 1))
+    assert majority(CmmConfig(specs, 1), frozenset(members)) is quorate

@@ -15,6 +15,8 @@ Pure: no I/O, no clock reads, no logging. The rules, each with a test:
   master of a view of itself alone, and act on a stale picture of the cluster. The view
   with the peer is the CMM's own exchange: corosync delivers it to both nodes at the same
   point of the agreed order, and the election depends on the view alone.
+* **Stale quorum.** A view counts as quorate only if votequorum says so *and* it holds a
+  majority of the configured nodes (:func:`majority`; two-node clusters: either node).
 * **Quorum loss.** When this node's partition loses quorum it publishes QuorumLost and
   :class:`Demote` with a deadline ``demote_within`` away; if ``self_fence_after`` is set and
   it is still inquorate that long after, :class:`SelfFence`. A view that does not contain
@@ -67,6 +69,7 @@ from haos.cluster.cmm.model import (
 )
 from haos.cluster.crim.events import NodeJoined, NodeLeft
 from haos.cluster.fencing.types import FenceResult
+from haos.config.model import NodeSpec
 
 
 def elect(
@@ -77,6 +80,24 @@ def elect(
         return (None, None)
     ranked = election_order(config, members)
     return (ranked[0] if ranked else None, ranked[1] if len(ranked) > 1 else None)
+
+
+def majority(config: CmmConfig, members: frozenset[int]) -> bool:
+    """Whether ``members`` hold a majority of the configured nodes (one vote each): the
+    stale-quorum rule, applied to every view together with votequorum's verdict.
+
+    votequorum's verdict can arrive after the CPG view that changed it: a node cut off from
+    the rest must not act on its old "quorate" for even one view (it would fence the
+    majority). Two-node clusters follow votequorum's two_node rule: one node is enough, and
+    fencing decides. The verdict can also come *before* the view: a node booted alone is told
+    "quorate" once corosync sees its peer, while the group still shows it alone; the "wait
+    for a peer" rule keeps it from counting that view.
+    """
+    configured = {n.node_id for n in config.nodes}
+    present = len(members & configured)
+    if len(configured) == 2:
+        return present >= 1
+    return present * 2 > len(configured)
 
 
 def election_order(config: CmmConfig, members: frozenset[int]) -> list[int]:
@@ -93,6 +114,18 @@ def fencer(config: CmmConfig, state: CmmState) -> int | None:
     # would be gone before its attempt ended) fences.
     out = set(state.pending_fences()) | {p.node_id for p in state.peers if p.awaiting_departure}
     return next((n for n in election_order(config, state.members) if n not in out), None)
+
+
+def fence_delay(
+    nodes: tuple[NodeSpec, ...], me: NodeSpec, target: NodeSpec, base: float, priority: float
+) -> float:
+    """Seconds node ``me`` waits before fencing ``target``: ``base`` always (like Pacemaker's
+    ``pcmk_delay_base``), plus ``priority`` in a two-node cluster when ``target`` is the
+    preferred node (higher priority, then lower id). In a two-node split both sides are
+    quorate and fence each other: the preferred node shoots first and survives. With three
+    or more nodes only the quorate side fences: there is no race to break."""
+    preferred = (target.priority, -target.node_id) > (me.priority, -me.node_id)
+    return base + (priority if len(nodes) == 2 and preferred else 0.0)
 
 
 def next_deadline(config: CmmConfig, state: CmmState) -> float | None:

@@ -42,7 +42,7 @@ from haos.cluster.cmm.model import (
     Tick,
     ViewChanged,
 )
-from haos.cluster.cmm.policy import decide
+from haos.cluster.cmm.policy import decide, majority
 from haos.cluster.cmm.wire import decode_message, encode_fence_result, encode_leave
 from haos.cluster.dss.corosync.quorum import QuorumChanged, VoteQuorum
 from haos.cluster.dss.transport import GroupTransport, Message, View
@@ -218,24 +218,8 @@ class CmmService:
 
     def _feed_view(self) -> None:
         if self._members is not None:
-            quorate = self._quorate and self._majority(self._members)
+            quorate = self._quorate and majority(self.config, self._members)
             self.feed(ViewChanged(self._members, quorate))
-
-    def _majority(self, members: frozenset[int]) -> bool:
-        """Whether ``members`` hold a majority of the configured nodes (one vote each).
-
-        votequorum's verdict can arrive after the CPG view that changed it: a node cut off
-        from the rest must not act on its old "quorate" for even one view (it would fence
-        the majority). Two-node clusters follow votequorum's two_node rule: one node is
-        enough, and fencing decides. The verdict can also come *before* the view: a node
-        booted alone is told "quorate" once corosync sees its peer, while the group still
-        shows it alone; the policy's "wait for a peer" rule keeps it from counting that view.
-        """
-        configured = {n.node_id for n in self.config.nodes}
-        present = len(members & configured)
-        if len(configured) == 2:
-            return present >= 1
-        return present * 2 > len(configured)
 
     def _lost(self, why: str) -> None:
         log.error("cmm: %s: acting as an empty, inquorate partition", why)
