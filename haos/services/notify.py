@@ -188,6 +188,7 @@ class Notifier:
         self.interval = None if watchdog_usec is None else watchdog_usec / 2_000_000
         self.pets = 0
         self.last_decision = GateDecision(False, "watchdog not consulted yet")
+        self._last_pet: float | None = None
         self._status = ""
         self._withheld = ""
 
@@ -236,15 +237,26 @@ class Notifier:
         self.gate.heartbeat(self.clock.now())
 
     def consult(self) -> GateDecision:
-        """Ask the gate now; send ``WATCHDOG=1`` if it agrees."""
-        decision = self.gate.decide(self.clock.now())
+        """Ask the gate now; send ``WATCHDOG=1`` if it agrees.
+
+        A refusal is shown (``STATUS=``, a warning) only when it matters: before the first
+        pet, or once the last pet is an interval old (half of the watchdog timeout). Between
+        two rounds of progress the gate refuses all the time, and that is no news.
+        """
+        now = self.clock.now()
+        decision = self.gate.decide(now)
         if decision.pet:
             self._send("WATCHDOG=1")
             self.pets += 1
-        withheld = "" if decision.pet else decision.reason
+            self._last_pet = now
+        late = (
+            self.interval is None or self._last_pet is None or now - self._last_pet >= self.interval
+        )
+        withheld = "" if decision.pet or not late else decision.reason
         if withheld != self._withheld:
             if withheld and not self._withheld:
-                log.warning("%s", withheld)
+                # before the first pet: starting up, the checks have not reported yet
+                log.log(logging.INFO if self._last_pet is None else logging.WARNING, "%s", withheld)
             elif not withheld:
                 log.info("watchdog: %s", decision.reason)
             self._withheld = withheld

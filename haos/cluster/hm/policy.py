@@ -87,7 +87,8 @@ class _Audit:
         self.consecutive_failures = 0 if outcome == "ok" else self.consecutive_failures + 1
 
 
-def _check(spec: AuditSpec) -> None:
+def check_spec(spec: AuditSpec) -> None:
+    """Raise :class:`~haos.errors.ModelError` unless period and timeout are positive."""
     for field in ("period", "timeout"):
         value: float = getattr(spec, field)
         if not (math.isfinite(value) and value > 0):
@@ -109,7 +110,7 @@ class AuditMonitor:
         self._suspended: set[str] = set()
         self._pending: list[ErrorReport] = []
         for spec in specs:
-            _check(spec)
+            check_spec(spec)
             self._audits[(spec.component, spec.name)] = _Audit(spec, next_due=None)
 
     # --- registration ---------------------------------------------------------------------
@@ -119,7 +120,7 @@ class AuditMonitor:
 
         Raises :class:`~haos.errors.ModelError` unless period and timeout are positive.
         """
-        _check(spec)
+        check_spec(spec)
         self._audits[(spec.component, spec.name)] = _Audit(spec, next_due=now)
 
     def unregister(self, component: str, name: str | None = None) -> None:

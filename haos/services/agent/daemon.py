@@ -8,7 +8,7 @@ follows the orders of its node's cluster daemon (see ``docs/node-agent.md``), ru
 audits (configured ones and those applications register through ``haos.client``) and reports
 errors to the CRIM. Under systemd (``Type=notify``): READY=1 once it has the node's desired
 state and has queued it on the drivers, STATUS= its last action in words, WATCHDOG=1 only
-while its loop and the HM's rounds progress.
+when, since the last one, its loop ran and the HM (on a thread of its own) completed a round.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from haos import trace
 from haos.cluster.crim.topology import Topology
@@ -41,9 +42,9 @@ from haos.services.agent.link import ControlLink
 from haos.services.control import AsyncControlClient
 from haos.services.entry import load_node, run_daemon, settle_heap
 from haos.services.hm import (
-    AuditRunner,
     CallbackProbe,
     CommandProbe,
+    HmThread,
     HttpProbe,
     MonotonicClock,
     Probe,
@@ -64,10 +65,28 @@ class Settings:
     unit_dropins: Path = Path("/run/systemd/system")
 
 
-class HmRegistry:
-    """The endpoint's :class:`~.backend.AuditRegistry` on the node's audit runner."""
+class Audits(Protocol):
+    """Where audits are registered: an :class:`AuditRunner`, or the :class:`HmThread`
+    that runs one."""
 
-    def __init__(self, runner: AuditRunner, callbacks: CallbackProbe) -> None:
+    def register(self, spec: AuditSpec) -> None: ...
+
+    def unregister(self, component: str, name: str | None = None) -> None: ...
+
+
+class Callbacks(Protocol):
+    """Where callback audits find their callbacks: a :class:`CallbackProbe`, or its
+    :meth:`HmThread.callbacks` view."""
+
+    def add(self, component: str, name: str, callback: AuditCallback) -> None: ...
+
+    def remove(self, component: str, name: str) -> None: ...
+
+
+class HmRegistry:
+    """The endpoint's :class:`~.backend.AuditRegistry` on the node's HM."""
+
+    def __init__(self, runner: Audits, callbacks: Callbacks) -> None:
         self._runner = runner
         self._callbacks = callbacks
 
@@ -155,16 +174,25 @@ async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
         # the wall clock the nodes share.
         report(dataclasses.replace(r, observed_at=r.observed_at + time.time() - time.monotonic()))
 
-    runner = AuditRunner(AuditMonitor(), probes, hm_report, clock)
+    # The HM runs on a thread of its own; its rounds are a liveness check of the watchdog
+    # gate (see haos.services.hm.thread): a hung HM stops the pets, failed audits do not.
+    hm = HmThread(
+        AuditMonitor(),
+        probes,
+        clock,
+        hm_report,
+        notifier.check("hm").progress,
+        beat=None if notifier.interval is None else notifier.interval / 4,
+    )
     for spec in config.audits:
         if spec.component in comps:
-            runner.register(spec)
+            hm.register(spec)
     clients = [c for c in comps if config.managers[c].kind == "client"]
     endpoint = Endpoint(
         settings.components,
         backend,
         report,
-        audits=HmRegistry(runner, callbacks),
+        audits=HmRegistry(hm, hm.callbacks(callbacks)),
         components=clients,
     )
     units = await ShutdownOrderedUnits.connect()  # components stop after the agent
@@ -187,7 +215,7 @@ async def run(settings: Settings, config: ClusterConfig, me: NodeSpec) -> None:
                 with contextlib.suppress(HaosError):
                     await backend.open(c, "standby")
             tasks.create_task(agent.run())
-            tasks.create_task(runner.run())
+            tasks.create_task(hm.run())
             tasks.create_task(notifier.run())
             tasks.create_task(notifier.beat())
             tasks.create_task(_announce(agent, notifier, me))

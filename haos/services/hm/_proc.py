@@ -1,7 +1,8 @@
 """Every subprocess of the HM goes through :func:`run_command`.
 
 Argument lists only (no shell), stdin closed, a clean environment, its own process group,
-a deadline; on a timeout or cancellation the whole group is SIGKILLed and reaped.
+a deadline; on a timeout or cancellation the whole group is SIGKILLed and reaped. The deadline
+starts once the program runs: starting it (fork, then exec) is not bounded here.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ async def run_command(
         stderr=asyncio.subprocess.STDOUT,
         env=dict(env),
         start_new_session=True,  # its own process group: a timeout kills its helpers too
+        # A fork, not a vfork (CPython vforks unless it must change the user): until the
+        # program executes, a vfork holds the starting thread *with the interpreter's lock*,
+        # and a program on a file system that stopped answering never executes -- the whole
+        # daemon would stand still. After a fork only the starting thread waits (the HM's,
+        # see .thread), and the daemon's watchdog gate sees the HM hang.
+        user=os.getuid(),
     )
     try:
         async with asyncio.timeout(timeout):

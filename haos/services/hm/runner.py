@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from haos.clock import Clock
-from haos.cluster.hm.policy import AuditMonitor
+from haos.cluster.hm.policy import AuditMonitor, check_spec
 from haos.config.model import AuditSpec
 from haos.errors import ModelError, UsageError
 from haos.model.reports import ErrorReport
@@ -45,6 +45,12 @@ class AuditRunner:
     Error reports -- AUDIT_FAILED from a run's result, AUDIT_OVERDUE from ``tick`` -- go to
     ``report`` as they arise. An exception from ``report`` ends :meth:`run`.
     Register audits through this class (not the monitor directly) so the loop wakes up.
+
+    ``on_round`` is called at the end of every completed round: it is the HM's proof of life
+    (the node agent's watchdog gate waits for it). With ``beat`` the runner makes a round at
+    least every ``beat`` seconds, also when no audit is due or none is configured, so that
+    proof keeps coming while the runner is sound. A run that fails or misses its deadline is an
+    error report, never a missing round: only a runner that cannot get round stops it.
     """
 
     def __init__(
@@ -53,11 +59,18 @@ class AuditRunner:
         probes: Mapping[str, Probe],
         report: Callable[[ErrorReport], None],
         clock: Clock,
+        *,
+        beat: float | None = None,
+        on_round: Callable[[], None] | None = None,
     ) -> None:
+        if beat is not None and not beat > 0:
+            raise UsageError(f"the audit runner's beat must be positive, not {beat!r}")
         self._monitor = monitor
         self._probes = dict(probes)
         self._report = report
         self._clock = clock
+        self._beat = beat
+        self._on_round = on_round
         self._wake = asyncio.Event()
         self._runs: dict[Key, _Run] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -70,12 +83,9 @@ class AuditRunner:
 
     # --- registration (from the client library or the configuration) ---------------------
 
-    def register(self, spec: AuditSpec) -> None:
-        """Add or replace an audit; its first run is due now.
-
-        Raises ModelError for an unknown kind, a target its probe can never run, or a
-        non-positive period or timeout; nothing is registered then.
-        """
+    def check(self, spec: AuditSpec) -> None:
+        """Raise ModelError unless :meth:`register` would take ``spec``: an unknown kind, a
+        target its probe can never run, a non-positive period or timeout. No side effects."""
         probe = self._probes.get(spec.kind)
         if probe is None:
             raise ModelError(
@@ -83,6 +93,14 @@ class AuditRunner:
                 f" (known: {', '.join(sorted(self._probes))})"
             )
         probe.check(spec)
+        check_spec(spec)
+
+    def register(self, spec: AuditSpec) -> None:
+        """Add or replace an audit; its first run is due now.
+
+        Raises ModelError as :meth:`check` does; nothing is registered then.
+        """
+        self.check(spec)
         self._monitor.register(spec, self._clock.now())
         self._drop((spec.component, spec.name))
         self._wake.set()
@@ -115,10 +133,19 @@ class AuditRunner:
                 self._tg = tg
                 while True:
                     self._round()
-                    await self._clock.wait(self._wake, self._monitor.next_deadline())
+                    if self._on_round is not None:
+                        self._on_round()
+                    await self._clock.wait(self._wake, self._next_wake())
         finally:
             self._tg = None
             self._runs.clear()
+
+    def _next_wake(self) -> float | None:
+        deadline = self._monitor.next_deadline()
+        if self._beat is None:
+            return deadline
+        beat = self._clock.now() + self._beat
+        return beat if deadline is None else min(deadline, beat)
 
     def _round(self) -> None:
         self._wake.clear()  # anything that changes the schedule from now on wakes us again
