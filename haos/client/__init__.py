@@ -14,13 +14,15 @@ a role only once it has taken it. Before a planned (graceful) switchover the pri
 ``on_quiesce`` callback runs first: it should stop taking new work and flush, and the agent
 waits for it (up to the component's ``quiesce_timeout``). Audits that the application
 registers are run when the agent asks. Checkpoint and name requests go through the agent to
-the cluster: a synchronous checkpoint write returns once the standby holds the data.
+the cluster: a synchronous checkpoint write returns once the standby holds the data. Any
+program on a node may follow the cluster's events (role changes, recoveries, outages, ...)
+with :func:`cluster_events` (:mod:`haos.client.events`, from the node's cluster daemon).
 
 Every method raises :class:`AgentError` when the agent refuses a request,
 :class:`~haos.errors.UsageError` (nothing sent) when a request is over the socket's line limit
 or its checkpoint data over :data:`haos.limits.MAX_CHECKPOINT_DATA`, and
 :class:`~haos.errors.UnavailableError` when the connection is lost. This package imports only
-:mod:`haos.errors`, :mod:`haos.limits`, :mod:`haos.jsonlines` and its own wire module, so
+:mod:`haos.errors`, :mod:`haos.limits`, :mod:`haos.jsonlines` and its own modules, so
 applications stay light.
 """
 
@@ -38,9 +40,18 @@ from typing import Any
 
 from haos import jsonlines
 from haos.client import wire
+from haos.client.events import ClusterEvent, cluster_events
 from haos.errors import HaosError, UnavailableError, UsageError
 
-__all__ = ["AgentError", "Assignment", "AuditCallback", "Client", "QuiesceCallback"]
+__all__ = [
+    "AgentError",
+    "Assignment",
+    "AuditCallback",
+    "Client",
+    "ClusterEvent",
+    "QuiesceCallback",
+    "cluster_events",
+]
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,14 @@ and ``submit``/``report`` raise :class:`~haos.errors.UnavailableError`. Inventin
 state there would re-place every service and could run two primaries; an operator (or a later
 master change to a synced node) resolves it.
 
+News: each decision's event records (role changes, recoveries, node events, operator
+commands' outcomes, outages; :mod:`haos.services.crimnews`) are stored with the state, then
+posted to the :class:`NewsSink` (CES, to every node) after the actions were handed over. A
+new active posts the records of the decision it restored again before deciding anything: its
+predecessor may have died before posting them, and nodes that have them drop the duplicates
+(:class:`~haos.cluster.dss.events.record.EventRing`). The ASR's incidents are part of the
+stored state too, so availability figures survive a take-over.
+
 At most once: the sink gets each decision's sequence number. A master that dies between the
 checkpoint write and the sink leaves that last decision's actions unexecuted; the new active
 does not re-emit them (it cannot know whether they ran).
@@ -63,7 +71,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -85,6 +93,7 @@ from haos.cluster.crim.actions import Decision
 from haos.cluster.crim.state import CrimState
 from haos.cluster.crim.topology import Topology
 from haos.cluster.dss.checkpoint import Checkpoint, CheckpointService, Role
+from haos.cluster.dss.events.record import Record
 from haos.config.model import CorrelationPolicy
 from haos.errors import FatalError, HaosError, ModelError, UnavailableError
 from haos.model.reports import ErrorReport
@@ -99,6 +108,7 @@ __all__ = [  # Brain and membership_fixes live in crimbrain; importable from her
     "Brain",
     "EpochSource",
     "LogSink",
+    "NewsSink",
     "NoticeSource",
     "ServiceRole",
     "Settings",
@@ -145,6 +155,14 @@ class LogSink:
 
     def resync(self, seq: int, crim: CrimState, epoch: int = 0) -> None:
         log.info("resync at decision %d, epoch %d", seq, epoch)
+
+
+class NewsSink(Protocol):
+    """Takes the event records of committed decisions to every node (CES in a daemon)."""
+
+    def post(self, records: Sequence[Record]) -> None:
+        """Queue ``records`` for publication, in order; returns at once, never raises."""
+        ...
 
 
 class NoticeSource(Protocol):
@@ -202,6 +220,7 @@ class AvailabilityService:
         epochs: EpochSource | None = None,
         still_master: Callable[[], bool] | None = None,
         monotonic: Callable[[], MonoTime] = mono_now,
+        news: NewsSink | None = None,
     ) -> None:
         """``clock``: the CRIM's, wall-clock time (see the module docstring). ``monotonic``:
         this node's monotonic clock, on which the CMM dates its notices. ``view``: the node
@@ -210,7 +229,8 @@ class AvailabilityService:
         checkpoint (as master or vice-master). ``epochs``: where mastership epochs are
         claimed (the repository in a daemon; a counter of this process by default).
         ``still_master``: whether the membership service, live, has this node as the quorate
-        master (by default: as the notices read so far say)."""
+        master (by default: as the notices read so far say). ``news``: where the event
+        records of decisions go (nowhere by default)."""
         self._s = settings
         self._view = view
         self._crc = crc
@@ -220,6 +240,7 @@ class AvailabilityService:
         self._monotonic = monotonic
         self._epochs: EpochSource = epochs if epochs is not None else CountingEpochs()
         self._live_master = still_master
+        self._news = news
         self.role = ServiceRole.IDLE
         self.brain: Brain | None = None
         self.refusal: str | None = None
@@ -437,6 +458,7 @@ class AvailabilityService:
         self.brain, self.refusal = brain, None
         # The full desired state first, under the new epoch; then what changed meanwhile.
         self._sink.resync(brain.seq, brain.crim, brain.epoch)
+        self._post_news(brain)  # the restored decision's, again: duplicates are dropped
         fixes = membership_fixes(brain.crim, self._members)
         await self._commit([brain.decide(e, self._clock()) for e in fixes])
         self.took_over_at = self._clock()
@@ -452,13 +474,14 @@ class AvailabilityService:
     def _restore(self, raw: bytes | None) -> Brain:
         """The state to continue from; ModelError when there is none to trust."""
         if raw is not None:
-            return Brain.decode(self._s.topo, self._s.correlation, raw)
+            return Brain.decode(self._s.topo, self._s.correlation, raw, self._clock())
         if self._seen_master:
             raise ModelError(
                 f"it holds no '{CHECKPOINT}' checkpoint: it was never a synced standby;"
                 " refusing to invent a state (operator action needed)"
             )
-        return Brain.initial(self._s.topo, self._s.correlation)  # cluster formation
+        # cluster formation: availability is measured from now on
+        return Brain.initial(self._s.topo, self._s.correlation, self._clock())
 
     async def _standby(self) -> None:
         self.brain = None
@@ -529,7 +552,13 @@ class AvailabilityService:
         for i, decision in enumerate(decisions):
             log.info("decision %d: %s", first + i, decision.reason)
             await self._sink.carry_out(first + i, decision)
+        self._post_news(brain)
         self._changed.set()
+
+    def _post_news(self, brain: Brain) -> None:
+        records = brain.take_news()
+        if records and self._news is not None:
+            self._news.post(records)
 
     async def _ticker(self) -> None:
         """Decide Tick (CEC releases, CRIM escalations) when the earliest deadline is due."""

@@ -7,6 +7,9 @@ Use::
         with ces.subscribe("hw/", prefix=True) as events:
             await ces.publish("hw/fan/failed", b"slot 3")
             async for event in events: ...
+
+:mod:`haos.cluster.dss.events.record` holds what the availability service publishes on it
+(event records of its decisions) and each node's ring of them.
 """
 
 from haos.cluster.dss.events.service import EventService
