@@ -2,9 +2,10 @@
 # Build a minimal Debian bookworm root file system with systemd and dbus, for booting with
 # systemd-nspawn in the adapter tests; with --node, a cluster node's root: also corosync,
 # python3 and what the components the nodes run need (iproute2, procps, Debian's OCF
-# resource agents with send_arp, Pacemaker's OCF agents), locale and timezone set, no machine
-# id (each node writes its own), corosync installed but *not* enabled and without its example
-# key (a node enables it in its own overlay once it has written its corosync.conf and authkey).
+# resource agents with send_arp, Pacemaker's OCF agents), the fence agents with ipmitool,
+# locale and timezone set, no machine id (each node writes its own), corosync installed but
+# *not* enabled and without its example key (a node enables it in its own overlay once it has
+# written its corosync.conf and authkey).
 #
 #   image/rootfs.sh [--node] [--lock FILE] DIR
 #
@@ -42,9 +43,13 @@ SUITE=bookworm
 REVISION=2
 if [ "$NODE" = 1 ]; then
     STAMP="$DIR/.haos-noderoot"
-    # resource-agents brings send_arp (IPaddr2); pacemaker-resource-agents Stateful and Dummy.
+    # resource-agents brings send_arp (IPaddr2); pacemaker-resource-agents Stateful and Dummy;
+    # fence-agents (bookworm has no smaller package with fence_ipmilan) and ipmitool, which
+    # fence_ipmilan runs, are the cluster daemon's fence devices ([fencing] agent = ...);
+    # python3-cffi-backend is named because debootstrap does not resolve the virtual package
+    # (python3-cffi-backend-api-*) that fence-agents' python3-cryptography needs.
     PACKAGES=systemd,systemd-sysv,dbus,corosync,python3,iproute2,procps,resource-agents
-    PACKAGES=$PACKAGES,pacemaker-resource-agents
+    PACKAGES=$PACKAGES,pacemaker-resource-agents,fence-agents,ipmitool,python3-cffi-backend
 else
     STAMP="$DIR/.haos-rootfs"
     PACKAGES=systemd,systemd-sysv,dbus
@@ -125,7 +130,8 @@ if [ "$NODE" = 1 ]; then
     # cluster-glue's log daemon: the agents log to stderr, which the node agent records.
     rm -f "$PARTIAL/etc/systemd/system/multi-user.target.wants/logd.service"
     for tool in usr/sbin/corosync usr/bin/python3 bin/ip usr/libexec/heartbeat/send_arp \
-            usr/lib/ocf/resource.d/heartbeat/IPaddr2 usr/lib/ocf/resource.d/pacemaker/Stateful; do
+            usr/lib/ocf/resource.d/heartbeat/IPaddr2 usr/lib/ocf/resource.d/pacemaker/Stateful \
+            usr/sbin/fence_ipmilan usr/bin/ipmitool; do
         test -x "$PARTIAL/$tool" || { echo "$0: $tool missing in the built root" >&2; exit 1; }
     done
 fi

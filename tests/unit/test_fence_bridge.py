@@ -51,6 +51,18 @@ def test_reboot_cuts_the_power_answers_then_boots_the_node(
     assert sorted(p.name for p in bridge.directory.iterdir()) == []  # nothing left behind
 
 
+def test_power_on_from_a_simulated_bmc_boots_the_node_without_cutting_it(
+    rig: tuple[FenceBridge, Power],
+) -> None:
+    bridge, power = rig
+    assert request_fence(bridge.directory, "n2", "on", timeout=10.0) == "ok"
+    deadline = time.monotonic() + 10.0
+    while not power.calls and time.monotonic() < deadline:  # the boot follows the answer
+        time.sleep(0.01)
+    assert power.calls == [("on", "n2")]
+    assert bridge.done == [("n2", "on", "ok")]
+
+
 def test_a_failed_power_cut_is_no_fencing_and_nothing_is_booted(
     rig: tuple[FenceBridge, Power],
 ) -> None:
@@ -73,7 +85,7 @@ def test_the_fence_command_exits_non_zero_unless_fenced(
 
 def test_bridge_command_names_the_directory(tmp_path: Path) -> None:
     bridge = FenceBridge(tmp_path, lambda n: None, lambda n: None)
-    argv = bridge.command().split()
+    argv = list(bridge.command())
     assert argv[-4:] == ["fence", str(tmp_path), "{node}", "{action}"]
 
 

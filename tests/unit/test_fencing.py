@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from haos.cluster.fencing.agent import AgentDevice, FenceAgentFencer, metadata_parameters
-from haos.cluster.fencing.callback import CallbackFencer
 from haos.cluster.fencing.fakes import ScriptedFencer
-from haos.cluster.fencing.types import FenceAction, FenceError, FenceResult, PowerStatus
+from haos.cluster.fencing.types import FenceError, FenceResult, PowerStatus
 from haos.cluster.fencing.watchdog import DevWatchdog, MemoryWatchdog, SelfFencer
 from haos.config.model import NodeSpec
 from haos.errors import UnavailableError, UsageError
@@ -180,46 +179,7 @@ def test_metadata_parameters_are_read_from_the_xml() -> None:
         metadata_parameters("Usage: fence_x")
 
 
-# -- callback and scripted fencers ----------------------------------------------------------
-
-
-def test_callback_fencer_reports_success_failure_and_timeout() -> None:
-    switched: list[tuple[str, FenceAction]] = []
-
-    async def switch(node: NodeSpec, action: FenceAction) -> None:
-        switched.append((node.name, action))
-        if node.name == "broken":
-            raise OSError("namespace is gone")
-        if node.name == "slow":
-            await asyncio.sleep(10)
-
-    async def scenario() -> None:
-        fencer = CallbackFencer(switch, timeout=0.2)
-        assert (await fencer.fence(NODE, "reboot")).ok
-        broken = await fencer.fence(NodeSpec("broken", 3, "b"))
-        assert not broken.ok and "namespace is gone" in broken.detail
-        slow = await fencer.fence(NodeSpec("slow", 4, "s"))
-        assert not slow.ok and "timed out after 0.2 s" in slow.detail
-        with pytest.raises(FenceError, match="no power probe"):
-            await fencer.status(NODE)
-
-    asyncio.run(scenario())
-    assert switched == [("node2", "reboot"), ("broken", "off"), ("slow", "off")]
-
-
-def test_callback_fencer_status_uses_the_probe() -> None:
-    async def switch(node: NodeSpec, action: FenceAction) -> None:
-        pass
-
-    async def probe(node: NodeSpec) -> PowerStatus:
-        if node.name == "node2":
-            return "off"
-        raise RuntimeError("no such namespace")
-
-    fencer = CallbackFencer(switch, probe=probe)
-    assert asyncio.run(fencer.status(NODE)) == "off"
-    with pytest.raises(FenceError, match="no such namespace"):
-        asyncio.run(fencer.status(NodeSpec("x", 5, "x")))
+# -- scripted fencer ---------------------------------------------------------------------
 
 
 def test_scripted_fencer_answers_from_its_script_then_succeeds() -> None:

@@ -2,7 +2,8 @@
 
 * :mod:`.types` -- the :class:`~.types.Fencer` Protocol and :class:`~.types.FenceResult`.
 * :mod:`.agent` -- :class:`~.agent.FenceAgentFencer`: Debian's ``fence-agents``, unchanged.
-* :mod:`.callback` -- :class:`~.callback.CallbackFencer`: an async callable (test harness).
+* :mod:`.command` -- :class:`~.command.CommandFencer`: an argv template (the lab's harness).
+* :mod:`.compose` -- one device per node, the fencing delays, no device.
 * :mod:`.watchdog` -- self-fencing: :class:`~.watchdog.SelfFencer` over a watchdog device.
 * :mod:`.fakes` -- :class:`~.fakes.ScriptedFencer` for tests.
 """

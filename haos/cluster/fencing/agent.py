@@ -49,10 +49,13 @@ class AgentDevice:
     ``agent`` is a program name, looked up in the fencer's ``path``, or an absolute path.
     ``options`` are the agent's parameters (``ip``, ``username``, ``password``, ``plug``,
     ``lanplus``, ...), written to its stdin in this order after ``action=``.
+    ``password_file``: read at each run and written last as ``password=`` (its first line),
+    so the secret is on the agent's stdin only: never in argv, never logged.
     """
 
     agent: str
     options: tuple[tuple[str, str], ...] = ()
+    password_file: str = ""
 
     @classmethod
     def of(cls, agent: str, **options: str) -> AgentDevice:
@@ -67,13 +70,27 @@ class AgentDevice:
                 raise UsageError(f"{self.agent}: option {key} must be one line")
 
     def stdin(self, action: str) -> bytes:
-        """The ``key=value`` lines the agent reads, ``action`` first."""
+        """The ``key=value`` lines the agent reads, ``action`` first.
+
+        FenceError when the password file cannot be read."""
         lines = [f"action={action}", *(f"{k}={v}" for k, v in self.options)]
+        if self.password_file:
+            lines.append(f"password={self._password()}")
         return ("\n".join(lines) + "\n").encode()
+
+    def _password(self) -> str:
+        try:
+            with open(self.password_file, encoding="utf-8") as f:
+                first = f.readline(4096)
+        except (OSError, UnicodeDecodeError) as e:
+            reason = f"{self.agent}: cannot read password file {self.password_file}: {e}"
+            raise FenceError(reason) from e
+        return first.rstrip("\r\n")
 
     def redacted(self) -> str:
         """The options for a log line, secrets replaced by ``***``."""
-        return " ".join(f"{k}={'***' if 'pass' in k else v}" for k, v in self.options)
+        shown = " ".join(f"{k}={'***' if 'pass' in k else v}" for k, v in self.options)
+        return shown + (" password=***" if self.password_file else "")
 
 
 @dataclass(frozen=True)
@@ -108,12 +125,14 @@ async def run_agent(
 ) -> AgentRun:
     """Run ``device.agent`` once with ``action``; never raises for what the agent does.
 
-    Raises :class:`FenceError` only if the agent cannot be started (not installed).
+    Raises :class:`FenceError` only if the agent cannot be started (not installed, or its
+    password file unreadable).
     """
     program = device.agent if os.path.isabs(device.agent) else shutil.which(device.agent, path=path)
     if program is None or not os.access(program, os.X_OK):
         raise FenceError(f"fence agent {device.agent} not found in {path}")
     log.debug("running %s action=%s %s", device.agent, action, device.redacted())
+    given = device.stdin(action)  # before the start: an unreadable password is a FenceError
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         program,
@@ -125,7 +144,7 @@ async def run_agent(
     )
     try:
         async with asyncio.timeout(timeout):
-            out, err = await proc.communicate(device.stdin(action))
+            out, err = await proc.communicate(given)
         returncode: int | None = proc.returncode
     except TimeoutError:
         _kill_group(proc.pid)

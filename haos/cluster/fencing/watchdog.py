@@ -13,8 +13,10 @@ Tests use :class:`MemoryWatchdog`; they never open a real device.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import struct
 from typing import Protocol
 
 from haos.errors import UnavailableError, UsageError
@@ -45,11 +47,20 @@ class Watchdog(Protocol):
         ...
 
 
-class DevWatchdog:
-    """The Linux watchdog character device at ``path`` (``/dev/watchdog``)."""
+# ioctl(WDIOC_SETTIMEOUT, int *): _IOWR('W', 6, int) in <linux/watchdog.h>
+WDIOC_SETTIMEOUT = 0xC0045706
 
-    def __init__(self, path: str = "/dev/watchdog") -> None:
+
+class DevWatchdog:
+    """The Linux watchdog character device at ``path`` (``/dev/watchdog``).
+
+    ``timeout``: whole seconds to set when armed (None: keep the driver's)."""
+
+    def __init__(self, path: str = "/dev/watchdog", timeout: int | None = None) -> None:
+        if timeout is not None and timeout < 1:
+            raise UsageError(f"watchdog timeout must be at least 1 s, not {timeout!r}")
         self.path = path
+        self.timeout = timeout
         self._fd: int | None = None
 
     def arm(self) -> None:
@@ -59,6 +70,15 @@ class DevWatchdog:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as e:
             raise UnavailableError(f"cannot open watchdog {self.path}: {e.strerror}") from e
+        if self.timeout is not None:
+            self._set_timeout(self._fd, self.timeout)
+
+    def _set_timeout(self, fd: int, seconds: int) -> None:
+        try:
+            fcntl.ioctl(fd, WDIOC_SETTIMEOUT, struct.pack("i", seconds))
+        except OSError as e:
+            # Armed with the driver's own timeout: still a watchdog, only slower to reset.
+            log.warning("watchdog %s: cannot set its timeout to %d s: %s", self.path, seconds, e)
 
     def pet(self) -> None:
         self._write(KEEPALIVE)
@@ -129,6 +149,7 @@ class SelfFencer:
         self._watchdog = watchdog
         self._after = self_fence_after
         self._inquorate_since: float | None = None
+        self._was_quorate = False
         self._started = False
         self.fired_reason: str | None = None
 
@@ -147,7 +168,9 @@ class SelfFencer:
         """Pet if this node may still act at ``now``; else fire. True once fired.
 
         Call it each tick *after* the quorum state was refreshed from corosync this tick:
-        the pet vouches that this node's view is current.
+        the pet vouches that this node's view is current. Only a *loss* of quorum counts: a
+        node that has not been quorate since it started (booted alone, waiting for its
+        peers) holds no work and is petted on.
         """
         if self.fired:
             return True
@@ -155,6 +178,9 @@ class SelfFencer:
             raise UsageError("the self-fencer was not started")
         if quorate:
             self._inquorate_since = None
+            self._was_quorate = True
+        elif not self._was_quorate:
+            pass
         elif self._inquorate_since is None:
             self._inquorate_since = now
         elif now - self._inquorate_since >= self._after:

@@ -4,12 +4,13 @@ Each node's daemon runs in the node's network namespace (``nsenter --net``), kee
 the node's work directory and is reached through its control socket. Killing a node with the
 harness kills its daemon too (every process in the namespace dies); :meth:`Daemons.start`
 brings it back. The fencing device given to the daemons is the harness itself
-(``python -m haos.cluster.harness fence``).
+(``python -m haos.cluster.harness fence``), as the configuration's ``[fencing]`` command.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -59,6 +60,19 @@ def cluster_toml(cluster: Cluster, priorities: dict[int, int] | None = None) -> 
     return "\n".join(lines) + "\n"
 
 
+def fencing_toml(
+    cluster: Cluster, delay: float = 1.0, base_delay: float = 0.0, self_fence: str = ""
+) -> str:
+    """A ``[fencing]`` section: the harness fences (kills) the node, after these delays;
+    ``self_fence`` is that key's TOML value, if given."""
+    command = [sys.executable, "-m", "haos.cluster.harness", "fence", "--cluster"]
+    command += [cluster.cluster_id, "--node", "{node_id}", "--action", "{action}"]
+    words = ", ".join(json.dumps(word) for word in command)
+    extra = f"self_fence = {self_fence}\n" if self_fence else ""
+    head = f"\n[fencing]\ncommand = [{words}]\n"
+    return head + f"delay = {delay!r}\nbase_delay = {base_delay!r}\n" + extra
+
+
 class Daemons(Closing):
     def __init__(
         self,
@@ -67,14 +81,17 @@ class Daemons(Closing):
         fence_delay: float = 1.0,
         fence_base_delay: float = 0.0,
         extra_toml: str = "",
+        self_fence: str = "",
     ) -> None:
         """``extra_toml`` is appended to the generated configuration (components under the
-        nodes' ``shelf1/slotN/node``, service groups)."""
+        nodes' ``shelf1/slotN/node``, service groups); the ``[fencing]`` section
+        (:func:`fencing_toml`, with the delays in seconds and ``self_fence``) comes last."""
         self.cluster = cluster
         self.dir = cluster.workdir / "daemons"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = self.dir / "cluster.toml"
-        self.config.write_text(cluster_toml(cluster, priorities) + extra_toml)
+        fencing = fencing_toml(cluster, fence_delay, fence_base_delay, self_fence)
+        self.config.write_text(cluster_toml(cluster, priorities) + extra_toml + fencing)
         self.fence_delay = fence_delay
         self.fence_base_delay = fence_base_delay
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -120,10 +137,6 @@ class Daemons(Closing):
 
     def clusterd_args(self, node: int) -> list[str]:
         """The cluster daemon's arguments for harness node ``node``."""
-        fence = (
-            f"{sys.executable} -m haos.cluster.harness fence --cluster {self.cluster.cluster_id}"
-            " --node {node_id} --action {action}"
-        )
         return [
             "--config",
             str(self.config),
@@ -133,12 +146,6 @@ class Daemons(Closing):
             str(self.dir / f"n{node}-state"),
             "--control",
             str(self.dir / f"n{node}.sock"),
-            "--fence-command",
-            fence,
-            "--fence-delay",
-            str(self.fence_delay),
-            "--fence-base-delay",
-            str(self.fence_base_delay),
         ]
 
     def status(self, node: int) -> dict[str, Any] | None:

@@ -22,9 +22,12 @@ Entering returns once every node's systemd reports ``running``: its boot jobs ar
 cluster's state. A node's control socket (``/run/haos/control.sock``, in the container's own
 ``/run``) is reached from the host through ``/proc/<its PID 1>/root``.
 
-With ``fence=True`` the daemons fence through a :class:`FenceBridge`: a node's fence command
+With ``fence=True`` the daemons fence through a :class:`FenceBridge`: the configuration gets a
+``[fencing]`` section (:func:`fencing_toml`, unless it has one of its own) whose ``command``
 asks the host (through a directory every node has bind-mounted) to cut a node's power, and
-for ``reboot`` to boot it again on its disk -- what a BMC would do for a real board.
+for ``reboot`` to boot it again on its disk -- what a BMC would do for a real board. A
+configuration with a ``[fencing]`` of its own (a fence agent, say) keeps it; the bridge still
+runs, for whatever that device calls (:func:`request_fence`).
 
 Leaving -- normally or by any exception -- stops the fence bridge, powers every node off,
 SIGKILLs what is left, unmounts, removes cgroups, kills whatever still runs in the namespaces
@@ -46,7 +49,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +86,12 @@ def cluster_toml(spec: ClusterSpec, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fencing_toml(command: Sequence[str], action: str = "reboot") -> str:
+    """A ``[fencing]`` section that fences every node through ``command`` (argv template)."""
+    words = ", ".join(json.dumps(word) for word in command)
+    return f'\n[fencing]\ncommand = [{words}]\naction = "{action}"\n'
+
+
 def agent_available(repo: Path = REPO) -> bool:
     """Whether this tree has the node agent's daemon (``haos.services.agent.daemon``)."""
     return (repo / AGENT_MODULE).is_file()
@@ -99,18 +109,19 @@ class SystemdCluster(Closing):
         agent: bool = False,
         config_toml: str | None = None,
         fence: bool = False,
-        fence_command: str = "",
         fence_action: str = "reboot",
         boot_timeout: float = 90.0,
         trace_dir: Path | None = None,
+        files: Mapping[str, str] | None = None,
     ) -> None:
         """Describe the cluster; entering it builds and boots it. Does no I/O.
 
         ``agent``: enable ``haos-agentd.service`` too. ``config_toml``: the cluster
         configuration (default :func:`cluster_toml`). ``fence``: the daemons fence through a
-        :class:`FenceBridge` (off = power cut, reboot = power cut then boot); else
-        ``fence_command`` is their ``--fence-command`` template (default none: a departed node
-        stays "to be fenced").
+        :class:`FenceBridge` (off = power cut, reboot = power cut then boot; ``fence_action``
+        says which), configured as ``[fencing]`` in it unless it has its own; else none (a
+        departed node stays "to be fenced"). ``files``: more files (absolute path in the
+        node: text) for every node, e.g. a fence agent's password file.
         ``boot_timeout``: seconds from launch until every node runs with its daemons ready.
         ``trace_dir``: a host directory, writable in every node, where each node's daemons and
         applications record their tracepoints (``<node>.trace``, see :mod:`haos.trace`).
@@ -123,8 +134,8 @@ class SystemdCluster(Closing):
         self.units = (CLUSTERD, AGENTD) if agent else (CLUSTERD,)
         self.config_toml = config_toml
         self.fence = fence
-        self.fence_command = fence_command
         self.fence_action = fence_action
+        self.files = dict(files or {})
         self.trace_dir = trace_dir
         self.bridge: FenceBridge | None = None
         self.boot_timeout = boot_timeout
@@ -158,11 +169,12 @@ class SystemdCluster(Closing):
         self._authkey = secrets.token_bytes(256)
         if self.fence:
             self.bridge = FenceBridge(
-                self.topo.workdir / "fence", self.power_cut, self.start_node, power=self._power
+                self.topo.workdir / "fence", self.power_cut, self.power_on, power=self._power
             )
-            self.fence_command = self.bridge.command()
             self.bridge.start()
         toml = self.config_toml or cluster_toml(self.spec, f"systemd-{self.topo.names.cluster_id}")
+        if self.bridge is not None and "fencing" not in tomllib.loads(toml):
+            toml += fencing_toml(self.bridge.command(), self.fence_action)
         # A tree edited while the cluster runs would give daemons started at different times
         # different code, even modules of one version mixed with another's (a daemon that
         # then crashes is fenced): the nodes run a copy.
@@ -187,13 +199,10 @@ class SystemdCluster(Closing):
         assert self._source is not None
         venv = sorted((self.repo / ".venv" / "lib").glob("python3*/site-packages"))
         path = ":".join(str(p) for p in [self._source, *venv])
-        env = (
-            f"HAOS_NODE={name}\nHAOS_FENCE_COMMAND={self.fence_command}\n"
-            f"HAOS_FENCE_ACTION={self.fence_action}\n"
-        )
+        env = f"HAOS_NODE={name}\n"
         if self.trace_dir is not None:
             env += f"HAOS_TRACE={self.trace_dir / (name + '.trace')}\n"
-        files = {"/etc/haos/cluster.toml": toml, "/etc/haos/node.env": env}
+        files = {**self.files, "/etc/haos/cluster.toml": toml, "/etc/haos/node.env": env}
         for unit in (CLUSTERD, AGENTD):
             files[f"/etc/systemd/system/{unit}"] = (self.repo / "units" / unit).read_text()
             # haos comes from the bind-mounted copy, not from an installed package
@@ -266,6 +275,11 @@ class SystemdCluster(Closing):
         """Boot node ``name`` again on its disk; return the seconds until it runs (its daemons
         ready: it has rejoined)."""
         return self.start_nodes(name)[name]
+
+    def power_on(self, name: str) -> float:
+        """Boot node ``name`` again unless it runs (a BMC's power on); the seconds it took."""
+        with self._power:
+            return 0.0 if self.powered(name) else self.start_node(name)
 
     def start_nodes(self, *names: str) -> dict[str, float]:
         """Boot the nodes ``names`` again at once, each on its disk (after a power loss of
@@ -361,7 +375,8 @@ class FenceBridge:
     ``<token>.req`` (JSON: node, action) into ``directory``, which every node has bind-mounted
     at the same path, and waits for ``<token>.done``. A thread on the host carries requests
     out in arrival order: ``off`` cuts the node's power; ``reboot`` cuts it, answers, then
-    boots the node again. Only the answer ``ok`` counts as fenced. Each request is carried
+    boots the node again; ``on`` (a simulated BMC's power on) answers, then boots it unless
+    it runs. Only the answer ``ok`` counts as fenced. Each request is carried
     out whole while holding ``power``: whoever else powers the nodes (the cluster, booting)
     never sees a node between its power cut and its boot.
     """
@@ -382,11 +397,17 @@ class FenceBridge:
         self._thread: threading.Thread | None = None
         self.done: list[tuple[str, str, str]] = []  # (node, action, answer), for tests
 
-    def command(self) -> str:
-        """The ``--fence-command`` template that reaches this bridge from inside a node."""
+    def command(self) -> tuple[str, ...]:
+        """The fence command (argv template) that reaches this bridge from inside a node."""
+        module = "haos.cluster.harness.systemd_cluster"
         return (
-            f"/usr/bin/python3 -m haos.cluster.harness.systemd_cluster fence {self.directory}"
-            " {node} {action}"
+            "/usr/bin/python3",
+            "-m",
+            module,
+            "fence",
+            str(self.directory),
+            "{node}",
+            "{action}",
         )
 
     def start(self) -> None:
@@ -424,10 +445,11 @@ class FenceBridge:
         try:
             ask = json.loads(request.read_text())
             node, action = str(ask["node"]), str(ask["action"])
-            if action not in ("off", "reboot"):
+            if action not in ("off", "reboot", "on"):
                 raise UsageError(f"unknown fence action {action!r}")
             log.info("fence bridge: %s %s", action, node)
-            self._off(node)
+            if action != "on":
+                self._off(node)
         except (HaosError, OSError, ValueError, KeyError) as e:
             answer = f"error: {e}"
         self.done.append((node, action, answer))
@@ -435,7 +457,7 @@ class FenceBridge:
         temporary.write_text(answer)
         temporary.rename(request.with_suffix(".done"))
         request.unlink()
-        if answer == "ok" and action == "reboot" and not self._stopping.is_set():
+        if answer == "ok" and action in ("reboot", "on") and not self._stopping.is_set():
             try:
                 self._on(node)
             except HaosError as e:
@@ -470,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fence = sub.add_parser("fence", help="ask the host's fence bridge to fence a node")
     fence.add_argument("directory", type=Path)
     fence.add_argument("node")
-    fence.add_argument("action", choices=("off", "reboot"))
+    fence.add_argument("action", choices=("off", "reboot", "on"))
     a = p.parse_args(argv)
     answer = request_fence(a.directory, a.node, a.action)
     print(answer)
