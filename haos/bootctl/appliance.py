@@ -48,9 +48,13 @@ from haos.bootctl.policy import (
     WriteEntry,
     decide,
 )
+from haos.bootctl.proving import DaemonGates, GateSource, prove
 from haos.bootctl.systemd_boot import SystemdBoot, atomic_write, find_esp, set_default_line
+from haos.config.loader import load_config
+from haos.config.model import BootSpec
 from haos.errors import HaosError, UsageError
 from haos.proc import run
+from haos.services.control import ControlClient
 
 # Kernel command line of every haos entry: the serial console, no first-boot questions.
 OPTIONS = "rw console=ttyS0,115200 systemd.firstboot=off panic=10"
@@ -86,6 +90,8 @@ class Paths:
     release: Path = Path("/etc/haos/release")
     report_port: Path = Path("/dev/ttyS1")
     boot_id: Path = Path("/proc/sys/kernel/random/boot_id")
+    cluster_toml: Path = Path("/etc/haos/cluster.toml")
+    control: Path = Path("/run/haos/control.sock")  # the cluster daemon's (boot gates)
 
 
 def report(event: str, fields: dict[str, Any], port: Path) -> None:
@@ -189,8 +195,20 @@ def check(paths: Paths, timeout: float) -> int:
     return 0 if healthy or not trying else 1
 
 
-def commit(paths: Paths, now: float, reboot_fn: Callable[[str], None] = reboot) -> int:
-    """Tell the policy how this boot went and carry out what it decides."""
+def commit(
+    paths: Paths,
+    now: float,
+    reboot_fn: Callable[[str], None] = reboot,
+    policy: BootPolicy | None = None,
+    gates: GateSource | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Tell the policy how this boot went and carry out what it decides: ``Booted``,
+    ``UnitsHealthy``, then (for a release on trial whose policy names them) the cluster's
+    gates from ``gates`` until the release is committed or its proving time is up
+    (:mod:`haos.bootctl.proving`). ``policy`` defaults to the local gate only."""
+    policy = policy or BootPolicy()
     loader = _loader(paths)
     before = loader.read()
     if before.booted is None:
@@ -198,7 +216,6 @@ def commit(paths: Paths, now: float, reboot_fn: Callable[[str], None] = reboot) 
             "commit", {**_common(paths, before), "error": "booted slot unknown"}, paths.report_port
         )
         return 1
-    policy = BootPolicy()
     decisions: list[Decision] = []
     d = decide(policy, before, BootProgress(), Booted(before.booted), now)
     decisions.append(d)
@@ -208,12 +225,15 @@ def commit(paths: Paths, now: float, reboot_fn: Callable[[str], None] = reboot) 
         d = decide(policy, loader.read(), d.progress, UnitsHealthy(), now)
         decisions.append(d)
         execute(loader, d, reboot_fn)
+        if gates is not None and not d.refused:
+            decisions += prove(loader, policy, d.progress, gates, clock, sleep, reboot_fn)
     after = loader.read()
     report(
         "commit",
         {
             **_common(paths, before),
             "units": units,
+            "gates": sorted(policy.gates),
             "reasons": [x.reason for x in decisions],
             "refused": any(x.refused for x in decisions),
             "before": snapshot_json(before),
@@ -222,6 +242,17 @@ def commit(paths: Paths, now: float, reboot_fn: Callable[[str], None] = reboot) 
         paths.report_port,
     )
     return 1 if any(x.refused for x in decisions) else 0
+
+
+def boot_policy(paths: Paths) -> BootPolicy:
+    """The ``[boot]`` policy of the node's cluster.toml: every gate unless it says otherwise.
+    A configuration that cannot be read keeps the defaults (the node will not rejoin with
+    it anyway, and so not commit)."""
+    try:
+        return load_config(paths.cluster_toml).boot.policy()
+    except (HaosError, OSError) as e:
+        print(f"boot policy: {paths.cluster_toml}: {e}; using the defaults", file=sys.stderr)
+        return BootSpec().policy()
 
 
 # --- install -----------------------------------------------------------------------------
@@ -375,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             return check(paths, args.timeout)
         if args.command == "commit":
-            return commit(paths, time.time())
+            gates = DaemonGates(ControlClient(paths.control).request)
+            return commit(paths, time.time(), policy=boot_policy(paths), gates=gates)
         if args.overlay is not None and not args.overlay.is_dir():
             raise UsageError(f"--overlay {args.overlay}: not a directory")
         if args.image is not None and not args.image.exists():

@@ -13,10 +13,11 @@ The rules, each with a test:
   itself once systemd-boot has counted its tries down.
 * A release is blessed (committed) only (a) when booted from its slot, (b) after every gate in
   ``BootPolicy.gates`` has been reported this boot. The gates are "all haos units healthy",
-  "the node rejoined the cluster" and "the cluster reports the release proven". Until the
-  cluster layer lands the default policy checks only the first (:data:`LOCAL_GATES`);
-  :data:`ALL_GATES` is the house rule "mark a boot slot good only after the node has rejoined
-  the cluster".
+  "the node rejoined the cluster" and "the cluster reports the release proven". The
+  appliance takes its gates from cluster.toml's ``[boot]``, all of them (:data:`ALL_GATES`)
+  by default: the house rule "mark a boot slot good only after the node has rejoined the
+  cluster" (:mod:`haos.bootctl.proving`). ``BootPolicy()`` alone checks only the first
+  (:data:`LOCAL_GATES`), for a node outside a cluster.
 * A trial that is not proven within ``proving_timeout`` reboots to use its next try; on its last
   try it is marked bad and the node falls back to the committed release.
 * The operator may mark the running release good (overriding the gates, and saying which ones

@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from haos.cli import boot, demo, harness, ops, simulate
+from haos.cli import boot, demo, events, harness, ops, provision, simulate
 from haos.errors import HaosError, UsageError
 from haos.services.control import ControlError
 
@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_parser(sub)
     harness.add_parser(sub)
     boot.add_parser(sub)
+    provision.add_parser(sub)
     ops.add_parsers(sub)
+    events.add_parsers(sub)
     demo.add_parser(sub)
     return parser
 

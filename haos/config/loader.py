@@ -71,6 +71,8 @@ The format (every table and key below; ``?`` marks optional keys, defaults in br
     #   http: an http:// URL on this node (127.0.0.1, ::1 or localhost); a 2xx status passes
     #   callback: the name under which the component's own application registers an audit
     #     (haos.client's register_audit(name, ...)); it is run on this audit's schedule
+    [fencing]                        # fence devices and self-fencing: see haos.config.fencing
+    [boot]                           # how a release on trial is committed: see haos.config.boot
 
 Per redundancy model (active, standby): 2N is exactly (1, 1), the defaults, and may have
 fewer or more than two members (a degraded or spared configuration is legal); N+M needs both
@@ -96,9 +98,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from haos.config.audits import read_audits
+from haos.config.boot import read_boot
 from haos.config.declared import Declared as _Declared
 from haos.config.declared import unique as _unique
 from haos.config.declared import unique_field as _unique_field
+from haos.config.fencing import read_fencing
 from haos.config.model import ClusterConfig, CorrelationPolicy, ManagerSpec, NodeSpec
 from haos.config.schema import (
     CLASS,
@@ -231,6 +235,8 @@ def build_config(data: Mapping[str, object], source: str) -> ClusterConfig:
     groups = _groups(data.get("service_groups"), tree, recovery, problems, registry)
     instances = _instances(data.get("service_instances"), groups, problems)
     audits = read_audits(data.get("audits"), tree, problems)
+    fencing = read_fencing(data.get("fencing"), nodes, problems)
+    boot = read_boot(data.get("boot"), problems)
     problems.raise_if_any()
     return ClusterConfig(
         name=cluster.values["name"],
@@ -244,6 +250,8 @@ def build_config(data: Mapping[str, object], source: str) -> ClusterConfig:
         audits=audits,
         source=source,
         managers=managers,
+        fencing=fencing,
+        boot=boot,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from haos.bootctl.policy import ALL_GATES, BootPolicy, Gate
 from haos.model.classes import ComponentClass
 from haos.model.redundancy import RecoveryPolicy, ServiceGroup, ServiceInstance
 from haos.model.tree import Component
@@ -85,6 +86,71 @@ class ManagerSpec:
     quiesce_timeout: float = 5.0
 
 
+FENCE_KINDS = ("none", "agent", "command")
+SELF_FENCE_DEVICE = "/dev/watchdog-haos"  # the image's udev link to softdog
+
+
+@dataclass(frozen=True)
+class FenceDeviceSpec:
+    """How one node is fenced (``[fencing]``, merged with ``[fencing.nodes.<name>]``).
+
+    ``kind`` ``agent``: the fence agent ``agent`` (a program name or path) run with
+    ``params`` on its stdin and ``password=`` read from ``password_file`` at fence time;
+    ``command``: the argv template ``command`` (``{node}``, ``{node_id}``, ``{action}``);
+    ``none``: no device (the node is never confirmed fenced, so its work is not taken over).
+    """
+
+    kind: str = "none"  # one of FENCE_KINDS
+    agent: str = ""
+    params: tuple[tuple[str, str], ...] = ()
+    password_file: str = ""
+    command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SelfFenceSpec:
+    """Self-fencing on quorum loss: stop petting the watchdog ``device`` once inquorate for
+    ``after`` seconds; ``timeout`` is the watchdog's own (whole seconds). ``required``: set
+    in the file (the device must exist); else the default, used only where the device is."""
+
+    after: float = 5.0
+    device: str = SELF_FENCE_DEVICE
+    timeout: float = 10.0
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class FencingSpec:
+    """The ``[fencing]`` section. ``device`` is every node's default; ``nodes`` holds the
+    nodes with a table of their own, already merged over it (see :meth:`device_of`).
+    ``delay``: a two-node cluster's priority delay; ``base_delay``: before any fencing;
+    ``timeout``: one attempt's bound; ``self_fence``: None when turned off."""
+
+    device: FenceDeviceSpec = field(default_factory=FenceDeviceSpec)
+    nodes: Mapping[str, FenceDeviceSpec] = field(default_factory=dict)
+    action: str = "reboot"
+    delay: float = 1.0
+    base_delay: float = 0.0
+    timeout: float = 60.0
+    self_fence: SelfFenceSpec | None = field(default_factory=SelfFenceSpec)
+
+    def device_of(self, node: str) -> FenceDeviceSpec:
+        return self.nodes.get(node, self.device)
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """``[boot]``: how a release on trial is committed (:mod:`haos.config.boot`)."""
+
+    gates: frozenset[Gate] = ALL_GATES
+    soak: float = 60.0  # seconds the node must run its work without a break
+    proving_timeout: float = 900.0  # per try
+    tries: int = 3
+
+    def policy(self) -> BootPolicy:
+        return BootPolicy(self.gates, self.tries, self.proving_timeout)
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     name: str
@@ -100,6 +166,8 @@ class ClusterConfig:
     # Component name -> how its node agent runs it; components without one (hardware, nodes)
     # are not run by an agent.
     managers: Mapping[str, ManagerSpec] = field(default_factory=dict)
+    fencing: FencingSpec = field(default_factory=FencingSpec)
+    boot: BootSpec = field(default_factory=lambda: BootSpec())
 
     def group(self, name: str) -> ServiceGroup:
         for g in self.groups:

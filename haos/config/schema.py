@@ -455,6 +455,8 @@ SECTIONS = (
     "service_groups",
     "service_instances",
     "audits",
+    "fencing",  # haos.config.fencing
+    "boot",  # haos.config.boot
 )
 _MODELS = tuple(m.value for m in RedundancyModel)
 _AUDIT_KINDS = ("command", "http", "callback")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from haos import trace
@@ -41,6 +41,8 @@ from haos.services.orderbook import (
 from haos.services.orders import RoleOrder, order_from_json, report_from_json
 
 log = logging.getLogger(__name__)
+
+STOPPED = frozenset({"failed", "offline"})  # what a component's agent says when it stopped
 RUNNING_WAIT = 0.5  # s a node gets to say what its components run as, for a status
 
 COMPONENT_EVENTS: dict[str, Callable[[str], ev.Event]] = {
@@ -86,10 +88,12 @@ class ClusterApi:
         applied: Callable[[RoleOrder, int | None], None] = lambda order, epoch: None,
         node_ids: Mapping[str, int] | None = None,
         desired: Callable[[str], Batch | None] = lambda node: None,
+        on_stopped: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         """``node_ids``: every node's corosync id by name (to ask them what they run).
         ``desired``: the full desired state a node may take now, as the master's dispatcher
-        has handed it out (a promotion still held behind a switchover is not in it)."""
+        has handed it out (a promotion still held behind a switchover is not in it).
+        ``on_stopped``: told each local component its agent says failed or went offline."""
         self._me = me
         self._topo = topo
         self._rpc = rpc
@@ -97,6 +101,7 @@ class ClusterApi:
         self._orders = orders
         self._availability = availability
         self._on_applied_cb = applied
+        self._on_stopped = on_stopped
         self._ids = dict(node_ids or {})
         self._desired = desired
         for method, handler in (
@@ -268,6 +273,8 @@ class ClusterApi:
         if op == "running":
             component, state = running_from_json(req)
             self._orders.ran(component, state)
+            if self._on_stopped is not None and state.state in STOPPED:
+                await self._on_stopped(component)
             return {}
         if op == "history":
             limit = int(req.get("limit", 50))

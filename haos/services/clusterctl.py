@@ -14,7 +14,7 @@ from haos import jsonlines, trace
 from haos.cluster.dss.checkpoint.replica import Role
 from haos.cluster.dss.checkpoint.service import Checkpoint
 from haos.cluster.dss.corosync._lib import TRY_AGAIN_RETRIES
-from haos.errors import HaosError, NotOpenError, UsageError
+from haos.errors import HaosError, NotOpenError, UnavailableError, UsageError
 from haos.services.control import OPS as CONTROL_OPS
 from haos.services.intents import submit_intent
 from haos.services.leaving import LEAVE
@@ -48,6 +48,8 @@ class ControlServer:
                 return  # and close: the rest of an overlong line is not read
             if op == "watch":
                 await self._watch(writer, request)
+            elif op == "events" and request["cluster"]:
+                await self._cluster_events(writer, request)
             elif op == "events":
                 await self._events(writer)
             elif op == "orders":
@@ -123,8 +125,15 @@ class ControlServer:
             }
         if op.startswith("ckpt_"):
             return await self._checkpoint(op, req)
+        if op == "boot_gates":
+            return self.d.boot_gates()
+        if op.startswith("name_"):
+            return await self._names(op, req)
         if op == "notices":
             return {"notices": list(self.d.notices)}
+        if op == "availability":  # the ASR's report, from the active availability service
+            assert self.d.api is not None
+            return dict(await self.d.api.to_master("availability", {"since": req["since"]}))
         if op == "operator":  # an intent through the repository (haos.services.intents)
             timeout = float(req.get("timeout", 10.0))
             action, target = str(req["action"]), str(req["target"])
@@ -238,3 +247,37 @@ class ControlServer:
                 await self._send(writer, await queue.get())
         finally:
             self.d.subscribers.remove(queue)
+
+    async def _cluster_events(self, writer: asyncio.StreamWriter, req: dict[str, Any]) -> None:
+        """The records this node keeps (at or after ``since``; all of them without ``follow``),
+        then, with ``follow``, each new one as it comes."""
+        news = self.d.news
+        if news is None:
+            error = UnavailableError("the cluster events are not running yet")
+            await self._send(writer, {"ok": False, "error": error.code, "message": str(error)})
+            return
+        since, follow = req["since"], req["follow"]
+        # Subscribed before the backlog is read (no await between): nothing falls in between.
+        with news.follow() as feed:
+            backlog = news.ring.since(since) if since is not None or not follow else []
+            await self._send(writer, {"ok": True})
+            for record in backlog:
+                await self._send(writer, record.to_json())
+            if not follow:
+                return
+            try:
+                async for record in feed:
+                    await self._send(writer, record.to_json())
+            except HaosError as e:
+                await self._send(writer, {"ok": False, "error": e.code, "message": str(e)})
+
+    async def _names(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
+        """The names applications bind (haos.services.names): name_bind, _lookup, _drop."""
+        names = self.d.names
+        if names is None:
+            raise UnavailableError("the naming service is not running yet")
+        if op == "name_bind":
+            return await names.bind(req["component"], req["name"], req["handle"])
+        if op == "name_lookup":
+            return names.lookup(req["name"])
+        return await names.drop(req["component"])

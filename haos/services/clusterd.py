@@ -3,8 +3,10 @@
 Run inside the node's network namespace (corosync's IPC is per namespace)::
 
     python -m haos.services.clusterd --config cluster.toml --node n1 \\
-        --state-dir /var/lib/haos --control /run/haos/control.sock \\
-        [--fence-command 'haosctl harness fence --cluster ID --node {node_id} --action {action}']
+        --state-dir /var/lib/haos --control /run/haos/control.sock
+
+How it fences (a fence agent, a command, none) and whether it self-fences comes from the
+configuration's ``[fencing]`` section, built by :mod:`haos.services.fencing_root`.
 
 Serves the control channel of :mod:`haos.services.control`:
 
@@ -12,7 +14,9 @@ Serves the control channel of :mod:`haos.services.control`:
   demoted (quorum lost), the CCR's phase, revision and content hash;
 * ``put`` / ``get`` / ``delete`` / ``range`` — the CCR (``expect`` = compare-on-revision);
 * ``watch`` (stream) — committed CCR changes under a prefix, in revision order;
-* ``events`` (stream) — the CMM's notices (joins, leaves, master changes, quorum, demote).
+* ``events`` (stream) — the CMM's notices (joins, leaves, master changes, quorum, demote);
+  with ``cluster``, the availability service's events over CES (:mod:`.newsroom`);
+* ``availability`` — the ASR's availability report, from the active availability service.
 
 READY=1 is sent to systemd (when run by it) once the CCR has received the cluster's state.
 """
@@ -25,7 +29,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shlex
 import signal
 import sys
 import time
@@ -49,11 +52,11 @@ from haos.cluster.dss.ccr.watch import follow
 from haos.cluster.dss.checkpoint.service import CheckpointService
 from haos.cluster.dss.corosync.quorum import VoteQuorum
 from haos.cluster.dss.messaging.rrpc import RpcService
+from haos.cluster.dss.naming import NamingService
 from haos.cluster.dss.transport import CpgTransport
-from haos.cluster.fencing.callback import CallbackFencer
-from haos.cluster.fencing.types import FenceAction
 from haos.config.model import ClusterConfig, NodeSpec
-from haos.errors import ConfigError, HaosError, UsageError
+from haos.errors import ConfigError, HaosError
+from haos.services.bootgates import NodeView, ProvingGates
 from haos.services.clusterapi import ClusterApi, RpcChannel
 from haos.services.clusterctl import ControlServer
 from haos.services.crimd import AvailabilityService
@@ -62,8 +65,11 @@ from haos.services.durable import RepositoryCheckpoints
 from haos.services.entry import load_node, run_daemon, settle_heap
 from haos.services.epochs import RepositoryEpochs
 from haos.services.executor import Dispatcher
+from haos.services.fencing_root import build_fencing
 from haos.services.intents import IntentFollower, submit_intent
 from haos.services.leaving import LEAVE, Departure, Stopped, stop_cleanly
+from haos.services.names import NameDirectory
+from haos.services.newsroom import ClusterNews
 from haos.services.notify import Notifier, in_words
 from haos.services.orderbook import NodeOrders
 from haos.services.settings import SUBTREE, LiveSettings, parse_settings
@@ -81,11 +87,7 @@ class Settings:
     node: str
     state_dir: Path
     control: Path
-    fence_command: tuple[str, ...] = ()
     demote_within: float = 1.0
-    fence_delay: float = 1.0
-    fence_base_delay: float = 0.0
-    fence_action: FenceAction = "reboot"
 
 
 def _jsonable(obj: object) -> Any:
@@ -129,10 +131,11 @@ class NodeDaemon:
         self.ccr: CcrService | None = None
         self.crc: CheckpointService | None = None
         self.availability: AvailabilityService | None = None
+        self.news: ClusterNews | None = None  # the availability service's events, CES
+        self.names: NameDirectory | None = None  # the names applications bind, CNS
         self.demoted = False
-        self.started_with = LiveSettings(
-            settings.fence_delay, settings.fence_base_delay, settings.demote_within
-        )
+        fencing = config.fencing
+        self.started_with = LiveSettings(fencing.delay, fencing.base_delay, settings.demote_within)
         self.live = self.started_with
         self.notices: deque[dict[str, Any]] = deque(maxlen=1000)
         self.subscribers: list[asyncio.Queue[dict[str, Any]]] = []
@@ -143,14 +146,20 @@ class NodeDaemon:
         self.api: ClusterApi | None = None
         self.dispatcher: Dispatcher | None = None
         self.departure: Departure | None = None  # a clean stop (haos.services.leaving)
+        self.proving = ProvingGates(config.boot.soak)  # the boot commit's cluster gates
         self.agents = 0  # agents following self.orders now
 
     async def run(self) -> None:
+        fencing = build_fencing(
+            self.config, self.me, lambda: (self.live.fence_base_delay, self.live.fence_delay)
+        )
         cmm_config = CmmConfig(
             nodes=self.config.nodes,
             local=self.me.node_id,
             demote_within=self.s.demote_within,
-            fence_action=self.s.fence_action,
+            self_fence_after=fencing.self_fence_after,
+            fence_action=fencing.action,
+            source=f"{self.config.source} [fencing]",
         )
         self.s.state_dir.mkdir(parents=True, exist_ok=True)
         store = SqliteStore(self.s.state_dir / "ccr.sqlite")
@@ -159,11 +168,17 @@ class NodeDaemon:
             CpgTransport.open("haos-ccr") as ccr_group,
             CpgTransport.open("haos-crc") as crc_group,
             CpgTransport.open("haos-rpc") as rpc_group,
+            CpgTransport.open("haos-ces") as ces_group,
+            CpgTransport.open("haos-cns") as cns_group,
             VoteQuorum.open() as votes,
             CcrQuorum.open() as ccr_quorum,
         ):
             self.cmm = CmmService(
-                cmm_config, cmm_group, CmmQuorum(votes), CallbackFencer(self._fence)
+                cmm_config,
+                cmm_group,
+                CmmQuorum(votes),
+                fencing.fencer,
+                self_fencer=fencing.self_fencer,
             )
             ccr_config = CcrConfig(nodes=len(self.config.nodes))
             async with CcrService.open(ccr_group, store, ccr_quorum, ccr_config) as ccr:
@@ -177,6 +192,10 @@ class NodeDaemon:
                 )
                 self.crc = CheckpointService(crc_group, durable=RepositoryCheckpoints(ccr))
                 rpc = RpcService(rpc_group)
+                self.news = ClusterNews(ces_group, rpc, lambda: self.availability, wall_now)
+                cns = NamingService(cns_group)
+                node_names = {n.node_id: n.name for n in self.config.nodes}
+                self.names = NameDirectory(cns, self.me.node_id, node_names)
                 ids = {n.name: n.node_id for n in self.config.nodes}
                 self.dispatcher = Dispatcher(
                     self.topo, RpcChannel(rpc, ids, local=(self.me.name, self.orders))
@@ -191,10 +210,13 @@ class NodeDaemon:
                     self.dispatcher.applied,
                     node_ids=ids,
                     desired=self.dispatcher.desired,
+                    on_stopped=self.names.drop,  # a stopped component's names go
                 )
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self.crc.run())
                     tasks.create_task(rpc.run())
+                    tasks.create_task(self.news.run())
+                    tasks.create_task(cns.run())
                     tasks.create_task(self.dispatcher.run())
                     tasks.create_task(self.api.pull_desired())
                     # before the CMM runs: its listen() queue must see the first notices
@@ -224,6 +246,21 @@ class NodeDaemon:
         log.info("%s", done)
         raise Stopped(done)
 
+    def boot_gates(self) -> dict[str, Any]:
+        """The boot commit's cluster gates for this node (haos.services.bootgates)."""
+        ccr, cmm = self.ccr, self.cmm
+        view = NodeView(
+            ready=ccr is not None and ccr.status().synced,
+            quorate=cmm is not None and cmm.state.quorate and not self.demoted,
+            member=cmm is not None and self.me.node_id in cmm.state.members,
+            orders_synced=self.orders.synced,
+            agent=self.agents > 0,
+            # what this node's agent runs (not the node or the hardware it sits in)
+            roles={c: r for c, r in self.orders.roles.items() if self.config.manager(c)},
+            running={c: r.state for c, r in self.orders.running.items()},
+        )
+        return self.proving.observe(view, mono_now()).to_json()
+
     def _master(self) -> int | None:
         return None if self.cmm is None else self.cmm.master
 
@@ -245,6 +282,7 @@ class NodeDaemon:
                 view=lambda: cmm.view,
                 epochs=RepositoryEpochs(self.ccr),
                 still_master=lambda: cmm.state.quorate and cmm.master == me,
+                news=self.news,
             )
             await self.availability.run()
 
@@ -267,30 +305,6 @@ class NodeDaemon:
         self.notifier.ready("joined, repository in sync")
         log.info("node %s ready", self.me.name)
         settle_heap()
-
-    async def _fence(self, node: NodeSpec, action: str) -> None:
-        if not self.s.fence_command:
-            raise UsageError("no fence command configured")
-        await asyncio.sleep(self.live.fence_base_delay)  # like pcmk_delay_base
-        two_node = len(self.config.nodes) == 2
-        if two_node and (node.priority, -node.node_id) > (self.me.priority, -self.me.node_id):
-            # Priority fencing delay: in a two-node split both sides are quorate and fence
-            # each other; the preferred node (higher priority, then lower id) shoots first
-            # and survives. With three or more nodes only the quorate side fences: no race.
-            await asyncio.sleep(self.live.fence_delay)
-        argv = [
-            a.format(node=node.name, node_id=node.node_id, action=action)
-            for a in self.s.fence_command
-        ]
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise HaosError(f"fence command exited {proc.returncode}: {out.decode()[-300:]}")
 
     async def _record_notices(self) -> None:
         assert self.cmm is not None
@@ -336,35 +350,9 @@ def parse(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--node", required=True, help="this node's name in the configuration")
     p.add_argument("--state-dir", type=Path, required=True)
     p.add_argument("--control", type=Path, required=True, help="control socket path")
-    p.add_argument("--fence-command", default="", help="argv template: {node} {node_id} {action}")
     p.add_argument("--demote-within", type=float, default=1.0)
-    p.add_argument(
-        "--fence-delay", type=float, default=1.0, help="s to wait before fencing a preferred node"
-    )
-    p.add_argument(
-        "--fence-base-delay", type=float, default=0.0, help="s to wait before any fencing"
-    )
-    p.add_argument(
-        "--fence-action",
-        default="",
-        help="what fencing a departed node does: reboot (default; also when empty) or off",
-    )
     a = p.parse_args(argv)
-    action = a.fence_action or "reboot"
-    if action not in ("off", "reboot"):
-        p.error(f"--fence-action must be off or reboot, not {a.fence_action!r}")
-    fence = tuple(shlex.split(a.fence_command))
-    return Settings(
-        a.config,
-        a.node,
-        a.state_dir,
-        a.control,
-        fence,
-        a.demote_within,
-        a.fence_delay,
-        a.fence_base_delay,
-        "off" if action == "off" else "reboot",
-    )
+    return Settings(a.config, a.node, a.state_dir, a.control, a.demote_within)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

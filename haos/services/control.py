@@ -2,7 +2,8 @@
 
 A request is one JSON object with an ``op``; the answer is one JSON object with ``ok``
 (and ``error``/``message`` when false). Streaming ops (``watch``, ``events``) answer with one
-object per line until the client closes. Requests are checked against :data:`OPS` (a bad
+object per line until the client closes (``events`` with ``follow`` false: until the records
+kept are sent). Requests are checked against :data:`OPS` (a bad
 field is a ``usage`` error naming it); lines travel through :mod:`haos.jsonlines`, at most
 :data:`haos.limits.MAX_SOCKET_LINE` bytes each. :class:`ControlClient` is the blocking client that
 tests, benchmarks and tools use; it is safe to use one client per thread.
@@ -32,7 +33,30 @@ OPS = Table.of(
         Op("crim", doc="the availability service's state (from the master)"),
         Op("notices", doc="the membership notices seen so far"),
         Op("desired", doc="the roles this node's components should have"),
-        Op("events", doc="stream: membership notices as they come"),
+        Op("boot_gates", doc="has this node rejoined the cluster and proven its release"),
+        Op(
+            "name_bind",
+            (text("component"), text("name"), text("handle", empty=True)),
+            doc="bind an application's name (CNS), taking it over",
+        ),
+        Op("name_lookup", (text("name"),), doc="the handle and node a name is bound to"),
+        Op("name_drop", (text("component"),), doc="unbind the names a component bound"),
+        Op(
+            "events",
+            (
+                flag("cluster", default=False),
+                number("since", default=None),
+                flag("follow", default=True),
+            ),
+            doc="stream: membership notices as they come; with cluster, the availability"
+            " service's events instead (those kept, from 'since' on, then, with follow, each"
+            " as it comes)",
+        ),
+        Op(
+            "availability",
+            (number("since", default=None),),
+            doc="the availability report per service instance (from the master)",
+        ),
         Op("orders", doc="stream: the agent's feed of role orders"),
         Op(
             "put",

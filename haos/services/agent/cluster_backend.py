@@ -9,8 +9,9 @@ opens it persistent: its writes are also kept in the repository, on disk, and it
 through an active open (the one that restores it from the repository after a whole-cluster
 power loss).
 
-Names: bound in the CCR under ``/haos/names/`` (durable, replicated, watched), the handle is
-the text the application gives (e.g. ``n2:7000``).
+Names: bound in CNS through the cluster daemon (:mod:`haos.services.names`): a bind takes
+the name over, the handle is the text the application gives (e.g. ``n2:7000``), and a name
+goes when the component that bound it stops or its node leaves the cluster.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from haos.errors import NotOpenError, UsageError
 from haos.limits import MAX_CHECKPOINT_DATA, MAX_CHECKPOINT_SECTION, MiB
 from haos.services.control import AsyncControlClient, ControlError
 
-NAMES = "/haos/names/"
 MAX_SECTION_DATA = MAX_CHECKPOINT_DATA
 
 
@@ -89,15 +89,11 @@ class ClusterBackend:
         raise AssertionError("unreachable")
 
     async def name_bind(self, component: str, name: str, handle: str) -> None:
-        await self._client.request("put", key=NAMES + _checked(name), value=handle)
+        """Bind ``name`` in CNS for ``component`` (haos.services.names): it takes the name
+        over, and loses it when it stops or its node leaves the cluster."""
+        await self._client.request("name_bind", component=component, name=name, handle=handle)
 
     async def name_lookup(self, name: str) -> str | None:
-        answer = await self._client.request("get", key=NAMES + _checked(name))
-        value = answer.get("value")
+        answer = await self._client.request("name_lookup", name=name)
+        value = answer.get("handle")
         return None if value is None else str(value)
-
-
-def _checked(name: str) -> str:
-    if not name or name.startswith("/") or ".." in name.split("/"):
-        raise UsageError(f"bad name {name!r}: a relative path without '..'")
-    return name
