@@ -6,7 +6,8 @@
     python -m haos.vm bench-boot N [--image RAW] [--workdir DIR]
 
 ``up`` boots N guests (each with its own overlay, two links on two hubs), prints where their
-sockets and logs are, reports each node's commit verdict as it arrives and keeps them running
+sockets and logs are (and the directory of their fencing monitors, for ``fence_haos_qmp``),
+reports each node's commit verdict as it arrives and keeps them running
 until interrupted. ``qmp`` runs one QMP command on a running guest (e.g. ``set_link
 '{"name": "link0", "up": false}'``, ``system_reset``, ``quit``); ``sh`` runs a shell script in
 the guest through its agent. ``bench-boot`` starts N guests at once and prints, per guest,
@@ -109,6 +110,8 @@ def _up(args: argparse.Namespace) -> int:
                 f"qmp {m.spec.file('qmp.sock')}, agent {m.spec.file('qga.sock')}",
                 flush=True,
             )
+        fence_dir = cluster.machines[0].spec.fence_socket().parent
+        print(f"fencing monitors: fence_haos_qmp --qmp-dir {fence_dir} -n nN", flush=True)
         waiting = list(cluster.machines)
         while waiting and not stop.is_set():
             for m in list(waiting):

@@ -29,6 +29,7 @@ import json
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from pathlib import Path
 from haos.errors import HaosError, UnavailableError, UsageError
 from haos.lifecycle import Closing
 from haos.proc import ENV, run
+from haos.vm import qmp_forward
 from haos.vm.hub import Hub
 from haos.vm.qga import Agent, wait_agent
 from haos.vm.qmp import Qmp
@@ -50,6 +52,11 @@ FIRMWARE_STALL = 90.0
 RESTARTED = ("reboot: machine restart", "reboot: Restarting system")
 # The image's committed root, offered to every guest as a release it can install.
 RELEASE_PARTITION = "haos-root-a"
+# Where a guest reaches its peers' fencing monitors: FENCE_HOST:FENCE_PORT+N is node N's
+# (see fence_netdev), from FENCE_ADDRESS on its fencing NIC.
+FENCE_HOST = "10.0.2.100"
+FENCE_PORT = 4400
+FENCE_ADDRESS = "10.0.2.15/24"
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class MachineSpec:
     # A read-only disk /dev/disk/by-id/virtio-haos-release: (file, offset, size) in bytes,
     # e.g. the image's own root partition, for installing a release into the other slot.
     release: tuple[Path, int, int] | None = None
+    # The nodes whose fencing monitors this guest reaches (see FENCE_HOST): its cluster.
+    fence_peers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.node <= 254:
@@ -79,6 +88,40 @@ class MachineSpec:
 
     def mac(self, link: int) -> str:
         return f"52:54:00:4a:{self.node:02x}:{link:02x}"
+
+    def fence_mac(self) -> str:
+        return fence_mac(self.node)
+
+    def fence_socket(self) -> Path:
+        return fence_socket(self.workdir, self.node)
+
+
+def fence_mac(node: int) -> str:
+    """The MAC of guest ``node``'s fencing NIC."""
+    return f"52:54:00:4b:{node:02x}:00"
+
+
+def fence_socket(workdir: Path, node: int) -> Path:
+    """Guest ``node``'s fencing monitor: ``fence/n<node>.sock`` (``qmp_dir``/``plug`` of
+    ``fence_haos_qmp`` on the host; a monitor of its own, as QEMU serves one client per
+    monitor and the tests keep ``qmp.sock`` open)."""
+    return workdir / "fence" / f"n{node}.sock"
+
+
+def fence_netdev(spec: MachineSpec, python: str = sys.executable) -> str:
+    """The guest's fencing NIC: QEMU user networking with no route anywhere (``restrict``),
+    whose only destinations are ``FENCE_HOST:FENCE_PORT+N``, forwarded to node N's fencing
+    monitor by :mod:`haos.vm.qmp_forward` (one process per connection)."""
+    rules = []
+    for peer in spec.fence_peers:
+        sock = str(fence_socket(spec.workdir, peer))
+        if "," in sock or " " in sock or "," in python or " " in python:
+            raise UsageError(f"paths with commas or spaces cannot be forwarded: {sock}")
+        rules.append(
+            f"guestfwd=tcp:{FENCE_HOST}:{FENCE_PORT + peer}-"
+            f"cmd:{python} -m {qmp_forward.__name__} {sock}"
+        )
+    return ",".join(["user,id=fence,restrict=on,net=10.0.2.0/24,ipv6=off", *rules])
 
 
 def hub_path(workdir: Path, link: int) -> Path:
@@ -107,6 +150,7 @@ def qemu_argv(spec: MachineSpec) -> list[str]:
         "-device", "virtio-serial-pci",
         "-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
         "-qmp", f"unix:{f('qmp.sock')},server=on,wait=off",
+        "-qmp", f"unix:{spec.fence_socket()},server=on,wait=off",
         "-fw_cfg", f"name=opt/haos/node,string={spec.node}",
         "-device", "pcie-root-port,id=hp0,bus=pcie.0,chassis=1,slot=1",
         "-object", "rng-random,id=rng,filename=/dev/urandom",
@@ -121,6 +165,9 @@ def qemu_argv(spec: MachineSpec) -> list[str]:
             "-device",
             f"virtio-net-pci,netdev=link{link},mac={spec.mac(link)}",
         ]
+    if spec.fence_peers:
+        argv += ["-netdev", fence_netdev(spec)]
+        argv += ["-device", f"virtio-net-pci,netdev=fence,mac={spec.fence_mac()}"]
     if spec.release is not None:
         path, offset, size = spec.release
         blockdev = {
@@ -170,6 +217,9 @@ class Machine:
         for suffix in ("qmp.sock", "qga.sock", *(f"link{i}.sock" for i in range(LINKS))):
             with contextlib.suppress(FileNotFoundError):
                 f(suffix).unlink()
+        self.spec.fence_socket().parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.spec.fence_socket().unlink()
         if self.reports is None:
             self.reports = ReportPort(f("report.sock"), f("report.log"), idle=self.rescue)
         with f("qemu.log").open("ab") as log:
@@ -309,17 +359,21 @@ def provision_files(workdir: Path, n: int, name: str) -> dict[int, tuple[tuple[s
     # Imported here: the harness is needed only by clusters that run haos' daemons.
     from haos.cluster.harness.config import ClusterSpec, render_corosync_conf
     from haos.cluster.harness.netns import Names
-    from haos.cluster.harness.systemd_cluster import cluster_toml
+    from haos.vm.guestconfig import fence_network, guest_cluster_toml
 
     spec = ClusterSpec(nodes=n, **GUEST_TIMING)
     shared = {
         "corosync/corosync.conf": render_corosync_conf(spec, Names(name)).encode(),
         "corosync/authkey": secrets.token_bytes(256),
-        "haos/cluster.toml": cluster_toml(spec, name).encode(),
+        "haos/cluster.toml": guest_cluster_toml(spec, name).encode(),
     }
     out: dict[int, tuple[tuple[str, Path], ...]] = {}
     for node in range(1, n + 1):
-        files = {**shared, "haos/node.env": f"HAOS_NODE=n{node}\nHAOS_FENCE_COMMAND=\n".encode()}
+        files = {
+            **shared,
+            "haos/node.env": f"HAOS_NODE=n{node}\n".encode(),
+            "systemd/network/20-haos-fence.network": fence_network(node).encode(),
+        }
         entries = []
         for rel, data in files.items():
             host = workdir / f"node{node}.etc" / rel
@@ -366,6 +420,7 @@ class Cluster(Closing):
                     etc_files=files.get(node, ()),
                     release=(image, offset, size),
                     watchdog=watchdog,
+                    fence_peers=tuple(range(1, n + 1)) if provision else (),
                 )
             )
             for node in range(1, n + 1)
