@@ -126,7 +126,8 @@ def _self_fencer(
         spec.device,
         spec.timeout,
     )
-    return SelfFencer(watchdog(spec.device, math.ceil(spec.timeout)), self_fence_after=spec.after)
+    device = watchdog(spec.device, math.ceil(spec.timeout))
+    return SelfFencer(device, self_fence_after=spec.after, required=spec.required)
 
 
 def _log(built: Fencing, config: ClusterConfig) -> None:

@@ -135,6 +135,38 @@ def test_losing_votequorum_demotes_and_fires_the_watchdog() -> None:
     asyncio.run(scenario())
 
 
+class _BusyWatchdog(MemoryWatchdog):
+    def arm(self) -> None:
+        raise UnavailableError("cannot open watchdog /dev/watchdog-haos: Device or resource busy")
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_a_default_watchdog_that_cannot_be_armed_leaves_the_service_running_without_it(
+    required: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        service = CmmService(
+            CmmConfig(NODES, 1),
+            LocalBus().join(1),
+            FakeQuorum(),
+            ScriptedFencer(),
+            self_fencer=SelfFencer(_BusyWatchdog(), self_fence_after=10, required=required),
+            tick=0.01,
+        )
+        task = asyncio.create_task(service.run())
+        if required:  # configured in the file: the daemon stops and says why
+            with pytest.raises(UnavailableError, match="resource busy"):
+                await task
+            return
+        await until(lambda: service._self_fencer is None, "went on without it")
+        assert not task.done() and "SELF-FENCING UNAVAILABLE" in caplog.text
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+
+
 def test_a_cancelled_service_disarms_its_watchdog() -> None:
     async def scenario() -> None:
         watchdog = MemoryWatchdog()

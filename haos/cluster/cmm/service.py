@@ -138,7 +138,19 @@ class CmmService:
         A cancelled service disarms the watchdog (clean stop); a failed one fires it.
         """
         if self._self_fencer is not None:
-            self._self_fencer.start()
+            try:
+                self._self_fencer.start()
+            except UnavailableError as e:
+                if self._self_fencer.required:
+                    raise
+                # The default device taken (say, systemd's RuntimeWatchdogSec holds the only
+                # watchdog): going on without it beats a daemon that restarts for ever.
+                log.error(
+                    "SELF-FENCING UNAVAILABLE: %s; this node will not reset itself when it"
+                    " loses quorum (is its only watchdog held by systemd?)",
+                    e,
+                )
+                self._self_fencer = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks

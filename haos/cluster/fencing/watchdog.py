@@ -142,11 +142,16 @@ class MemoryWatchdog:
 class SelfFencer:
     """Pets the watchdog while this node may act; stops for good once it may not."""
 
-    def __init__(self, watchdog: Watchdog, *, self_fence_after: float) -> None:
-        """``self_fence_after``: seconds a node may stay inquorate before it must die."""
+    def __init__(
+        self, watchdog: Watchdog, *, self_fence_after: float, required: bool = True
+    ) -> None:
+        """``self_fence_after``: seconds a node may stay inquorate before it must die.
+        ``required``: a watchdog that cannot be armed stops the service; else (the default
+        device, used where it exists) the service goes on without self-fencing, loudly."""
         if not self_fence_after > 0:
             raise UsageError(f"self_fence_after must be positive, not {self_fence_after!r}")
         self._watchdog = watchdog
+        self.required = required
         self._after = self_fence_after
         self._inquorate_since: float | None = None
         self._was_quorate = False
