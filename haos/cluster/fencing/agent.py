@@ -16,14 +16,10 @@ logged; option values whose name mentions a password are never logged.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import re
 import shutil
-import signal
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +27,8 @@ from dataclasses import dataclass
 from haos.cluster.fencing.types import FenceAction, FenceError, FenceResult, PowerStatus
 from haos.cluster.fencing.types import check_action as _check_action
 from haos.config.model import NodeSpec
-from haos.errors import UsageError
+from haos.errors import UnavailableError, UsageError
+from haos.proc import run_program
 
 log = logging.getLogger(__name__)
 
@@ -133,45 +130,22 @@ async def run_agent(
         raise FenceError(f"fence agent {device.agent} not found in {path}")
     log.debug("running %s action=%s %s", device.agent, action, device.redacted())
     given = device.stdin(action)  # before the start: an unreadable password is a FenceError
-    started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        program,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={"PATH": path, "LANG": "C", "LC_ALL": "C"},
-        start_new_session=True,  # its own process group, so a timeout kills its helpers too
-    )
     try:
-        async with asyncio.timeout(timeout):
-            out, err = await proc.communicate(given)
-        returncode: int | None = proc.returncode
-    except TimeoutError:
-        _kill_group(proc.pid)
-        out, err = await proc.communicate()
-        returncode = None
-    except BaseException:
-        _kill_group(proc.pid)
-        await proc.wait()
-        raise
-    run = AgentRun(
-        device.agent,
-        action,
-        returncode,
-        out[:_OUTPUT_LIMIT].decode(errors="replace"),
-        err[:_OUTPUT_LIMIT].decode(errors="replace"),
-        time.monotonic() - started,
-    )
+        done = await run_program(
+            [program],
+            {"PATH": path, "LANG": "C", "LC_ALL": "C"},
+            timeout=timeout,
+            tail=_OUTPUT_LIMIT,
+            input=given,
+        )
+    except UnavailableError as e:
+        raise FenceError(f"fence agent {device.agent}: {e}") from e
+    run = AgentRun(device.agent, action, done.returncode, done.stdout, done.stderr, done.elapsed)
     for stream, text in (("stdout", run.stdout), ("stderr", run.stderr)):
         for line in text.splitlines():
             if line.strip():
                 log.debug("%s %s %s: %s", device.agent, action, stream, line)
     return run
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 def metadata_parameters(xml: str) -> frozenset[str]:

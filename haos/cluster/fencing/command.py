@@ -9,17 +9,14 @@ the unit's ``PYTHONPATH``); its stdin is closed and its output kept for the fail
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
-import signal
 from collections.abc import Sequence
 
 from haos.cluster.fencing.types import FenceAction, FenceError, FenceResult, PowerStatus
 from haos.cluster.fencing.types import check_action as _check_action
 from haos.config.model import NodeSpec
-from haos.errors import UsageError
+from haos.errors import UnavailableError, UsageError
+from haos.proc import run_program
 
 log = logging.getLogger(__name__)
 
@@ -59,33 +56,17 @@ class CommandFencer:
 
     async def _run(self, argv: list[str]) -> str | None:
         """None when it succeeded, else why not."""
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # its own process group: a timeout kills its helpers too
-        )
         try:
-            async with asyncio.timeout(self._timeout):
-                out, _ = await proc.communicate()
-        except TimeoutError:
-            await _kill(proc)
+            done = await run_program(argv, timeout=self._timeout, tail=_TAIL)
+        except UnavailableError as e:
+            return str(e)
+        if done.timed_out:
             return f"fence command timed out after {self._timeout:g} s"
-        except BaseException:  # cancelled: leave nothing running
-            await _kill(proc)
-            raise
-        if proc.returncode == 0:
+        if done.returncode == 0:
             return None
-        tail = out.decode(errors="replace").strip()[-_TAIL:]
-        return f"fence command exited {proc.returncode}: {tail or 'no output'}"
+        tail = (done.stdout + done.stderr).strip()[-_TAIL:]
+        return f"fence command exited {done.returncode}: {tail or 'no output'}"
 
     async def status(self, node: NodeSpec) -> PowerStatus:
         """A command has no status action."""
         raise FenceError(f"the fence command cannot tell the power state of {node.name}")
-
-
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    await proc.wait()
