@@ -10,6 +10,7 @@ the unit's ``PYTHONPATH``); its stdin is closed and its output kept for the fail
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 from haos.cluster.fencing.types import FenceAction, FenceError, FenceResult, PowerStatus
@@ -57,7 +58,9 @@ class CommandFencer:
     async def _run(self, argv: list[str]) -> str | None:
         """None when it succeeded, else why not."""
         try:
-            done = await run_program(argv, timeout=self._timeout, tail=_TAIL)
+            # The daemon's own environment: a command may rely on what its unit sets (the
+            # lab's fence command finds haos through the unit's PYTHONPATH).
+            done = await run_program(argv, dict(os.environ), timeout=self._timeout, tail=_TAIL)
         except UnavailableError as e:
             return str(e)
         if done.timed_out:
