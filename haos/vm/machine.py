@@ -197,6 +197,7 @@ class Machine:
     firmware_resets: int = 0
     firmware_stall: float = FIRMWARE_STALL
     _qmp: Qmp | None = field(default=None, repr=False)
+    _reset_at: float = field(default=0.0, repr=False)  # wall time of the last rescue reset
 
     def create_disk(self) -> None:
         """A fresh overlay over the image and fresh firmware variables (a new board)."""
@@ -281,7 +282,9 @@ class Machine:
         docstring); True if it was reset."""
         console = self.spec.file("console.log")
         try:
-            silent = time.time() - console.stat().st_mtime
+            # Silent since the last line or the last reset: a reset guest needs the whole
+            # stall time again to print (its console stays as it was until the kernel runs).
+            silent = time.time() - max(console.stat().st_mtime, self._reset_at)
         except OSError:
             return False
         if silent < self.firmware_stall or not self.running:
@@ -293,6 +296,7 @@ class Machine:
         except HaosError:
             return False
         self.firmware_resets += 1
+        self._reset_at = time.time()
         with self.spec.file("qemu.log").open("a", encoding="utf-8") as log:
             log.write(
                 f"haos: reset after {silent:.0f} s without a console line since the kernel "

@@ -4,6 +4,7 @@ and the report port's idle call while a test waits (which drives the rescue)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from haos.errors import UnavailableError
-from haos.vm.machine import stuck_in_firmware
+from haos.vm.machine import Machine, MachineSpec, stuck_in_firmware
 from haos.vm.reports import PREFIX, ReportPort
 
 pytestmark = pytest.mark.timeout(30)
@@ -59,3 +60,29 @@ def test_a_waiting_report_port_calls_idle_until_the_report_comes(tmp_path: Path)
             port.wait_event("never", timeout=0.2)
     finally:
         port.close()
+
+
+def test_a_reset_guest_gets_the_whole_stall_time_again_before_another_reset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console stays as it was until the kernel prints: without counting from the last
+    reset, a stalled guest was reset every few seconds and never got through its firmware."""
+    spec = MachineSpec(node=1, image=tmp_path / "haos.raw", workdir=tmp_path)
+    console = spec.file("console.log")
+    console.write_text(RESTART + "\n")
+    old = time.time() - 100.0
+    os.utime(console, (old, old))
+    resets: list[float] = []
+
+    class Monitor:
+        def system_reset(self) -> None:
+            resets.append(time.time())
+
+    machine = Machine(spec, firmware_stall=90.0)
+    monkeypatch.setattr(Machine, "running", property(lambda self: True))
+    monkeypatch.setattr(Machine, "qmp", lambda self: Monitor())
+    assert machine.rescue() is True  # silent 100 s after the restart line: reset
+    assert machine.rescue() is False  # at once again: the firmware gets its time
+    assert len(resets) == 1 and machine.firmware_resets == 1
+    machine._reset_at -= 95.0  # the whole stall time since the reset, still silent
+    assert machine.rescue() is True and machine.firmware_resets == 2
