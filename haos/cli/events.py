@@ -22,12 +22,11 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from haos import fields
 from haos.cli import args as argtypes
-from haos.cli.ops import DEFAULT_CONTROL, MAX_TIMEOUT, checked, reading
+from haos.cli.ops import checked, daemon_options, reading
 from haos.cluster.asr.report import format_percent
 from haos.fields import Op
 from haos.services.control import BadAnswer, ControlClient, ControlError
@@ -67,13 +66,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--control", type=Path, default=DEFAULT_CONTROL, help="node control socket")
-    p.add_argument(
-        "--timeout",
-        type=argtypes.duration("--timeout", MAX_TIMEOUT),
-        default=10.0,
-        help="seconds (or 500ms, 1m) to wait for an answer",
-    )
+    daemon_options(p)
     p.add_argument(
         "--since",
         type=since_time(time.time),

@@ -36,17 +36,17 @@ ACTIONS = {
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("status", help="cluster, nodes, service groups, instances, components")
-    _common(p)
+    daemon_options(p)
     p.add_argument("--json", action="store_true", help="print the raw state as JSON")
     p.set_defaults(run=_status)
     for action, text in ACTIONS.items():
         p = sub.add_parser(action, help=text, description=text)
-        _common(p)
+        daemon_options(p)
         p.add_argument("target", help="node, service group, instance or component name")
         p.add_argument("--json", action="store_true", help="print the decision as JSON")
         p.set_defaults(run=_operator, action=action)
     p = sub.add_parser("history", help="the CRIM's recent decisions and notifications")
-    _common(p)
+    daemon_options(p)
     p.add_argument(
         "--limit",
         type=argtypes.whole_number("--limit", 1, MAX_HISTORY),
@@ -57,7 +57,8 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(run=_history)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def daemon_options(p: argparse.ArgumentParser) -> None:
+    """``--control`` and ``--timeout``: every command that asks a node's cluster daemon."""
     p.add_argument("--control", type=Path, default=DEFAULT_CONTROL, help="node control socket")
     p.add_argument(
         "--timeout",
