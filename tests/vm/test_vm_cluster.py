@@ -88,8 +88,18 @@ def test_hot_plugged_nic_reaches_the_guests_udev_and_leaves_again(cluster: Clust
     qmp = n3.qmp()
     qmp.device_add("virtio-net-pci", "hotnic", bus="hp0", mac=mac)
     deadline = time.monotonic() + 60
-    while not (iface := n3.sh(find, check=False).strip()):
+    while not n3.sh(find, check=False).strip():
         assert time.monotonic() < deadline, "the guest never saw the hot-plugged NIC"
+    # The kernel names it eth0 and udev renames it (enp1s0): ask for its
+    # properties once udev has handled the queued events, by the final name.
+    while True:
+        res = n3.sh(
+            f"udevadm settle -t 30; i=$({find}); udevadm info --query=property --path=/sys/class/net/$i",
+            check=False,
+        )
+        if "ID_NET_NAME_PATH=" in res or time.monotonic() > deadline:
+            break
+    iface = n3.sh(find).strip()
     props = n3.sh(f"udevadm info --query=property --path=/sys/class/net/{iface}")
     assert "ID_NET_NAME_PATH=" in props and f"INTERFACE={iface}" in props
     qmp.device_del("hotnic")
