@@ -35,10 +35,10 @@ from haos.cluster.dss.ccr.watch import WatchEvent
 from haos.cluster.dss.checkpoint import wire as crc_wire
 from haos.cluster.dss.corosync.trace import EVENT
 from haos.cluster.dss.wire import WireError
-from haos.cluster.harness import Cluster, ClusterSpec, Kind, soak
-from haos.cluster.harness.config import add_totem_options, with_totem_options
-from haos.cluster.harness.daemons import Daemons
 from haos.errors import ConfigError
+from haoslab.harness import Cluster, ClusterSpec, Kind, soak
+from haoslab.harness.config import add_totem_options, with_totem_options
+from haoslab.harness.daemons import Daemons
 
 DEADLINE = 15.0
 NODES = (1, 2, 3)

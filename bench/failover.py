@@ -3,9 +3,9 @@
     python bench/failover.py [--trials 30] [--kinds kill,hang,node] [--json] [--trace]
                                                                         (as root)
 
-The demo cluster (:class:`haos.demo.run.DemoCluster`: corosync, haos-clusterd and
+The demo cluster (:class:`haoslab.demo.run.DemoCluster`: corosync, haos-clusterd and
 haos-agentd as services of each node's systemd; the 2N counter as a client component) with a
-client (:mod:`haos.demo.probe`) in a node's network namespace sending ``INCR`` every 2 ms.
+client (:mod:`haoslab.demo.probe`) in a node's network namespace sending ``INCR`` every 2 ms.
 Each trial waits until the roles have settled and ``--pause`` more seconds (default 1: the
 previous trial's repair is over), injects one fault into the node or process that serves
 the counter and measures,
@@ -41,12 +41,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from haos.cluster.harness import nspawn
-from haos.cluster.harness.config import ClusterSpec, add_totem_options, with_totem_options
-from haos.cluster.harness.systemd_cluster import NODEROOT_CACHE, REPO
-from haos.demo.run import DemoCluster, ProbeProcess, first_from_other
 from haos.errors import ConfigError, HaosError
 from haos.trace import read as read_trace
+from haoslab.demo.run import DemoCluster, ProbeProcess, first_from_other
+from haoslab.harness import nspawn
+from haoslab.harness.config import ClusterSpec, add_totem_options, with_totem_options
+from haoslab.harness.systemd_cluster import NODEROOT_CACHE, REPO
 
 # The points of a fail-over, in the order a fault passes them (see haos.trace).
 STAGES = (

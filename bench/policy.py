@@ -22,8 +22,8 @@ from haos.config.model import ClusterConfig
 from haos.model.redundancy import RecoveryPolicy
 from haos.model.redundancy import RedundancyModel as RM
 from haos.model.reports import ErrorKind, ErrorReport
-from haos.testing.builders import GroupPlan, generated_cluster
-from haos.testing.crimdriver import CrimDriver
+from haoslab.testing.builders import GroupPlan, generated_cluster
+from haoslab.testing.crimdriver import CrimDriver
 
 NODES = 32
 

@@ -14,7 +14,7 @@ where a local record leaves the node or reaches a user (the availability service
 the CMM's NodeLeft, the node daemon for the notices it records).
 
 :class:`Clock` is the monotonic clock that waiting loops take through their constructors;
-tests pass a fake one they advance by hand (:class:`haos.testing.clock.FakeClock` has this
+tests pass a fake one they advance by hand (:class:`haoslab.testing.clock.FakeClock` has this
 shape).
 """
 

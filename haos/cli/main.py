@@ -14,10 +14,15 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
-from haos.cli import boot, demo, events, harness, ops, provision, simulate
+from haos.cli import boot, events, ops, provision, simulate
 from haos.errors import HaosError, UsageError
 from haos.services.control import ControlError
+
+# Commands that installed packages add to haosctl: each entry point is a function that
+# takes the subparsers and adds its own (the development package adds demo, harness, lab).
+COMMANDS = "haos.commands"
 
 # What a shell reports for a process that SIGPIPE ended (``haosctl ... | head -1``).
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
@@ -40,12 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="haosctl", description="Operate and exercise a haos cluster.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     simulate.add_parser(sub)
-    harness.add_parser(sub)
     boot.add_parser(sub)
     provision.add_parser(sub)
     ops.add_parsers(sub)
     events.add_parsers(sub)
-    demo.add_parser(sub)
+    for command in entry_points(group=COMMANDS):
+        command.load()(sub)
     return parser
 
 

@@ -27,7 +27,7 @@ from haos.services.agent.drivers import DriverError, UnitDriver
 from haos.services.agent.endpoint import Endpoint
 from haos.services.agent.units import SystemdServiceUnits
 from haos.services.cmf.systemd import MANAGER, MANAGER_PATH
-from haos.testing.agentfakes import MemoryBackend
+from haoslab.testing.agentfakes import MemoryBackend
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -142,7 +142,7 @@ def test_client_driver_runs_the_demo_as_a_transient_unit_with_roles(node: Contai
             await started.wait()
             driver = ClientDriver(
                 DEMO,
-                ["/usr/bin/python3", "-m", "haos.demo.counter", "--advertise", "127.0.0.1:7070"],
+                ["/usr/bin/python3", "-m", "haos.apps.counter", "--advertise", "127.0.0.1:7070"],
                 units,
                 endpoint,
                 reports.append,

@@ -27,7 +27,7 @@ from haos.services.agent.clientdriver import unit_name
 from haos.services.agent.drivers import DriverDeps, make_driver
 from haos.services.agent.endpoint import Endpoint
 from haos.services.agent.units import SystemdServiceUnits
-from haos.testing.agentfakes import MemoryBackend
+from haoslab.testing.agentfakes import MemoryBackend
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -43,7 +43,7 @@ def specs(states: Path) -> dict[str, ManagerSpec]:
         "n1/db": ManagerSpec("systemd", unit=DB, stop_timeout=5),
     }
     for name, port in COUNTERS.items():
-        argv = ["/usr/bin/python3", "-m", "haos.demo.counter", "--port", str(port)]
+        argv = ["/usr/bin/python3", "-m", "haos.apps.counter", "--port", str(port)]
         argv += ["--name", f"demo/{name}", "--advertise", f"127.0.0.1:{port}"]
         out[name] = ManagerSpec(
             "client", command=tuple(argv), environment={"PYTHONPATH": "/opt/haos"}, stop_timeout=5

@@ -15,7 +15,7 @@ from haos.errors import ConfigError
 from haos.model.reports import ErrorKind, ErrorReport, RecoveryLevel
 from haos.model.states import AvailabilityState
 from haos.services.agent.drivers import DriverDeps, OcfDriver, make_driver
-from haos.testing.agentfakes import FakeServiceUnits
+from haoslab.testing.agentfakes import FakeServiceUnits
 
 pytestmark = pytest.mark.timeout(120)
 

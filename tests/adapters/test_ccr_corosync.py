@@ -2,7 +2,7 @@
 
 Most tests use one corosync node in its own namespaces (CorosyncTestNode), with the test thread
 attached to its network namespace: they cover the adapters and the service over real CPG and
-votequorum. The last one runs three nodes (haos.cluster.harness) with a CCR agent process in
+votequorum. The last one runs three nodes (haoslab.harness) with a CCR agent process in
 each, and checks replication, a partition and a restart over real corosync.
 """
 
@@ -34,9 +34,9 @@ from haos.cluster.dss.ccr import (
     WatchEvent,
     follow,
 )
-from haos.cluster.dss.corosync.testnode import CorosyncTestNode, SingleNodeConfig
 from haos.cluster.dss.transport import CpgTransport
 from haos.errors import ConflictError, UnavailableError
+from haoslab.fakes.testnode import CorosyncTestNode, SingleNodeConfig
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
@@ -189,7 +189,7 @@ def test_the_service_stops_and_refuses_calls_when_corosync_dies(
     asyncio.run(scenario())
 
 
-# -- three real nodes (haos.cluster.harness) ------------------------------------------------
+# -- three real nodes (haoslab.harness) ------------------------------------------------
 
 AGENT = r"""
 import asyncio, json, sys
@@ -245,7 +245,7 @@ class Agent:
     """A CCR service in a node's namespaces, driven over stdin/stdout (one JSON per line)."""
 
     def __init__(self, cluster: Any, node: int, db: Path) -> None:
-        from haos.cluster.harness.node import node_argv
+        from haoslab.harness.node import node_argv
 
         argv = node_argv(
             cluster.names.node(node),
@@ -318,7 +318,7 @@ def skip_unless_clusters_can_run() -> None:
 
 def test_three_real_nodes_replicate_refuse_minority_writes_and_catch_up(tmp_path: Path) -> None:
     skip_unless_clusters_can_run()
-    from haos.cluster.harness import Cluster, ClusterSpec
+    from haoslab.harness import Cluster, ClusterSpec
 
     agents: dict[int, Agent] = {}
     with Cluster(ClusterSpec(nodes=3)) as cluster:

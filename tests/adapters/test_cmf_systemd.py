@@ -24,9 +24,9 @@ from typing import TypeVar
 import pytest
 
 from haos.errors import UnavailableError
-from haos.services.cmf.conformance import EXPECTED, start_kill_reset_restart
 from haos.services.cmf.systemd import SystemdUnits
 from haos.services.cmf.types import NoSuchUnit, UnitExists
+from haoslab.fakes.cmf_conformance import EXPECTED, start_kill_reset_restart
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 

@@ -43,8 +43,8 @@ from haos.cluster.dss.corosync.quorum import (
     QuorumNode,
     VoteQuorum,
 )
-from haos.cluster.dss.corosync.testnode import CorosyncTestNode, SingleNodeConfig
 from haos.errors import UnavailableError, UsageError
+from haoslab.fakes.testnode import CorosyncTestNode, SingleNodeConfig
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
 

@@ -22,7 +22,7 @@ import pytest
 from haos.errors import UnavailableError
 from haos.model.states import AvailabilityState
 from haos.services.agent.endpoint import Endpoint, Session
-from haos.testing.agentfakes import MemoryBackend
+from haoslab.testing.agentfakes import MemoryBackend
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,7 +82,7 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
         serving = tg.create_task(endpoint.run(started.set))
         await started.wait()
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "haos.demo.counter", "--host", "127.0.0.1", "--port", str(port),
+            sys.executable, "-m", "haos.apps.counter", "--host", "127.0.0.1", "--port", str(port),
             "--advertise", f"127.0.0.1:{port}", env=env, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         try:
@@ -159,7 +159,7 @@ def test_a_line_over_the_limit_is_answered_and_the_counter_serves_on(tmp_path: P
 def test_counter_refuses_to_run_without_an_agent() -> None:
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-m", "haos.demo.counter"],
+        [sys.executable, "-m", "haos.apps.counter"],
         env=env, capture_output=True, text=True, timeout=30, check=False,
         stdin=subprocess.DEVNULL,
     )  # fmt: skip

@@ -37,15 +37,15 @@ import pytest
 
 from haos.cluster.dss.checkpoint import CheckpointService, Role
 from haos.cluster.dss.checkpoint.service import DROP_AFTER
-from haos.cluster.dss.corosync.testnode import CorosyncTestNode, SingleNodeConfig
 from haos.cluster.dss.events import EventService
 from haos.cluster.dss.messaging.am import ALL, MessageService
 from haos.cluster.dss.messaging.group import GroupService, running
-from haos.cluster.dss.messaging.pidtransport import ProcessTransport
 from haos.cluster.dss.messaging.rrpc import Call, RpcService
 from haos.cluster.dss.naming import NamingService
 from haos.cluster.dss.transport import CpgTransport
 from haos.errors import UnavailableError
+from haoslab.fakes.pidtransport import ProcessTransport
+from haoslab.fakes.testnode import CorosyncTestNode, SingleNodeConfig
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
@@ -197,7 +197,7 @@ def test_crc_sync_write_latency_with_no_standby(
 
 PEER = r"""
 import asyncio, inspect, json, sys
-from haos.cluster.dss.messaging.pidtransport import ProcessTransport
+from haoslab.fakes.pidtransport import ProcessTransport
 
 def say(**fields):
     print(json.dumps(fields), flush=True)

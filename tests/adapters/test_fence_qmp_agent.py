@@ -28,7 +28,7 @@ from haos.cluster.fencing.types import FenceError
 from haos.config.model import NodeSpec
 from haos.errors import UnavailableError
 from haos.proc import ENV
-from haos.vm.qmp import Qmp
+from haoslab.vm.qmp import Qmp
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -231,7 +231,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) 
 
 class SlirpLikeForwarder:
     """What a guest's fencing NIC does on the host (QEMU's ``guestfwd=...-cmd:``): accept a
-    TCP connection and run :mod:`haos.vm.qmp_forward` with it as stdin, stdout and stderr."""
+    TCP connection and run :mod:`haoslab.vm.qmp_forward` with it as stdin, stdout and stderr."""
 
     def __init__(self, target: Path) -> None:
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -248,7 +248,7 @@ class SlirpLikeForwarder:
             except OSError:
                 return
             with conn:
-                argv = [sys.executable, "-m", "haos.vm.qmp_forward", str(self.target)]
+                argv = [sys.executable, "-m", "haoslab.vm.qmp_forward", str(self.target)]
                 fd = conn.fileno()
                 self.children.append(subprocess.Popen(argv, stdin=fd, stdout=fd, stderr=fd))
 

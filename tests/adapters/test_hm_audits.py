@@ -22,8 +22,8 @@ from haos.model.reports import ErrorKind, ErrorReport
 from haos.services.hm.probes import CallbackProbe, CommandProbe, HttpProbe, Probe
 from haos.services.hm.runner import AuditRunner
 from haos.services.hm.watchdog import SdNotifier, SystemdWatchdog, WatchdogPetter
-from haos.testing.clock import until as _until
-from haos.testing.procs import alive
+from haoslab.testing.clock import until as _until
+from haoslab.testing.procs import alive
 
 SLACK = 1.0  # how late an overdue report may come, beyond the audit's timeout
 
@@ -55,7 +55,7 @@ class Rig:
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """:func:`haos.testing.clock.until` with room for subprocess audits on a busy machine."""
+    """:func:`haoslab.testing.clock.until` with room for subprocess audits on a busy machine."""
     await _until(predicate, timeout)
 
 

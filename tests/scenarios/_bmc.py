@@ -4,7 +4,7 @@ Each BMC listens on the cluster's first link, in the switch namespace (address
 ``10.10.0.254``, the harness's "host on the LAN", port ``6230 + K`` for node ``nK``), so the
 nodes' cluster daemons reach it with Debian's ``fence_ipmilan`` over IPMI-over-LAN (RMCP+)
 as they would reach a board's BMC. Its chassis power control is a script that asks the
-cluster's fence bridge (:class:`~haos.cluster.harness.systemd_cluster.FenceBridge`) to cut
+cluster's fence bridge (:class:`~haoslab.harness.systemd_cluster.FenceBridge`) to cut
 the node's power (``off``) or boot it (``on``): a fencing that reports success really
 powered the container off. The power state it reports is what it last carried out.
 """
@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from haos.cluster.harness import netns
-from haos.cluster.harness.systemd_cluster import SystemdCluster
+from haoslab.harness import netns
+from haoslab.harness.systemd_cluster import SystemdCluster
 
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 USER, PASSWORD = "admin", "fence-secret"
@@ -56,7 +56,7 @@ CHASSIS_SH = """\
 #!/bin/sh
 dir=$(dirname "$0")
 echo "$*" >> "$dir/chassis.log"
-fence() {{ PYTHONPATH={pythonpath} {python} -m haos.cluster.harness.systemd_cluster \\
+fence() {{ PYTHONPATH={pythonpath} {python} -m haoslab.harness.systemd_cluster \\
     fence {bridge} {node} "$1"; }}
 op=$2; shift 2
 case $op in

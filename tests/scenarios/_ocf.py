@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from haos.cluster.harness.config import ClusterSpec
-from haos.cluster.harness.systemd_cluster import SystemdCluster
 from haos.errors import HaosError
+from haoslab.harness.config import ClusterSpec
+from haoslab.harness.systemd_cluster import SystemdCluster
 
 OCF = PurePosixPath("usr/lib/ocf")  # in the node root
 

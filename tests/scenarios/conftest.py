@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from haos.cluster.harness import nspawn
-from haos.cluster.harness.systemd_cluster import NODEROOT_CACHE, REPO
+from haoslab.harness import nspawn
+from haoslab.harness.systemd_cluster import NODEROOT_CACHE, REPO
 
 
 @pytest.fixture(scope="session")

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from haos.cluster.harness.config import ClusterSpec
-from haos.cluster.harness.nspawn import NspawnNode
-from haos.cluster.harness.systemd_cluster import AGENTD, SystemdCluster, cluster_toml
+from haoslab.harness.config import ClusterSpec
+from haoslab.harness.nspawn import NspawnNode
+from haoslab.harness.systemd_cluster import AGENTD, SystemdCluster, cluster_toml
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from haos.cluster.harness import Cluster, ClusterSpec
-from haos.cluster.harness.daemons import Daemons
+from haoslab.harness import Cluster, ClusterSpec
+from haoslab.harness.daemons import Daemons
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 

@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 
 from haos.client import ClusterEvent, cluster_events
-from haos.cluster.harness import Cluster, ClusterSpec
-from haos.cluster.harness.daemons import Daemons
-from haos.demo.run import DemoCluster
 from haos.services.control import ControlError
+from haoslab.demo.run import DemoCluster
+from haoslab.harness import Cluster, ClusterSpec
+from haoslab.harness.daemons import Daemons
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from haos.cluster.harness import Cluster, ClusterSpec
-from haos.cluster.harness import netns as harness_netns
-from haos.cluster.harness.daemons import Daemons
 from haos.services.control import ControlError
+from haoslab.harness import Cluster, ClusterSpec
+from haoslab.harness import netns as harness_netns
+from haoslab.harness.daemons import Daemons
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from haos.cluster.dss.ccr.model import MAX_VALUE_BYTES
-from haos.cluster.harness import Cluster, ClusterSpec
-from haos.cluster.harness.daemons import Daemons
 from haos.fields import Op
 from haos.jsonlines import LineTooLong, SocketLines
 from haos.limits import MAX_SOCKET_LINE
 from haos.services.control import OPS, ControlError
+from haoslab.harness import Cluster, ClusterSpec
+from haoslab.harness.daemons import Daemons
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 

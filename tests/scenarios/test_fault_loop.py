@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from haos.cluster.harness import Cluster, ClusterSpec
-from haos.cluster.harness import netns as harness_netns
-from haos.cluster.harness.daemons import Daemons
 from haos.errors import HaosError
+from haoslab.harness import Cluster, ClusterSpec
+from haoslab.harness import netns as harness_netns
+from haoslab.harness.daemons import Daemons
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
 

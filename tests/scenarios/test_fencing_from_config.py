@@ -1,6 +1,6 @@
 """Fencing as cluster.toml's ``[fencing]`` says, on three nodes with a real systemd.
 
-Each test boots the 2N demo counter (:class:`haos.demo.run.DemoCluster`: corosync,
+Each test boots the 2N demo counter (:class:`haoslab.demo.run.DemoCluster`: corosync,
 haos-clusterd and haos-agentd as services, the units of ``units/`` unchanged), cuts the power
 of the node holding the primary and checks that a peer fenced it through the device the
 configuration names, that only then the secondary took over, and that the node came back:
@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from _bmc import BASE_PORT, PASSWORD, USER, SimulatedBmcs
 
-from haos.cluster.harness.systemd_cluster import CLUSTERD, SystemdCluster
-from haos.demo.cluster import demo_toml
-from haos.demo.run import DemoCluster
+from haoslab.demo.cluster import demo_toml
+from haoslab.demo.run import DemoCluster
+from haoslab.harness.systemd_cluster import CLUSTERD, SystemdCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -91,7 +91,7 @@ def test_node_powered_off_is_fenced_by_the_configured_command_and_its_2n_work_mo
         c = demo.cluster
         assert c.bridge is not None
         toml = node_file(c, "n1", "/etc/haos/cluster.toml")
-        assert "[fencing]" in toml and "haos.cluster.harness.systemd_cluster" in toml
+        assert "[fencing]" in toml and "haoslab.harness.systemd_cluster" in toml
         unit = node_file(c, "n1", f"/etc/systemd/system/{CLUSTERD}")
         assert "--fence" not in unit
         primary, _ = power_cut_primary_and_wait_for_takeover(demo)

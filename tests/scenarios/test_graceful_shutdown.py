@@ -1,9 +1,9 @@
 """A clean shutdown of a node is a switchover, not a failure: no fencing, and it stays off.
 
-Each test boots :class:`haos.demo.run.DemoCluster` (three systemd-nspawn nodes running
+Each test boots :class:`haoslab.demo.run.DemoCluster` (three systemd-nspawn nodes running
 corosync, haos-clusterd and haos-agentd as services, the fence bridge with the default fence
 action ``reboot``, and the 2N demo counter) and shuts nodes down with ``systemctl poweroff``
-inside them. A client (:mod:`haos.demo.probe`) on a node that stays measures the outage: the
+inside them. A client (:mod:`haoslab.demo.probe`) on a node that stays measures the outage: the
 longest gap between two answers around the shutdown.
 
 What a clean stop must give: the client served by another node after a switchover's outage
@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from haos.demo.cluster import member
-from haos.demo.run import Answer, DemoCluster, ProbeProcess, first_from_other, probing
+from haoslab.demo.cluster import member
+from haoslab.demo.run import Answer, DemoCluster, ProbeProcess, first_from_other, probing
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 

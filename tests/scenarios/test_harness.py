@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from haos.cluster.harness import Cluster, ClusterSpec, Kind, soak
-from haos.cluster.harness import netns as harness_netns
+from haoslab.harness import Cluster, ClusterSpec, Kind, soak
+from haoslab.harness import netns as harness_netns
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
@@ -259,7 +259,7 @@ def test_an_exception_inside_the_block_still_removes_everything() -> None:
 
 CRASHING_OWNER = """
 import sys
-from haos.cluster.harness import Cluster, ClusterSpec
+from haoslab.harness import Cluster, ClusterSpec
 cluster = Cluster(ClusterSpec(nodes=2))
 cluster.start()
 print(cluster.cluster_id, *[cluster.pid(n) for n in cluster.node_ids], flush=True)
@@ -292,7 +292,7 @@ def test_cleanup_removes_what_a_sigkilled_owner_left_behind() -> None:
         assert gone_within(pid, DEADLINE), f"corosync {pid} outlived its owner"
 
     done = subprocess.run(
-        [sys.executable, "-m", "haos.cluster.harness", "cleanup"],
+        [sys.executable, "-m", "haoslab.harness", "cleanup"],
         capture_output=True,
         text=True,
         timeout=60,

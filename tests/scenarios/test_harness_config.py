@@ -9,10 +9,10 @@ import re
 
 import pytest
 
-from haos.cluster.harness import Cluster, ClusterSpec
-from haos.cluster.harness.config import render_corosync_conf
-from haos.cluster.harness.netns import Names
 from haos.errors import ConfigError, UsageError
+from haoslab.harness import Cluster, ClusterSpec
+from haoslab.harness.config import render_corosync_conf
+from haoslab.harness.netns import Names
 
 NAMES = Names("0a1b2c")
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from haos.cluster.dss.ccr.model import MAX_VALUE_BYTES, Item
-from haos.cluster.harness import Cluster, ClusterSpec
-from haos.cluster.harness.daemons import Daemons
 from haos.limits import MAX_CHECKPOINT_SECTION, MiB
 from haos.services.control import ControlClient, ControlError
 from haos.services.durable import RepositoryCheckpoints
+from haoslab.harness import Cluster, ClusterSpec
+from haoslab.harness.daemons import Daemons
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 

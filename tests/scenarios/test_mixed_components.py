@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from _ocf import need_agent
 
-from haos.cluster.harness.config import ClusterSpec
-from haos.cluster.harness.systemd_cluster import AGENTD, SystemdCluster, cluster_toml
 from haos.errors import HaosError
 from haos.services.agent.clientdriver import unit_name
+from haoslab.harness.config import ClusterSpec
+from haoslab.harness.systemd_cluster import AGENTD, SystemdCluster, cluster_toml
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -45,7 +45,7 @@ def manager(part: str) -> str:
     if part in UNITS:
         return f'{{ kind = "systemd", unit = "{UNITS[part]}", stop_timeout = "5s" }}'
     if part in COUNTERS:
-        argv = ["python3", "-m", "haos.demo.counter", "--port", str(COUNTERS[part])]
+        argv = ["python3", "-m", "haos.apps.counter", "--port", str(COUNTERS[part])]
         argv += ["--name", f"demo/{part}"]
         return f'{{ kind = "client", command = [{", ".join(map(quoted, argv))}] }}'
     params = f'params = {{ state = "{DUMMY_STATE}" }}'

@@ -1,7 +1,7 @@
 """Three cluster nodes with a real systemd each: corosync runs as a systemd service in them.
 
 The harness topology (namespaces ``haos-<id>-nK`` with two links into a switch namespace) is
-built from :mod:`haos.cluster.harness.netns` directly, without the harness's own corosyncs;
+built from :mod:`haoslab.harness.netns` directly, without the harness's own corosyncs;
 each node namespace then holds a systemd-nspawn container booted from ``image/noderoot.sh``'s
 cache, with the harness's corosync.conf and ``corosync.service`` enabled. Everything is
 checked gone afterwards: containers, overlay mounts, cgroups, namespaces, processes.
@@ -19,17 +19,17 @@ from typing import Any
 
 import pytest
 
-from haos.cluster.harness import netns, nspawn
-from haos.cluster.harness.config import ClusterSpec, render_corosync_conf
-from haos.cluster.harness.errors import HarnessError, HarnessTimeout
-from haos.cluster.harness.nspawn import (
+from haos.errors import UsageError
+from haoslab.harness import netns, nspawn
+from haoslab.harness.config import ClusterSpec, render_corosync_conf
+from haoslab.harness.errors import HarnessError, HarnessTimeout
+from haoslab.harness.nspawn import (
     NspawnNode,
     Topology,
     cgroup_leftovers,
     mounts_under,
     topology,
 )
-from haos.errors import UsageError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 

@@ -31,9 +31,9 @@ import _ocf as ocf
 import pytest
 from _ocf import ask, need_agent, two_n_group
 
-from haos.cluster.harness import netns
-from haos.cluster.harness.config import ClusterSpec
-from haos.cluster.harness.systemd_cluster import SystemdCluster, cluster_toml
+from haoslab.harness import netns
+from haoslab.harness.config import ClusterSpec
+from haoslab.harness.systemd_cluster import SystemdCluster, cluster_toml
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 

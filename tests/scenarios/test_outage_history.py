@@ -3,7 +3,7 @@
 The membership service notices the loss on its node's monotonic clock (seconds since boot);
 the history that ``haosctl history`` shows, and the record of the membership notices, must
 carry wall-clock times: within seconds of the cut, and an outage as long as the fail-over took.
-Boots :class:`haos.demo.run.DemoCluster` (three systemd-nspawn nodes, the 2N demo counter).
+Boots :class:`haoslab.demo.run.DemoCluster` (three systemd-nspawn nodes, the 2N demo counter).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from haos.cli.ops import outage_lengths
-from haos.demo.run import DemoCluster
 from haos.errors import HaosError
+from haoslab.demo.run import DemoCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from haos.cluster.harness._proc import SAFE_PATH
+from haoslab.harness._proc import SAFE_PATH
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,8 +1,8 @@
 """The end-to-end fail-over on nodes with a real systemd, one real fault per scenario.
 
-Each test boots :class:`haos.demo.run.DemoCluster`: three systemd-nspawn nodes running
+Each test boots :class:`haoslab.demo.run.DemoCluster`: three systemd-nspawn nodes running
 corosync, haos-clusterd and haos-agentd as services, and the 2N demo counter (an HA-aware
-application started by the agents as transient units). A client (:mod:`haos.demo.probe`) in a
+application started by the agents as transient units). A client (:mod:`haoslab.demo.probe`) in a
 node's network namespace uses the service throughout; every test checks that the counter went
 on from where it was (no answered increment lost) and who serves it.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from haos.cluster.harness.systemd_cluster import AGENTD, CLUSTERD
-from haos.demo.cluster import member
-from haos.demo.run import Answer, DemoCluster, ProbeProcess, first_from_other, probing
+from haoslab.demo.cluster import member
+from haoslab.demo.run import Answer, DemoCluster, ProbeProcess, first_from_other, probing
+from haoslab.harness.systemd_cluster import AGENTD, CLUSTERD
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 

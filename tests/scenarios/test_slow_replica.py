@@ -2,7 +2,7 @@
 after the checkpoint service's bound instead of waiting, and it resynchronises when it runs
 again.
 
-The demo cluster (:class:`haos.demo.run.DemoCluster`: three systemd-nspawn nodes with
+The demo cluster (:class:`haoslab.demo.run.DemoCluster`: three systemd-nspawn nodes with
 corosync, haos-clusterd and haos-agentd, and the 2N counter, which checkpoints every increment
 synchronously on every node that hosts a member, persistently) serves a client that increments
 without pause. The cluster daemon of a node that is not the primary's is stopped (SIGSTOP) for
@@ -34,11 +34,11 @@ from pathlib import Path
 import pytest
 
 from haos.cluster.dss.checkpoint.service import DROP_AFTER, DURABLE_WAIT
-from haos.cluster.harness.systemd_cluster import CLUSTERD, REPO
-from haos.demo import counter
-from haos.demo.cluster import member
-from haos.demo.run import Answer, DemoCluster
 from haos.errors import HaosError
+from haoslab.demo import counter
+from haoslab.demo.cluster import member
+from haoslab.demo.run import Answer, DemoCluster
+from haoslab.harness.systemd_cluster import CLUSTERD, REPO
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -57,11 +57,11 @@ CLIENT_TIMEOUT = 10.0  # the client waits this long for an answer: a stall shows
 
 
 class Client:
-    """:mod:`haos.demo.probe` against one address, with a long answer timeout, so a stalled
+    """:mod:`haoslab.demo.probe` against one address, with a long answer timeout, so a stalled
     server shows as a gap between answers rather than as a reconnection."""
 
     def __init__(self, netns: Path, target: str) -> None:
-        argv = ["nsenter", f"--net={netns}", "--", sys.executable, "-m", "haos.demo.probe"]
+        argv = ["nsenter", f"--net={netns}", "--", sys.executable, "-m", "haoslab.demo.probe"]
         argv += ["--targets", target, "--duration", "600", "--interval", "0.002"]
         argv += ["--timeout", str(CLIENT_TIMEOUT)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}

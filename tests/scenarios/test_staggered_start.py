@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from haos.cluster.harness import Cluster, ClusterSpec
-from haos.cluster.harness.daemons import Daemons
+from haoslab.harness import Cluster, ClusterSpec
+from haoslab.harness.daemons import Daemons
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 

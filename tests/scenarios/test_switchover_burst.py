@@ -1,8 +1,8 @@
 """Planned switchovers back to back on the demo cluster: never two primaries serving at once.
 
-The 2N counter of :class:`haos.demo.run.DemoCluster` (a member on each of three nspawn nodes)
+The 2N counter of :class:`haoslab.demo.run.DemoCluster` (a member on each of three nspawn nodes)
 gets bursts of ``switchover counter-si``, each issued as soon as the previous one returned,
-while one client (:mod:`haos.demo.probe`) is pinned to each member's counter. Checked from
+while one client (:mod:`haoslab.demo.probe`) is pinned to each member's counter. Checked from
 what the applications themselves say and do:
 
 * the counters' ``primary: serving ... (at T)`` / ``no longer primary ... (at T)`` log lines
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from haos.cluster.harness.systemd_cluster import CLUSTERD
-from haos.demo.run import DemoCluster, ProbeProcess
+from haoslab.demo.run import DemoCluster, ProbeProcess
+from haoslab.harness.systemd_cluster import CLUSTERD
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1800)]
 

@@ -1,6 +1,6 @@
 """haos-clusterd as a systemd service on three nodes with a real systemd and a real corosync.
 
-Each test boots its own :class:`~haos.cluster.harness.systemd_cluster.SystemdCluster` (the
+Each test boots its own :class:`~haoslab.harness.systemd_cluster.SystemdCluster` (the
 units from ``units/``, haos bind-mounted from this tree) and checks afterwards that nothing of
 it is left. Faults: the daemon SIGKILLed (systemd restarts it) and SIGSTOPped (the service
 watchdog, fed only through the daemon's gate, kills and restarts it).
@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from haos.cluster.harness import netns, nspawn
-from haos.cluster.harness.config import ClusterSpec
-from haos.cluster.harness.nspawn import NspawnNode, cgroup_leftovers, mounts_under
-from haos.cluster.harness.systemd_cluster import (
+from haoslab.harness import netns, nspawn
+from haoslab.harness.config import ClusterSpec
+from haoslab.harness.nspawn import NspawnNode, cgroup_leftovers, mounts_under
+from haoslab.harness.systemd_cluster import (
     AGENTD,
     CLUSTERD,
     REPO,

@@ -1,6 +1,6 @@
 """Two nodes, both links cut and healed again and again: one survivor, and it keeps serving.
 
-A :class:`~haos.demo.run.DemoCluster` of two systemd-nspawn nodes (corosync ``two_node``)
+A :class:`~haoslab.demo.run.DemoCluster` of two systemd-nspawn nodes (corosync ``two_node``)
 runs the 2N counter; a client in n1's network namespace uses it throughout. Each cycle cuts
 every frame between the nodes for a few seconds (the switch's nftables partition), then
 heals. Both sides stay quorate (``two_node``) and race to fence each other; the priority
@@ -28,11 +28,11 @@ from typing import Any
 
 import pytest
 
-from haos.cluster.harness import netns
-from haos.cluster.harness.config import ClusterSpec
-from haos.cluster.harness.systemd_cluster import CLUSTERD
-from haos.demo.run import Answer, DemoCluster, ProbeProcess, probing
 from haos.errors import HaosError
+from haoslab.demo.run import Answer, DemoCluster, ProbeProcess, probing
+from haoslab.harness import netns
+from haoslab.harness.config import ClusterSpec
+from haoslab.harness.systemd_cluster import CLUSTERD
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -1,6 +1,6 @@
 """Power losses that take every holder of the in-memory state down at once.
 
-On nodes with a real systemd (:class:`haos.demo.run.DemoCluster`): the 2N demo counter, whose
+On nodes with a real systemd (:class:`haoslab.demo.run.DemoCluster`): the 2N demo counter, whose
 checkpoint is persistent, and a client that uses it throughout. After the power comes back the
 availability service must continue from its stored decisions (not from the initial state), the
 counter from the last answered value, and ``crim``'s "served" must mean that the primary runs.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from haos.demo.run import Answer, DemoCluster, ProbeProcess
+from haoslab.demo.run import Answer, DemoCluster, ProbeProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from haos.model.reports import ErrorReport
 from haos.services.agent.endpoint import Endpoint
-from haos.testing.agentfakes import MemoryAudits, MemoryBackend
+from haoslab.testing.agentfakes import MemoryAudits, MemoryBackend
 
 APP, OTHER = "n1/app", "n1/other"
 HELLO = {"op": "hello", "id": 1, "version": 1, "component": APP, "pid": 4242}

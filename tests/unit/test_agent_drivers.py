@@ -30,7 +30,7 @@ from haos.services.agent.endpoint import Endpoint
 from haos.services.agent.ocfdriver import OcfActionFailed
 from haos.services.cmf.types import Job, PropertyValue
 from haos.services.ocf import AgentResult, OcfAction, OcfComponent, OcfRc
-from haos.testing.agentfakes import FakeServiceUnits, MemoryBackend
+from haoslab.testing.agentfakes import FakeServiceUnits, MemoryBackend
 
 pytestmark = pytest.mark.timeout(30)
 

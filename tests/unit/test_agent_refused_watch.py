@@ -16,7 +16,7 @@ import pytest
 from haos.model.states import AvailabilityState
 from haos.services.agent.drivers import DriverError, UnitDriver
 from haos.services.cmf.types import UnitChanged, UnitError, UnitWatch
-from haos.testing.agentfakes import FakeServiceUnits
+from haoslab.testing.agentfakes import FakeServiceUnits
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -28,7 +28,7 @@ from haos.services.hm.probes import CallbackProbe, CommandProbe
 from haos.services.hm.runner import AuditRunner
 from haos.services.hm.thread import HmThread
 from haos.services.notify import Notifier, WatchdogGate
-from haos.testing.clock import FakeClock, until
+from haoslab.testing.clock import FakeClock, until
 
 # -- the gate, pure -----------------------------------------------------------------------
 

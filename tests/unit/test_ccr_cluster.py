@@ -38,7 +38,7 @@ from haos.cluster.dss.ccr import (
 from haos.cluster.dss.ccr.model import Entry
 from haos.cluster.dss.ccr.protocol import Replica
 from haos.errors import ConflictError, UnavailableError
-from haos.testing.bus import LocalBus
+from haoslab.testing.bus import LocalBus
 
 DEADLINE = 5.0
 ALL = (1, 2, 3)

@@ -43,7 +43,7 @@ from haos.cluster.dss.ccr.store import MemoryStore
 from haos.cluster.dss.ccr.wire import Applied, Data, Nonce, Order, Sync, Txn, encode_message
 from haos.cluster.dss.transport import Message, View
 from haos.errors import ConflictError, UnavailableError
-from haos.testing.bus import LocalBus, LocalEndpoint
+from haoslab.testing.bus import LocalBus, LocalEndpoint
 
 ALL = (1, 2, 3)
 

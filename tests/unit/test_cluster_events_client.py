@@ -16,10 +16,10 @@ import pytest
 from haos.client import ClusterEvent, cluster_events
 from haos.client.events import DaemonError
 from haos.cluster.dss.events.record import Record
-from haos.cluster.dss.messaging.localnet import LocalNet
 from haos.errors import UnavailableError, UsageError
 from haos.services.clusterctl import ControlServer
 from haos.services.newsroom import ClusterNews
+from haoslab.fakes.localnet import LocalNet
 
 pytestmark = pytest.mark.timeout(60)
 T0 = 1_765_000_000.0

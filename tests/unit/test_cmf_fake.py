@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from haos.services.cmf.conformance import EXPECTED, start_kill_reset_restart
-from haos.services.cmf.fake import FakeUnits
 from haos.services.cmf.types import NoSuchUnit, UnitChanged, UnitExists, UnitManager, UnitState
+from haoslab.fakes.cmf import FakeUnits
+from haoslab.fakes.cmf_conformance import EXPECTED, start_kill_reset_restart
 
 pytestmark = pytest.mark.timeout(30)
 

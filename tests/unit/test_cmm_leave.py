@@ -29,10 +29,10 @@ from haos.cluster.cmm.service import CmmService
 from haos.cluster.cmm.wire import decode_message, encode_leave
 from haos.cluster.crim.events import NodeJoined, NodeLeft
 from haos.cluster.dss.wire import WireError
-from haos.cluster.fencing.fakes import ScriptedFencer
 from haos.config.model import NodeSpec
 from haos.errors import UnavailableError
-from haos.testing.bus import LocalBus
+from haoslab.fakes.fencing import ScriptedFencer
+from haoslab.testing.bus import LocalBus
 
 pytestmark = pytest.mark.timeout(30)
 

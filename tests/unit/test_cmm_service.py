@@ -12,12 +12,12 @@ from haos.cluster.cmm.model import CmmConfig, Demote, Publish, QuorumLost
 from haos.cluster.cmm.service import CmmService
 from haos.cluster.cmm.wire import decode_message, encode_fence_result
 from haos.cluster.dss.wire import WireError
-from haos.cluster.fencing.fakes import ScriptedFencer
 from haos.cluster.fencing.types import FenceResult
 from haos.cluster.fencing.watchdog import MemoryWatchdog, SelfFencer
 from haos.config.model import NodeSpec
 from haos.errors import UnavailableError
-from haos.testing.bus import LocalBus
+from haoslab.fakes.fencing import ScriptedFencer
+from haoslab.testing.bus import LocalBus
 
 pytestmark = pytest.mark.timeout(30)
 

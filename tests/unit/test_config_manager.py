@@ -56,7 +56,7 @@ name = "n1/demo"
 class = "application"
 [components.manager]
 kind = "client"
-command = ["python3", "-m", "haos.demo.counter"]
+command = ["python3", "-m", "haos.apps.counter"]
 environment = { PORT = "7000" }
 quiesce_timeout = "500ms"
 """
@@ -68,7 +68,7 @@ quiesce_timeout = "500ms"
     )
     demo = config.manager("n1/demo")
     assert demo is not None
-    assert demo.command == ("python3", "-m", "haos.demo.counter")
+    assert demo.command == ("python3", "-m", "haos.apps.counter")
     assert demo.environment == {"PORT": "7000"}
     assert (demo.quiesce_timeout, demo.stop_timeout, demo.promotable) == (0.5, 10.0, None)
     assert config.manager("n1") is None and config.manager("hw") is None

@@ -27,8 +27,8 @@ from haos.model.reports import (
     ServiceRestored,
 )
 from haos.model.states import AvailabilityState as S
-from haos.testing.builders import GroupPlan, generated_cluster
-from haos.testing.crimdriver import CrimDriver, kinds
+from haoslab.testing.builders import GroupPlan, generated_cluster
+from haoslab.testing.crimdriver import CrimDriver, kinds
 
 
 def app(n: int, name: str = "demo") -> str:

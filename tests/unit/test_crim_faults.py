@@ -33,8 +33,8 @@ from haos.model.reports import (
     ErrorReport,
 )
 from haos.model.states import AvailabilityState as S
-from haos.testing.builders import GroupPlan, generated_cluster
-from haos.testing.crimdriver import CrimDriver
+from haoslab.testing.builders import GroupPlan, generated_cluster
+from haoslab.testing.crimdriver import CrimDriver
 
 
 def app(n: int) -> str:

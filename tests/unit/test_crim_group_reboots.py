@@ -12,8 +12,8 @@ from haos.cluster.crim.actions import Action, RebootNode
 from haos.model.redundancy import RecoveryPolicy
 from haos.model.redundancy import RedundancyModel as RM
 from haos.model.reports import ErrorKind, ErrorReport
-from haos.testing.builders import GroupPlan, generated_cluster
-from haos.testing.crimdriver import CrimDriver
+from haoslab.testing.builders import GroupPlan, generated_cluster
+from haoslab.testing.crimdriver import CrimDriver
 
 A, B = "shelf1/slot1/node/demo", "shelf1/slot2/node/demo"
 POLICY = RecoveryPolicy(

@@ -29,7 +29,6 @@ from haos.cluster.crim.actions import AssignRole, Decision
 from haos.cluster.crim.state import CrimState
 from haos.cluster.crim.topology import Topology
 from haos.cluster.dss.checkpoint import Checkpoint, CheckpointService, Role
-from haos.cluster.dss.messaging.localnet import LocalNet
 from haos.config.model import CorrelationPolicy
 from haos.errors import ModelError, UnavailableError
 from haos.model.redundancy import RedundancyModel
@@ -47,7 +46,8 @@ from haos.services.crimd import (
     membership_fixes,
 )
 from haos.services.epochs import CountingEpochs
-from haos.testing.builders import GroupPlan, generated_cluster
+from haoslab.fakes.localnet import LocalNet
+from haoslab.testing.builders import GroupPlan, generated_cluster
 
 pytestmark = pytest.mark.timeout(120)
 DEADLINE = 5.0

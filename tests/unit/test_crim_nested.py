@@ -18,7 +18,7 @@ from haos.config.loader import parse_config
 from haos.errors import ConfigError
 from haos.model.reports import ComponentOutOfService, ErrorKind, ErrorReport, RecoveryLevel
 from haos.model.states import AvailabilityState as S
-from haos.testing.crimdriver import CrimDriver
+from haoslab.testing.crimdriver import CrimDriver
 
 DEMO1, DEMO2 = "shelf1/slot1/node/demo", "shelf1/slot2/node/demo"
 SUB1, SUB2 = f"{DEMO1}/sub", f"{DEMO2}/sub"

@@ -19,13 +19,13 @@ from haos.cluster.crim import events as ev
 from haos.cluster.crim.topology import Topology
 from haos.cluster.dss.checkpoint import CheckpointService
 from haos.cluster.dss.events.record import EventRing, Record
-from haos.cluster.dss.messaging.localnet import LocalNet
 from haos.config.model import CorrelationPolicy
 from haos.errors import ModelError
 from haos.model.redundancy import RedundancyModel
 from haos.model.reports import ErrorKind, ErrorReport, ServiceOutage, ServiceRestored
 from haos.services.crimd import AvailabilityService, Brain, LogSink, ServiceRole, Settings
-from haos.testing.builders import GroupPlan, generated_cluster
+from haoslab.fakes.localnet import LocalNet
+from haoslab.testing.builders import GroupPlan, generated_cluster
 
 pytestmark = pytest.mark.timeout(60)
 TOPO = Topology(generated_cluster(3, [GroupPlan("app", RedundancyModel.TWO_N, [1, 2, 3])]))

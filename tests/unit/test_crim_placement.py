@@ -19,8 +19,8 @@ from haos.model.redundancy import RecoveryPolicy
 from haos.model.redundancy import RedundancyModel as RM
 from haos.model.reports import ErrorKind, ErrorReport, ServiceOutage
 from haos.model.states import AvailabilityState as S
-from haos.testing.builders import GroupPlan, generated_cluster
-from haos.testing.crimdriver import CrimDriver
+from haoslab.testing.builders import GroupPlan, generated_cluster
+from haoslab.testing.crimdriver import CrimDriver
 
 TWO_ON_THREE = GroupPlan("g", RM.N_PLUS_M, [1, 2, 3], instances=2, active=2, standby=1)
 THREE_ON_THREE = GroupPlan("g", RM.N_PLUS_M, [1, 2, 3], instances=3, active=2, standby=1)

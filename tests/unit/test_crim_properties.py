@@ -18,8 +18,8 @@ from haos.model.redundancy import RedundancyModel as RM
 from haos.model.reports import ErrorKind, ErrorReport
 from haos.model.states import AvailabilityState
 from haos.sim import invariants as inv
-from haos.testing.builders import GroupPlan, generated_cluster
-from haos.testing.crimdriver import CrimDriver
+from haoslab.testing.builders import GroupPlan, generated_cluster
+from haoslab.testing.crimdriver import CrimDriver
 
 _BASE = generated_cluster(
     4,

@@ -12,7 +12,7 @@ from haos.cluster.crim.snapshot import from_data, to_data
 from haos.config.loader import load_builtin_example
 from haos.errors import ModelError
 from haos.model.reports import ErrorKind, ErrorReport
-from haos.testing.crimdriver import CrimDriver
+from haoslab.testing.crimdriver import CrimDriver
 
 
 def _busy_driver() -> CrimDriver:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from haos.demo.run import placed
+from haoslab.demo.run import placed
 
 
 def names(count: int) -> list[str]:

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from haos.cluster.dss import wire as envelope
 from haos.cluster.dss.messaging import am
 from haos.cluster.dss.messaging.am import ALL, AmMessage, MessageService
-from haos.cluster.dss.messaging.localnet import LocalNet, garble, inject
 from haos.cluster.dss.wire import Envelope, Service, WireError
 from haos.errors import UnavailableError
+from haoslab.fakes.localnet import LocalNet, garble, inject
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE = 5.0

@@ -25,10 +25,10 @@ from haos.cluster.dss.checkpoint.replica import (
     Open,
     Section,
 )
-from haos.cluster.dss.messaging.localnet import LocalNet, garble, inject
 from haos.cluster.dss.messaging.statesync import Offer
 from haos.cluster.dss.wire import Envelope, Service, WireError
 from haos.errors import UnavailableError, UsageError
+from haoslab.fakes.localnet import LocalNet, garble, inject
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE = 5.0

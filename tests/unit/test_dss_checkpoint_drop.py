@@ -24,11 +24,11 @@ from haos.cluster.dss.checkpoint.replica import (
     Open,
     Synced,
 )
-from haos.cluster.dss.messaging.localnet import LocalNet
 from haos.cluster.dss.messaging.statesync import Offer
 from haos.cluster.dss.transport import GroupTransport, Message, TransportEvent
 from haos.errors import UnavailableError, UsageError
-from haos.testing.clock import FakeClock, until
+from haoslab.fakes.localnet import LocalNet
+from haoslab.testing.clock import FakeClock, until
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE = 5.0

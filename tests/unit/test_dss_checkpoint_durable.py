@@ -16,11 +16,11 @@ import pytest
 
 from haos.cluster.dss.checkpoint import CheckpointService, Role
 from haos.cluster.dss.checkpoint.durable import RETRY_FIRST, RETRY_MAX, Saver
-from haos.cluster.dss.messaging.localnet import LocalNet
 from haos.cluster.dss.transport import GroupTransport
 from haos.errors import UnavailableError, UsageError
-from haos.testing.clock import FakeClock, until
-from haos.testing.durable import MemoryStore
+from haoslab.fakes.localnet import LocalNet
+from haoslab.testing.clock import FakeClock, until
+from haoslab.testing.durable import MemoryStore
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE = 5.0

@@ -16,13 +16,13 @@ from haos.cluster.dss import wire as envelope
 from haos.cluster.dss.checkpoint import Checkpoint, CheckpointService, Role, wire
 from haos.cluster.dss.checkpoint.fragments import FRAGMENT_BYTES, Assembler, split
 from haos.cluster.dss.checkpoint.replica import Content, Section
-from haos.cluster.dss.messaging.localnet import LocalNet, Tap
 from haos.cluster.dss.messaging.statesync import Offer
 from haos.cluster.dss.transport import GroupTransport, TransportEvent
 from haos.cluster.dss.wire import WireError
 from haos.errors import UnavailableError, UsageError
 from haos.limits import MAX_CHECKPOINT_SECTION, MiB
-from haos.testing.clock import FakeClock, until
+from haoslab.fakes.localnet import LocalNet, Tap
+from haoslab.testing.clock import FakeClock, until
 
 pytestmark = pytest.mark.timeout(120)
 DEADLINE = 20.0

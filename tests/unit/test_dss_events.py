@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from haos.cluster.dss import wire as envelope
 from haos.cluster.dss.events import Event, EventService, wire
 from haos.cluster.dss.messaging.feed import Feed
-from haos.cluster.dss.messaging.localnet import LocalNet, garble, inject
 from haos.cluster.dss.wire import Envelope, Service, WireError
 from haos.errors import UnavailableError, UsageError
+from haoslab.fakes.localnet import LocalNet, garble, inject
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE = 5.0

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from haos.cluster.dss import wire as envelope
-from haos.cluster.dss.messaging.localnet import LocalNet, garble, inject
 from haos.cluster.dss.messaging.statesync import Offer
 from haos.cluster.dss.naming import Binding, Change, NamingService, Reason, wire
 from haos.cluster.dss.naming.table import (
@@ -26,6 +25,7 @@ from haos.cluster.dss.naming.table import (
 )
 from haos.cluster.dss.wire import Envelope, Service, WireError
 from haos.errors import ConflictError, UnavailableError, UsageError
+from haoslab.fakes.localnet import LocalNet, garble, inject
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE = 5.0

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from haos.cluster.dss import wire as envelope
 from haos.cluster.dss.messaging import rrpc_wire as wire
-from haos.cluster.dss.messaging.localnet import LocalNet, garble, inject
 from haos.cluster.dss.messaging.rrpc import (
     Call,
     CallTimeout,
@@ -25,6 +24,7 @@ from haos.cluster.dss.messaging.rrpc_core import CallTable, ReplyCache, Seen
 from haos.cluster.dss.transport import GroupTransport, TransportEvent, View
 from haos.cluster.dss.wire import Envelope, Service, WireError
 from haos.errors import ConflictError, NotActiveError, UnavailableError, UsageError
+from haoslab.fakes.localnet import LocalNet, garble, inject
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE = 5.0

@@ -10,7 +10,7 @@ from haos.cluster.dss.ccr import CcrService, Put
 from haos.errors import UnavailableError, UsageError
 from haos.limits import MAX_CHECKPOINT_SECTION
 from haos.services.durable import MAX_COPY, RepositoryCheckpoints, key_of
-from haos.testing.ccr import with_ccr
+from haoslab.testing.ccr import with_ccr
 
 
 def test_sections_survive_as_one_value_and_are_replaced_whole() -> None:

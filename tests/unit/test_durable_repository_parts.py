@@ -12,7 +12,7 @@ from haos.cluster.dss.ccr import CcrService, Put
 from haos.errors import ConflictError, UnavailableError
 from haos.limits import MAX_CHECKPOINT_SECTION, MiB
 from haos.services.durable import PART_BYTES, RepositoryCheckpoints, key_of, slot_prefix
-from haos.testing.ccr import with_ccr
+from haoslab.testing.ccr import with_ccr
 
 
 async def parts(ccr: CcrService, name: str) -> list[str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from haos.cluster.harness.errors import HarnessError
-from haos.cluster.harness.systemd_cluster import FenceBridge, main, request_fence
+from haoslab.harness.errors import HarnessError
+from haoslab.harness.systemd_cluster import FenceBridge, main, request_fence
 
 
 class Power:

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from haos.cluster.fencing.agent import AgentDevice, FenceAgentFencer, metadata_parameters
-from haos.cluster.fencing.fakes import ScriptedFencer
 from haos.cluster.fencing.types import FenceError, FenceResult, PowerStatus
 from haos.cluster.fencing.watchdog import DevWatchdog, MemoryWatchdog, SelfFencer
 from haos.config.model import NodeSpec
 from haos.errors import UnavailableError, UsageError
+from haoslab.fakes.fencing import ScriptedFencer
 
 pytestmark = pytest.mark.timeout(30)
 

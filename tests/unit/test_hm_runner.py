@@ -15,7 +15,7 @@ from haos.model.reports import ErrorKind, ErrorReport
 from haos.services.agent.daemon import HmRegistry
 from haos.services.hm.probes import CallbackProbe, CommandProbe, HttpProbe
 from haos.services.hm.runner import AuditRunner
-from haos.testing.clock import FakeClock, until
+from haoslab.testing.clock import FakeClock, until
 
 T0 = 1000.0
 PING = AuditSpec("web", "ping", period=10.0, timeout=2.0, kind="callback", target="ping")

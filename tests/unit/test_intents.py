@@ -15,7 +15,7 @@ from haos.cluster.dss.ccr import CcrConfig, CcrService, ManualQuorum, MemoryStor
 from haos.errors import UsageError
 from haos.services.crimd import ServiceRole
 from haos.services.intents import INTENTS, OUTCOMES, IntentFollower, submit_intent
-from haos.testing.bus import LocalBus
+from haoslab.testing.bus import LocalBus
 
 
 class FakeAvailability:

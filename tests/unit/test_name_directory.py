@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from haos.cluster.dss.messaging.localnet import LocalNet
 from haos.cluster.dss.naming import NamingService
 from haos.errors import UsageError
 from haos.services.names import NameDirectory
+from haoslab.fakes.localnet import LocalNet
 
 pytestmark = pytest.mark.timeout(60)
 NAMES = {1: "n1", 2: "n2", 3: "n3"}

@@ -32,9 +32,9 @@ from haos.services.leaving import (
     stop_cleanly,
 )
 from haos.services.orderbook import Batch, NodeOrders, Running
-from haos.testing.builders import GroupPlan, generated_cluster
-from haos.testing.bus import LocalBus
-from haos.testing.crimdriver import CrimDriver
+from haoslab.testing.builders import GroupPlan, generated_cluster
+from haoslab.testing.bus import LocalBus
+from haoslab.testing.crimdriver import CrimDriver
 
 pytestmark = pytest.mark.timeout(30)
 

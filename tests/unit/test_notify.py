@@ -16,7 +16,7 @@ from haos.cluster.cmm.model import Demote, MasterChanged, Publish, QuorumRegaine
 from haos.errors import UnavailableError, UsageError
 from haos.services.hm.watchdog import SdNotifier
 from haos.services.notify import Notifier, WatchdogGate, in_words, watchdog_usec
-from haos.testing.clock import FakeClock, until
+from haoslab.testing.clock import FakeClock, until
 
 T0 = 500.0
 

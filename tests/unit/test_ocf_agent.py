@@ -22,7 +22,7 @@ from haos.services.ocf import (
     parse_metadata,
 )
 from haos.services.ocf.metadata import MetadataError
-from haos.testing.procs import alive as _alive
+from haoslab.testing.procs import alive as _alive
 
 # A fake agent: start/stop/monitor/promote/demote over a state file; OCF_RESKEY_rc forces the
 # exit status of every action; OCF_RESKEY_envdump gets the environment; action "hang" is what

@@ -15,7 +15,7 @@ from haos.model.states import AvailabilityState
 from haos.services.epochs import KEY, RepositoryEpochs
 from haos.services.orderbook import Batch, NodeOrders, batch_from_json
 from haos.services.orders import RoleOrder
-from haos.testing.ccr import with_ccr
+from haoslab.testing.ccr import with_ccr
 
 P, S, SP = AvailabilityState.PRIMARY, AvailabilityState.SECONDARY, AvailabilityState.SPARE
 

@@ -35,14 +35,14 @@ from haos.cluster.crim.actions import Decision
 from haos.cluster.crim.state import CrimState
 from haos.cluster.crim.topology import Topology
 from haos.cluster.dss.checkpoint import CheckpointService
-from haos.cluster.dss.messaging.localnet import LocalNet
 from haos.cluster.fencing.types import FenceResult
 from haos.model.redundancy import RedundancyModel
 from haos.model.states import AvailabilityState
 from haos.services.clusterd import notice_record
 from haos.services.crimd import AvailabilityService, ServiceRole, Settings
 from haos.services.orders import notes_of
-from haos.testing.builders import GroupPlan, generated_cluster
+from haoslab.fakes.localnet import LocalNet
+from haoslab.testing.builders import GroupPlan, generated_cluster
 
 pytestmark = pytest.mark.timeout(60)
 

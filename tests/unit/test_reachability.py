@@ -24,26 +24,9 @@ FOLDERS = ("units", "image", "scripts", "qemu", "mkosi.extra")
 # must match exactly: a module wired in since is taken off it.
 NOT_REACHED: dict[str, str] = {
     "haos.cluster.dss.corosync.cmap": "corosync's cmap, for the hot-swap and management work",
-    "haos.cluster.dss.corosync.testnode": "test support: one corosync in a namespace",
-    "haos.cluster.dss.messaging.localnet": "test support: an in-process group",
-    "haos.cluster.dss.messaging.pidtransport": "test support: a group across processes",
-    "haos.cluster.fencing.fakes": "test support: fencers that record",
-    "haos.cluster.harness.__main__": "the lab's fence command, run by the lab's daemons",
-    "haos.cluster.harness.daemons": "the lab: cluster daemons in namespaces, for tests",
-    "haos.demo.counter": "the demo application, run by `haosctl demo` as a command",
-    "haos.demo.probe": "the demo's probe, run by `haosctl demo` as a command",
+    "haos.apps": "the sample applications package, whose modules run as commands",
+    "haos.apps.counter": "the sample application, run as a component's command from cluster.toml",
     "haos.hotswap": "the hot-swap manager's package, not built yet",
-    "haos.services.cmf.conformance": "test support: the checks every unit manager passes",
-    "haos.services.cmf.fake": "test support: an in-memory unit manager",
-    "haos.testing": "test support",
-    "haos.testing.agentfakes": "test support",
-    "haos.testing.builders": "test support",
-    "haos.testing.bus": "test support",
-    "haos.testing.ccr": "test support",
-    "haos.testing.clock": "test support",
-    "haos.testing.crimdriver": "test support",
-    "haos.testing.durable": "test support",
-    "haos.testing.procs": "test support",
 }
 
 
@@ -117,3 +100,18 @@ def test_the_reachability_check_sees_the_daemons_and_the_command_line() -> None:
     }
     assert "haos.cli" in {r.rpartition(".")[0] for r in roots} | roots
     assert "haos.cluster.crim.policy" in reached(known)
+
+
+def test_the_product_imports_nothing_from_the_development_package() -> None:
+    known = modules()
+    lab = {
+        f"{name} imports {target}"
+        for name, path in known.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for target in (
+            [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        )
+        if target == "haoslab" or target.startswith("haoslab.")
+    }
+    assert sorted(lab) == []

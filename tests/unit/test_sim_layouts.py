@@ -1,6 +1,6 @@
 """The simulator over layouts beyond the shipped examples, and the invariants that guard them.
 
-* ``nested``: a 2N group inside members of another 2N group (``haos.testing.layouts``);
+* ``nested``: a 2N group inside members of another 2N group (``haoslab.testing.layouts``);
 * ``n_plus_m``: N+M with two active members, one standby and two instances on three nodes.
 
 Each invariant added for them is shown to catch the CRIM behaviour it was written against,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from haos.errors import UnavailableError
-from haos.vm.machine import Machine, MachineSpec, stuck_in_firmware
-from haos.vm.reports import PREFIX, ReportPort
+from haoslab.vm.machine import Machine, MachineSpec, stuck_in_firmware
+from haoslab.vm.reports import PREFIX, ReportPort
 
 pytestmark = pytest.mark.timeout(30)
 

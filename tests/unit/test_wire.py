@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from haos.cluster.dss.transport import Message, View
 from haos.cluster.dss.wire import Envelope, Service, WireError, decode, encode
 from haos.errors import UnavailableError
-from haos.testing.bus import LocalBus
+from haoslab.testing.bus import LocalBus
 
 
 def test_envelope_round_trips() -> None:

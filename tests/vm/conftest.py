@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from haos.proc import run
-from haos.vm.machine import Cluster, Machine
+from haoslab.vm.machine import Cluster, Machine
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 1200.0

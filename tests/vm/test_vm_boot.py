@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from haos.errors import UnavailableError
-from haos.vm.machine import Cluster, Machine
-from haos.vm.reports import Report
+from haoslab.vm.machine import Cluster, Machine
+from haoslab.vm.reports import Report
 
 pytestmark = pytest.mark.vm
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from haos.vm.machine import LINKS, Cluster, Machine
+from haoslab.vm.machine import LINKS, Cluster, Machine
 
 pytestmark = pytest.mark.vm
 

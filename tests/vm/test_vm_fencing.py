@@ -2,10 +2,10 @@
 powered off (its vCPUs stopped over QMP, as a board that hangs), its peers fence it with their
 own ``fence_haos_qmp`` (QEMU quits), and another guest serves the counter.
 
-The guests' cluster.toml comes from the VM tooling (:mod:`haos.vm.guestconfig`): ``[fencing]
+The guests' cluster.toml comes from the VM tooling (:mod:`haoslab.vm.guestconfig`): ``[fencing]
 agent = "fence_haos_qmp"``, action off, each node's monitor at ``10.0.2.100:<4400+N>`` on the
 guest's fencing NIC, forwarded on the host to that guest's fencing monitor. A client of the
-counter (:mod:`haos.demo.probe`) runs in the spare guest throughout; the outage is what it saw:
+counter (:mod:`haoslab.demo.probe`) runs in the spare guest throughout; the outage is what it saw:
 from the last answer of the stopped guest to the first answer of another (the guest's clock).
 """
 
@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from haos.demo.cluster import PORT, member
 from haos.errors import UnavailableError
-from haos.vm.machine import Cluster, Machine
+from haoslab.demo.cluster import PORT, member
+from haoslab.vm.machine import Cluster, Machine
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -99,7 +99,7 @@ def address(node: int) -> str:
 def start_probe(m: Machine) -> None:
     targets = ",".join(address(n) for n in range(1, N + 1))
     probe = (
-        f"sleep infinity | python3 -m haos.demo.probe --targets {targets}"
+        f"sleep infinity | python3 -m haoslab.demo.probe --targets {targets}"
         f" --interval 0.05 --timeout 3 --duration 3600 > {PROBE_LOG}"
     )
     m.sh(f"systemd-run --unit=haos-probe --collect sh -c '{probe}'")

@@ -9,7 +9,7 @@ The contract is CPG's (virtual synchrony), reduced to what the services need:
 * One haos process per node joins a group, so members are named by node id.
 
 :class:`CpgTransport` adapts :class:`~haos.cluster.dss.corosync.cpg.CpgGroup`;
-:class:`haos.testing.bus.LocalBus` is the in-memory fake with the same contract, for fast
+:class:`haoslab.testing.bus.LocalBus` is the in-memory fake with the same contract, for fast
 tests of the protocols above it.
 """
 

@@ -1,7 +1,7 @@
 """What the component endpoint needs from the rest of the node: the cluster and the HM.
 
 :class:`Backend` carries the applications' checkpoint and name requests to the cluster (the
-node agent implements it over its clusterd's control socket; :class:`haos.testing.agent.
+node agent implements it over its clusterd's control socket; :class:`haoslab.testing.agent.
 MemoryBackend` is the in-memory fake). :class:`AuditRegistry` hands audits that applications
 register to the health monitor.
 """

@@ -2,7 +2,7 @@
 beyond the CMF's :class:`~haos.services.cmf.types.UnitManager` contract.
 
 :class:`SystemdServiceUnits` is the D-Bus adapter with it (a
-:class:`~haos.services.agent.drivers.ServiceUnits`); :class:`haos.testing.agentfakes.
+:class:`~haos.services.agent.drivers.ServiceUnits`); :class:`haoslab.testing.agentfakes.
 FakeServiceUnits` is the fake. Importing this module imports dbus-fast.
 """
 

@@ -2,7 +2,7 @@
 
 The contract is :class:`UnitManager` (:mod:`haos.services.cmf.types`); the adapter over systemd's
 D-Bus API is :class:`haos.services.cmf.systemd.SystemdUnits`, the in-memory fake for unit tests
-is :class:`haos.services.cmf.fake.FakeUnits`. Importing this package does not import dbus-fast.
+is :class:`haoslab.fakes.cmf.FakeUnits`. Importing this package does not import dbus-fast.
 """
 
 from haos.services.cmf.types import (

@@ -1,8 +1,8 @@
 """The unit manager contract of the CMF: what haos needs from systemd, and nothing more.
 
 Two implementations keep this contract: :class:`haos.services.cmf.systemd.SystemdUnits` (systemd
-over D-Bus) and :class:`haos.services.cmf.fake.FakeUnits` (in memory). The scenario in
-:mod:`haos.services.cmf.conformance` runs on both and must give the same transcript.
+over D-Bus) and :class:`haoslab.fakes.cmf.FakeUnits` (in memory). The scenario in
+:mod:`haoslab.fakes.cmf_conformance` runs on both and must give the same transcript.
 """
 
 from __future__ import annotations

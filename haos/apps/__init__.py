@@ -1,0 +1,1 @@
+"""Sample HA-aware applications shipped with the appliance (the counter service)."""
