@@ -40,7 +40,7 @@ def _tool(name: str) -> str:
 
 
 def _ruff() -> list[str]:
-    return [_tool("ruff"), "check", *_existing(["haos", "tests", "bench"])]
+    return [_tool("ruff"), "check", *_existing(["haos", "haoslab", "tests", "bench"])]
 
 
 def _mypy() -> list[str]:

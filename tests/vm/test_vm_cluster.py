@@ -92,11 +92,9 @@ def test_hot_plugged_nic_reaches_the_guests_udev_and_leaves_again(cluster: Clust
         assert time.monotonic() < deadline, "the guest never saw the hot-plugged NIC"
     # The kernel names it eth0 and udev renames it (enp1s0): ask for its
     # properties once udev has handled the queued events, by the final name.
+    query = "udevadm info --query=property --path=/sys/class/net"
     while True:
-        res = n3.sh(
-            f"udevadm settle -t 30; i=$({find}); udevadm info --query=property --path=/sys/class/net/$i",
-            check=False,
-        )
+        res = n3.sh(f"udevadm settle -t 30; {query}/$({find})", check=False)
         if "ID_NET_NAME_PATH=" in res or time.monotonic() > deadline:
             break
     iface = n3.sh(find).strip()
