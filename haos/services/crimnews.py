@@ -61,10 +61,15 @@ def _answered(event: ev.Event, decision: Decision) -> Iterator[Item]:
         yield "node", event.node, f"node {event.node} joined", {"change": "joined"}
     elif isinstance(event, ev.NodeLeft):
         # The membership service counts a node out only once it is fenced (or left cleanly).
-        details: dict[str, Any] = {"change": "left"}
+        details: dict[str, Any] = {"change": "left", "how": event.how or "unknown"}
         if event.at is not None:
             details["last_seen"] = float(event.at)
-        yield "node", event.node, f"node {event.node} left (fenced or stopped)", details
+        yield (
+            "node",
+            event.node,
+            f"node {event.node} left ({event.how or 'fenced or stopped'})",
+            details,
+        )
     elif (action := OPERATOR.get(type(event))) is not None:
         target = getattr(event, "target", None) or getattr(event, "component", "")
         outcome = "refused" if decision.refused else "done"

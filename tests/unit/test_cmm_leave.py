@@ -76,6 +76,7 @@ def test_an_announced_leave_is_node_left_at_once_and_its_departure_is_not_fenced
         cfg, [(5.0, LeaveAnnounced(3)), (5.2, WITHOUT_3), (9.0, WITHOUT_3)], state
     )
     assert published(leave) == [NodeLeft("node3", 5.0)]
+    assert [e.how for e in published(leave)] == ["left cleanly"]
     assert "node3 leaves cleanly" in leave.reason
     assert fences(gone) == [] and lefts(gone) == []
     assert "went away after its fencing or announced leave" in gone.reason
@@ -121,6 +122,7 @@ def test_a_leave_from_a_node_that_must_be_fenced_changes_nothing() -> None:
     assert state.pending_fences() == (3,)
     state, (fenced,) = play(cfg, [(7.0, ok("node3"))], state)
     assert published(fenced) == [NodeLeft("node3", 7.0)]
+    assert next(e.how for e in published(fenced)).startswith("fenced (")
 
 
 def test_a_leave_of_a_node_not_in_the_view_or_not_configured_is_ignored() -> None:

@@ -95,7 +95,7 @@ def test_a_fail_over_is_news_and_the_asr_counts_its_outage() -> None:
 def test_node_events_and_a_refused_operator_command_are_news() -> None:
     brain = booted()
     brain.decide(ev.OperatorLock("no-such-thing"), at(5))
-    brain.decide(ev.NodeLeft("n3", at(6)), at(7))
+    brain.decide(ev.NodeLeft("n3", at(6), how="fenced (off)"), at(7))
     news = brain.take_news()
     refused = news[0]
     assert (refused.kind, refused.subject, refused.details["outcome"]) == (
@@ -105,7 +105,11 @@ def test_node_events_and_a_refused_operator_command_are_news() -> None:
     )
     assert "unknown target" in refused.text and "refused: refused" not in refused.text
     left = next(r for r in news if r.kind == "node")
-    assert (left.subject, left.details) == ("n3", {"change": "left", "last_seen": T0 + 6})
+    assert (left.subject, left.details) == (
+        "n3",
+        {"change": "left", "how": "fenced (off)", "last_seen": T0 + 6},
+    )
+    assert left.text == "node n3 left (fenced (off))"
     assert (APPS[2], "spare", "offline") in roles(news)
 
 

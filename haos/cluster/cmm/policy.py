@@ -280,7 +280,7 @@ class _Work:
         else:
             self.update(event.node, admitted=False, awaiting_departure=True)
             if peer.admitted:
-                self.publish(NodeLeft(name, self.now))
+                self.publish(NodeLeft(name, self.now, how="left cleanly"))
             self.notes.append(f"{name} leaves cleanly (runs nothing): NodeLeft, no fencing")
 
     # -- fencing ------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ class _Work:
             awaiting_departure=present,
         )
         at = self.now if present or peer.since is None else peer.since
-        self.publish(NodeLeft(spec.name, at))
+        self.publish(NodeLeft(spec.name, at, how=f"fenced ({result.action})"))
         self.notes.append(f"{spec.name} fenced ({result.action}): NodeLeft")
 
     def fence_due(self) -> None:

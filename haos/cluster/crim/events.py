@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic
 
 from haos.clock import Dated, MonoTime, WallTime, wall_of
@@ -41,17 +41,21 @@ class NodeLeft(Generic[Dated]):
     ``at`` is when it was last known alive, if known; outages are dated from it. The CMM
     publishes it on its node's monotonic clock (``NodeLeft[MonoTime]``); the CRIM decides it
     in wall-clock time (``NodeLeft``, i.e. ``NodeLeft[WallTime]``), converted by
-    :meth:`on_wall_clock` where the one meets the other.
+    :meth:`on_wall_clock` where the one meets the other. ``how`` says what took it out, for
+    the people reading the cluster's events: ``"fenced (off)"`` (with the fence action),
+    ``"left cleanly"`` (it announced its leave and runs nothing), or ``""`` when not known.
     """
 
     node: str
     at: Dated | None = None
+    how: str = field(default="", compare=False)  # descriptive: not part of the event's identity
 
     def on_wall_clock(
         self: NodeLeft[MonoTime], wall: WallTime, mono: MonoTime
     ) -> NodeLeft[WallTime]:
         """This event dated in wall-clock time, given a reading of each clock taken together."""
-        return NodeLeft(self.node, None if self.at is None else wall_of(self.at, wall, mono))
+        at = None if self.at is None else wall_of(self.at, wall, mono)
+        return NodeLeft(self.node, at, self.how)
 
 
 @dataclass(frozen=True)
