@@ -548,6 +548,14 @@ class AvailabilityService:
         except HaosError as e:
             raise FatalError(f"availability checkpoint not written, stopping: {e}") from e
         trace.point("crim.commit", brain.seq)
+        if not self._still_master():
+            # Lost while the state was written: the stored decisions are the next master's
+            # to carry out (a take-over hands every node its full desired state), not ours.
+            await self._fall_back()
+            raise UnavailableError(
+                f"node {self._s.node_id} stopped being the quorate master while storing"
+                f" decision {brain.seq} of epoch {brain.epoch}: not carried out, stepped down"
+            )
         first = brain.seq - len(decisions) + 1
         for i, decision in enumerate(decisions):
             log.info("decision %d: %s", first + i, decision.reason)

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from _notices import Notices
@@ -565,5 +566,32 @@ def test_a_master_that_is_no_longer_master_drops_its_decision_and_steps_down() -
                 await h.services[1].submit(ev.OperatorLock("n3"))
             assert len(sink.log) == executed  # neither stored nor carried out
             assert h.services[1].role is ServiceRole.STANDBY
+
+    asyncio.run(go())
+
+
+def test_a_master_that_loses_mastership_while_storing_does_not_carry_the_decision_out() -> None:
+    async def go() -> None:
+        sink = Sink()
+        live = {1: True, 2: False, 3: False}
+        async with cluster(sink, live=live) as h:
+            await h.boot()
+            executed = len(sink.log)
+            service = h.services[1]
+            ckpt = service._ckpt
+            assert ckpt is not None
+            write = ckpt.write
+
+            async def write_then_lose(*args: Any, **kwargs: Any) -> None:
+                await write(*args, **kwargs)
+                live[1] = False  # another node was elected while the state was being stored
+
+            ckpt.write = write_then_lose  # type: ignore[method-assign]
+            with pytest.raises(UnavailableError, match="stopped being the quorate master"):
+                await service.submit(ev.OperatorLock("n3"))
+            assert len(sink.log) == executed  # stored for the next master, not carried out
+            assert service.role is ServiceRole.STANDBY
+            stored = ckpt.read(SECTION)
+            assert stored is not None and Brain.decode(TOPO, POLICY, stored).seq == executed + 1
 
     asyncio.run(go())
