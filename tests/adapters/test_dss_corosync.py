@@ -38,7 +38,6 @@ import pytest
 from haos.cluster.dss.checkpoint import CheckpointService, Role
 from haos.cluster.dss.checkpoint.service import DROP_AFTER
 from haos.cluster.dss.events import EventService
-from haos.cluster.dss.messaging.am import ALL, MessageService
 from haos.cluster.dss.messaging.group import GroupService, running
 from haos.cluster.dss.messaging.rrpc import Call, RpcService
 from haos.cluster.dss.naming import NamingService
@@ -117,25 +116,6 @@ def test_ces_a_member_gets_its_own_events_in_order_over_cpg(attached: CorosyncTe
                     (1, i + 1, str(i).encode()) for i in range(100)
                 ]
                 assert other.get_nowait() is None and ces.drops.total == 0
-
-    asyncio.run(go())
-
-
-def test_am_to_all_and_to_this_node_over_cpg(attached: CorosyncTestNode) -> None:
-    async def go() -> None:
-        async with CpgTransport.open(fresh_group("am")) as t:
-            am = MessageService(t)
-            async with started(am):
-                await am.send(ALL, b"to all")
-                await am.send(1, b"to node 1")
-                with pytest.raises(UnavailableError):
-                    await am.send(2, b"nobody")
-                async with asyncio.timeout(DEADLINE):
-                    got = [await am.recv() for _ in range(2)]
-                assert [(m.sender, m.payload, m.to_all) for m in got] == [
-                    (1, b"to all", True),
-                    (1, b"to node 1", False),
-                ]
 
     asyncio.run(go())
 
@@ -232,16 +212,6 @@ async def ces(t):
         return {"events": [[e.publisher, e.event_type, e.payload.hex()] for e in got]}
     await serve(events, setup, answer)
 
-async def am(t):
-    from haos.cluster.dss.messaging.am import MessageService
-    messages = MessageService(t)
-    async def setup():
-        return None
-    async def answer(_, command):
-        got = [await messages.recv() for _ in range(int(command.split()[1]))]
-        return {"messages": [[m.sender, m.payload.hex(), m.to_all] for m in got]}
-    await serve(messages, setup, answer)
-
 async def crc_standby(t):
     from haos.cluster.dss.checkpoint import CheckpointService, Role
     crc = CheckpointService(t)
@@ -277,8 +247,7 @@ async def cns(t):
 async def main():
     role, group = sys.argv[1:3]
     async with ProcessTransport.open(group) as t:
-        roles = {"crc-standby": crc_standby, "rrpc-server": rrpc_server, "cns": cns, "ces": ces,
-                 "am": am}
+        roles = {"crc-standby": crc_standby, "rrpc-server": rrpc_server, "cns": cns, "ces": ces}
         await roles[role](t)
 
 asyncio.run(main())
@@ -374,31 +343,6 @@ def test_ces_events_from_several_processes_reach_all_in_one_order(
                     for publisher in (t.node_id, pids[0]):
                         got = [bytes.fromhex(e[2]) for e in here if e[0] == publisher]
                         assert got == [str(i).encode() for i in range(50)]
-
-    asyncio.run(go())
-
-
-def test_am_unicast_reaches_only_its_process_and_to_all_reaches_every_process(
-    attached: CorosyncTestNode,
-) -> None:
-    group = fresh_group("am")
-
-    async def go() -> None:
-        async with ProcessTransport.open(group) as t:
-            am = MessageService(t)
-            async with started(am):
-                with peer("am", group) as p1, peer("am", group) as p2:
-                    pid1, _ = await p1.ready(), await p2.ready()
-                    await members_include(am, pid1)
-                    await am.send(pid1, b"for p1")
-                    await am.send(ALL, b"for all")
-                    me = t.node_id
-                    assert (await p1.ask("take 2"))["messages"] == [
-                        [me, b"for p1".hex(), False],
-                        [me, b"for all".hex(), True],
-                    ]
-                    assert (await p2.ask("take 1"))["messages"] == [[me, b"for all".hex(), True]]
-                    assert am.not_for_us == 1 and am.drops.total == 0  # its own unicast to p1
 
     asyncio.run(go())
 

@@ -4,23 +4,19 @@
   sending, the receive loop that drops and counts malformed messages), and :func:`running`.
 * :mod:`.statesync` — pure state-transfer bookkeeping, shared by CNS and CRC.
 * :mod:`.rrpc` — RRPC, request/response with timeout, retries and prompt failure.
-* :mod:`.am` — AM, one-way messages to one member or to all.
-* :mod:`.localnet`, :mod:`.pidtransport` — test support (in-memory members; members by pid on
-  one real corosync).
+
+Test support (in-memory members; members by pid on one real corosync) is in
+:mod:`haoslab.fakes.localnet` and :mod:`haoslab.fakes.pidtransport`.
 """
 
-from haos.cluster.dss.messaging.am import ALL, AmMessage, MessageService
 from haos.cluster.dss.messaging.group import GroupLink, GroupService, running
 from haos.cluster.dss.messaging.rrpc import Call, CallTimeout, RemoteError, RpcService
 
 __all__ = [
-    "ALL",
-    "AmMessage",
     "Call",
     "CallTimeout",
     "GroupLink",
     "GroupService",
-    "MessageService",
     "RemoteError",
     "RpcService",
     "running",
