@@ -63,7 +63,7 @@ from haoslab.lifecycle import Closing
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 NODEROOT_CACHE = Path("/var/cache/haos/noderoot")
 CLUSTERD = "haos-clusterd.service"
 AGENTD = "haos-agentd.service"
