@@ -15,7 +15,9 @@ the CMM's NodeLeft, the node daemon for the notices it records).
 
 :class:`Clock` is the monotonic clock that waiting loops take through their constructors;
 tests pass a fake one they advance by hand (:class:`haoslab.testing.clock.FakeClock` has this
-shape).
+shape). A loop waits on a condition (an event set by whoever changes what it waits for) with a
+deadline on that clock, never by polling: :meth:`Clock.wait`, or :func:`within` for a
+coroutine (a watch's next batch, say).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, NewType, Protocol
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, NewType, Protocol
 
 WallTime = NewType("WallTime", float)
 MonoTime = NewType("MonoTime", float)
@@ -37,6 +40,8 @@ else:  # the default only matters to the type checker; typing's TypeVar takes no
     from typing import TypeVar
 
     Dated = TypeVar("Dated", WallTime, MonoTime)
+
+Result = TypeVar("Result")
 
 
 def wall_now() -> WallTime:
@@ -79,3 +84,20 @@ class MonotonicClock:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(loop.time() + (deadline - self.now())):
                 await event.wait()
+
+
+async def within(clock: Clock, deadline: float | None, work: Coroutine[Any, Any, Result]) -> Result:
+    """What ``work`` returns, once it is done; TimeoutError (``work`` cancelled) if ``clock``
+    reaches ``deadline`` first (never, if None). ``work``'s own errors pass through."""
+    task = asyncio.ensure_future(work)
+    done = asyncio.Event()
+    task.add_done_callback(lambda _: done.set())
+    try:
+        await clock.wait(done, deadline)
+    except BaseException:
+        task.cancel()
+        raise
+    if not task.done():
+        task.cancel()
+        raise TimeoutError(f"not done by {deadline}")
+    return task.result()

@@ -8,11 +8,12 @@ Run inside the node's network namespace (corosync's IPC is per namespace)::
 How it fences (a fence agent, a command, none) and whether it self-fences comes from the
 configuration's ``[fencing]`` section, built by :mod:`haos.services.fencing_root`.
 
-Serves the control channel of :mod:`haos.services.control`:
+Serves the control channel of :mod:`haos.services.control`; its operations are the one table
+:data:`haos.services.clusterctl.OPERATIONS`, among them:
 
 * ``status`` — node id, members, quorate, master, vice-master, whether this node must have
   demoted (quorum lost), the CCR's phase, revision and content hash;
-* ``put`` / ``get`` / ``delete`` / ``range`` — the CCR (``expect`` = compare-on-revision);
+* ``put`` / ``get`` / ``range`` — the CCR (``expect`` = compare-on-revision);
 * ``watch`` (stream) — committed CCR changes under a prefix, in revision order;
 * ``events`` (stream) — the CMM's notices (joins, leaves, master changes, quorum, demote);
   with ``cluster``, the availability service's events over CES (:mod:`.newsroom`);
@@ -38,7 +39,7 @@ from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from haos.clock import MonoTime, WallTime, mono_now, wall_now, wall_of
+from haos.clock import MonoTime, MonotonicClock, WallTime, mono_now, wall_now, wall_of
 from haos.cluster.cmm.model import CmmConfig, Demote, Publish, QuorumLost, QuorumRegained
 from haos.cluster.cmm.service import CmmService, Notice
 from haos.cluster.cmm.service import VoteQuorumSource as CmmQuorum
@@ -148,6 +149,7 @@ class NodeDaemon:
         self.departure: Departure | None = None  # a clean stop (haos.services.leaving)
         self.proving = ProvingGates(config.boot.soak)  # the boot commit's cluster gates
         self.agents = 0  # agents following self.orders now
+        self.clock = MonotonicClock()  # what the dispatcher and the intent follower wait on
 
     async def run(self) -> None:
         fencing = build_fencing(
@@ -198,7 +200,7 @@ class NodeDaemon:
                 self.names = NameDirectory(cns, self.me.node_id, node_names)
                 ids = {n.name: n.node_id for n in self.config.nodes}
                 self.dispatcher = Dispatcher(
-                    self.topo, RpcChannel(rpc, ids, local=(self.me.name, self.orders))
+                    self.topo, RpcChannel(rpc, ids, local=(self.me.name, self.orders)), self.clock
                 )
                 self.api = ClusterApi(
                     self.me,
@@ -224,7 +226,6 @@ class NodeDaemon:
                     tasks.create_task(self.cmm.run())
                     tasks.create_task(self._record_notices())
                     tasks.create_task(self._follow_settings(ccr))
-                    tasks.create_task(IntentFollower(ccr, lambda: self.availability).run())
                     server = await ControlServer(self).serve(str(self.s.control))
                     tasks.create_task(self._ready(ccr))
                     tasks.create_task(self.notifier.run())
@@ -284,7 +285,10 @@ class NodeDaemon:
                 still_master=lambda: cmm.state.quorate and cmm.master == me,
                 news=self.news,
             )
-            await self.availability.run()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.availability.run())
+                follower = IntentFollower(self.ccr, self.availability, self.clock)
+                tasks.create_task(follower.run())  # the operator's intents, while active
 
     async def _follow_settings(self, ccr: CcrService) -> None:
         """Reconfigure from the CCR's /haos/settings while running (no restart needed)."""

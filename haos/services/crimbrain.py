@@ -7,8 +7,10 @@ service instance), turns each decision into event records for the cluster
 (:func:`haos.services.crimnews.news_of`, kept in ``news`` until published) and serialises all
 of it for the ``crim`` checkpoint, so the figures and the unpublished news survive the master's
 fail-over. :func:`membership_fixes` reconciles the CRIM's membership with the CMM's after a
-take-over. No I/O and no clock reads: ``now`` comes in (see :mod:`haos.services.crimd` for the
-service that drives them).
+take-over. No I/O and no clock reads: ``now`` comes in. Two drivers run it: the availability
+service of every node daemon (:mod:`haos.services.crimd`) and the simulator
+(:mod:`haos.sim.engine`, on its simulated clock), so what the simulator checks is the glue the
+daemon runs.
 """
 
 from __future__ import annotations
@@ -102,9 +104,14 @@ class Brain:
 
     def tick(self, now: WallTime) -> list[Decision]:
         """Release due CEC holds, then let the CRIM escalate overdue recoveries."""
-        out = [self.decide(ev.ErrorReported(r), now) for c in self.cec.tick(now) for r in c.reports]
-        out.append(self.decide(ev.Tick(), now))
-        return out
+        return [self.decide(event, now) for event in self.due(now)]
+
+    def due(self, now: WallTime) -> list[ev.Event]:
+        """What :meth:`tick` decides, in order: the reports whose CEC holds end by ``now``
+        (released here: each is handed out once), then a Tick. For a driver that follows
+        each event to its decision (the simulator); a daemon calls :meth:`tick`."""
+        released = [ev.ErrorReported(r) for c in self.cec.tick(now) for r in c.reports]
+        return [*released, ev.Tick()]
 
     def next_deadline(self) -> float | None:
         deadlines = [

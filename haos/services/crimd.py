@@ -298,10 +298,11 @@ class AvailabilityService:
             await self._commit(decisions)
             return decisions
 
-    async def wait_role(self, role: ServiceRole) -> None:
-        """Return once the service is in ``role`` (callers bound it with a timeout)."""
+    async def wait_role(self, role: ServiceRole, *, left: bool = False) -> None:
+        """Return once the service is in ``role`` (``left``: in any other); callers bound it
+        with a timeout."""
         async with self._role_changed:
-            await self._role_changed.wait_for(lambda: self.role is role)
+            await self._role_changed.wait_for(lambda: (self.role is role) is not left)
 
     # -- notices -----------------------------------------------------------------------------
 

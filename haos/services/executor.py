@@ -12,12 +12,14 @@ A planned switchover (a primary demoted gracefully) is carried out in two steps.
 node of each primary that quiesces gets that component's orders; then every node's outbox
 *holds* (the rest of the decision and whatever follows it) until each of those orders is
 confirmed carried out (:meth:`Dispatcher.applied`: the agent echoes the order back), or until
-``quiesce_wait`` has passed since the last of them was handed to its node. A confirmation
-names its order -- component, state and the decision's sequence number -- so it releases the
-hold of that decision only: a late or repeated confirmation of an earlier switchover of the
-same component releases nothing. A full desired state is the state as of the decision whose
-turn it is in the node's outbox (for a stale node, and :meth:`Dispatcher.desired`), so it
-never carries a promotion past a hold either.
+``quiesce_wait`` has passed since the last of them was handed to its node. The senders wait on
+the hold's events with that deadline on the dispatcher's clock (injected; never a poll): a
+confirmation wakes them at once. A confirmation names its order -- component, state and the
+decision's sequence number -- so it releases the hold of that decision only: a late or
+repeated confirmation of an earlier switchover of the same component releases nothing. A full
+desired state is the state as of the decision whose turn it is in the node's outbox (for a
+stale node, and :meth:`Dispatcher.desired`), so it never carries a promotion past a hold
+either.
 
 A take-over is carried out the same way (:meth:`Dispatcher.resync`), since the new master does
 not know what each node runs: the old master may have died between a switchover's two steps,
@@ -44,11 +46,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from haos.clock import Clock, MonotonicClock, wall_now
 from haos.cluster.crim.actions import AssignRole, Decision
 from haos.cluster.crim.state import CrimState
 from haos.cluster.crim.topology import Topology
@@ -87,7 +89,7 @@ class _Hold:
     unsent: set[str]
     what: str = "switchover"
     promotes: set[str] | None = None  # a resync's: the nodes whose promotions wait
-    deadline: float | None = None  # loop time
+    deadline: float | None = None  # on the dispatcher's clock
     armed: asyncio.Event = field(default_factory=asyncio.Event)  # deadline set, or released
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -184,12 +186,18 @@ class Dispatcher:
         self,
         topo: Topology,
         channel: OrderChannel,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
         quiesce_wait: float = 10.0,
+        *,
+        wall: Callable[[], float] = wall_now,
     ) -> None:
+        """``clock``: this node's monotonic clock, which a hold's ``quiesce_wait`` runs on
+        (:class:`~haos.clock.MonotonicClock` by default); ``wall``: what the decisions' notes
+        are dated with (wall-clock time: they are shown to users)."""
         self._topo = topo
         self._channel = channel
-        self._clock = clock
+        self._clock: Clock = clock or MonotonicClock()
+        self._wall = wall
         self._quiesce_wait = quiesce_wait
         self._waiting: dict[RoleOrder, _Hold] = {}  # an order to confirm -> its hold
         self._outbox: dict[str, asyncio.Queue[_Out | _Hold]] = {
@@ -211,7 +219,7 @@ class Dispatcher:
         """Queue the decision's orders and return at once: a switchover waits in the
         outboxes (see the module docstring), nothing else waits meanwhile."""
         orders = orders_for(self._topo, seq, decision)
-        notes = tuple(notes_of(seq, self._clock(), decision))
+        notes = tuple(notes_of(seq, self._wall(), decision))
         quiet = quiescing(decision)
         first = {n: step for n, o in orders.items() if (step := _first_step(o, quiet))}
         gates = {
@@ -296,11 +304,11 @@ class Dispatcher:
         hold.release()
 
     async def _wait(self, hold: _Hold) -> None:
-        await hold.armed.wait()
-        try:
-            async with asyncio.timeout_at(hold.deadline):
-                await hold.released.wait()
-        except TimeoutError:
+        """Until ``hold`` is released: confirmed, or given up at its deadline (set once every
+        gated order was handed over)."""
+        await self._clock.wait(hold.armed, None)
+        await self._clock.wait(hold.released, hold.deadline)
+        if not hold.released.is_set():
             self._give_up(hold)
 
     def resync(self, seq: int, crim: CrimState, epoch: int = 0) -> None:
@@ -364,7 +372,7 @@ class Dispatcher:
                 await self._hand_over(node, item)
             finally:
                 if item.gating is not None:
-                    deadline = asyncio.get_running_loop().time() + self._quiesce_wait
+                    deadline = self._clock.now() + self._quiesce_wait
                     item.gating.handed(node, deadline)
 
     async def _hand_over(self, node: str, item: _Out) -> None:

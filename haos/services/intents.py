@@ -26,20 +26,26 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol, TypeVar
 
+from haos.clock import Clock, MonotonicClock, within
 from haos.cluster.crim import events as ev
+from haos.cluster.crim.actions import Decision
+from haos.cluster.crim.topology import Topology
 from haos.cluster.dss.ccr.model import Compare, Delete, Item, Op, Put
 from haos.cluster.dss.ccr.watch import Watch
 from haos.errors import ConflictError, HaosError, UnavailableError, UsageError
-from haos.services.crimd import AvailabilityService, ServiceRole
+from haos.services.crimbrain import Brain
+from haos.services.crimd import ServiceRole
 from haos.services.leaving import LEAVE, NodeLeaving, carry_out_leave
 
 log = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 INTENTS = "/haos/intents"  # a prefix; an intent is INTENTS/<id>
 OUTCOMES = "/haos/intents-done"
+RETRY_AFTER = 0.2  # s after a failure before the follower starts over
 ACTIONS: dict[str, Callable[[str], ev.Event]] = {
     "lock": ev.OperatorLock,
     "unlock": ev.OperatorUnlock,
@@ -81,28 +87,35 @@ def parse_intent(raw: bytes | str) -> ev.Event | NodeLeaving:
 
 
 async def submit_intent(
-    ccr: Repository, action: str, target: str, by: str, timeout: float = 10.0
+    ccr: Repository,
+    action: str,
+    target: str,
+    by: str,
+    timeout: float = 10.0,
+    clock: Clock | None = None,
 ) -> dict[str, Any]:
     """Write the intent, wait for its outcome: ``{"state", "reason", "refused"}``.
 
     UsageError for a bad action or target (nothing is written); UnavailableError when the
-    repository cannot take the write or no outcome arrived in time (the intent stays and is
-    carried out when a master can).
+    repository cannot take the write or no outcome arrived within ``timeout`` on ``clock``
+    (this node's monotonic clock by default); the intent stays and is carried out when a
+    master can.
     """
+    clock = clock or MonotonicClock()
     body = json.dumps({"action": action, "target": target, "by": by, "at": time.time()})
     parse_intent(body)
     ident = f"{int(time.time() * 1e6):017d}-{secrets.token_hex(4)}"
     watch = ccr.watch(f"{OUTCOMES}/{ident}")
     try:
         await ccr.txn((), (Put(f"{INTENTS}/{ident}", body.encode()),))
-        async with asyncio.timeout(timeout):
-            while True:
-                for event in await watch.next_batch():
-                    if event.value is None:
-                        continue
-                    outcome: dict[str, Any] = json.loads(event.value)
-                    if outcome.get("state") != "taking":
-                        return outcome
+        deadline = clock.now() + timeout
+        while True:
+            for event in await within(clock, deadline, watch.next_batch()):
+                if event.value is None:
+                    continue
+                outcome: dict[str, Any] = json.loads(event.value)
+                if outcome.get("state") != "taking":
+                    return outcome
     except TimeoutError:
         raise UnavailableError(
             f"intent {ident} ({action} {target}) written, but not carried out within "
@@ -112,42 +125,73 @@ async def submit_intent(
         watch.close()
 
 
-class IntentFollower:
-    """Carries out intents while ``availability`` is active (see the module docstring)."""
+class Availability(Protocol):
+    """What the follower needs of the availability service
+    (:class:`~haos.services.crimd.AvailabilityService`)."""
 
-    def __init__(self, ccr: Repository, availability: Callable[[], AvailabilityService | None]):
+    @property
+    def role(self) -> ServiceRole: ...
+
+    @property
+    def topology(self) -> Topology: ...
+
+    @property
+    def brain(self) -> Brain | None: ...
+
+    async def submit(self, event: ev.Event) -> Decision: ...
+
+    async def wait_role(self, role: ServiceRole, *, left: bool = False) -> None:
+        """Return once the service is in ``role`` (``left``: in any other)."""
+        ...
+
+
+class IntentFollower:
+    """Carries out intents while ``availability`` is active (see the module docstring).
+
+    It waits on conditions, never polls: for the service to become active, then for the
+    next intent or for the service to stop being active, whichever comes first. After a
+    failure (the repository unavailable, say) it starts over ``RETRY_AFTER`` s later on
+    ``clock``."""
+
+    def __init__(
+        self, ccr: Repository, availability: Availability, clock: Clock | None = None
+    ) -> None:
         self._ccr = ccr
-        self._availability = availability
+        self._service = availability
+        self._clock = clock or MonotonicClock()
+        self._never = asyncio.Event()  # nothing cuts the wait before a retry short
         self.done = 0
+        self.retries = 0
 
     async def run(self) -> None:
         while True:
-            service = self._availability()
-            if service is None or service.role is not ServiceRole.ACTIVE:
-                await asyncio.sleep(0.1)
-                continue
+            await self._service.wait_role(ServiceRole.ACTIVE)
             try:
-                await self._serve(service)
+                await self._serve()
             except HaosError as e:
-                log.warning("operator intents: %s; starting over", e)
-                await asyncio.sleep(0.2)
+                self.retries += 1
+                log.warning("operator intents: %s; starting over in %g s", e, RETRY_AFTER)
+                await self._clock.wait(self._never, self._clock.now() + RETRY_AFTER)
 
-    async def _serve(self, service: AvailabilityService) -> None:
+    async def _serve(self) -> None:
+        """Carry out the intents there are, then each one written, until not active."""
+        service = self._service
         rev, items = await self._ccr.range(INTENTS)
         with self._ccr.watch(INTENTS, after=rev) as watch:
             for item in items:
-                await self._carry_out(service, item.key, item.value)
-            while service.role is ServiceRole.ACTIVE:
-                try:
-                    async with asyncio.timeout(0.5):
-                        batch = await watch.next_batch()
-                except TimeoutError:
-                    continue
-                for event in batch:
-                    if event.value is not None and service.role is ServiceRole.ACTIVE:
-                        await self._carry_out(service, event.key, event.value)
+                if service.role is ServiceRole.ACTIVE:
+                    await self._carry_out(item.key, item.value)
+            left = asyncio.ensure_future(service.wait_role(ServiceRole.ACTIVE, left=True))
+            try:
+                while (batch := await _unless(left, watch.next_batch())) is not None:
+                    for event in batch:
+                        if event.value is not None and service.role is ServiceRole.ACTIVE:
+                            await self._carry_out(event.key, event.value)
+            finally:
+                left.cancel()
 
-    async def _carry_out(self, service: AvailabilityService, key: str, value: bytes) -> None:
+    async def _carry_out(self, key: str, value: bytes) -> None:
+        service = self._service
         outcome_key = f"{OUTCOMES}/{key.rsplit('/', 1)[1]}"
         taking = json.dumps({"state": "taking"}).encode()
         try:
@@ -180,3 +224,14 @@ class IntentFollower:
 
     async def _finish(self, key: str, outcome_key: str, outcome: dict[str, Any]) -> None:
         await self._ccr.txn((), (Put(outcome_key, json.dumps(outcome).encode()), Delete(key)))
+
+
+async def _unless(stop: asyncio.Future[None], work: Coroutine[Any, Any, Result]) -> Result | None:
+    """What ``work`` returns; None (``work`` cancelled) if ``stop`` is done first."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+    return None if task.cancelled() or not task.done() else task.result()

@@ -1,9 +1,11 @@
 """Deterministic simulation: the real policy cores over simulated nodes, on a fake clock.
 
 The pipeline is the one the daemons run: faults happen in the :class:`World`; the CMF
-(crash reports) and the HM (audits) turn them into error reports; the CEC correlates them;
-the CRIM decides; its actions are carried out in the world and its notifications go to the
-ASR and back to the CEC. Invariants are checked after every CRIM decision.
+(crash reports) and the HM (audits) turn them into error reports; the availability service's
+core -- the daemon's own :class:`~haos.services.crimbrain.Brain` -- correlates them (CEC),
+decides (CRIM), and feeds the notifications to the ASR and back to the CEC; the decisions'
+actions are carried out in the world. The simulated clock stands for the nodes' shared one
+(the Brain runs on wall-clock time). Invariants are checked after every CRIM decision.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from haos.clock import WallTime
-from haos.cluster.asr.report import AvailabilityRecorder, AvailabilityReport
-from haos.cluster.cec.policy import Correlator
+from haos.cluster.asr.report import AvailabilityReport
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.actions import (
     Action,
@@ -28,8 +29,7 @@ from haos.cluster.crim.actions import (
     Repair,
     TakeOffline,
 )
-from haos.cluster.crim.policy import decide, next_deadline
-from haos.cluster.crim.state import CrimState, Health, OfflineBy, initial_state
+from haos.cluster.crim.state import CrimState, Health, OfflineBy
 from haos.cluster.crim.topology import Topology
 from haos.cluster.hm.policy import AuditMonitor
 from haos.config.model import AuditSpec, ClusterConfig
@@ -43,6 +43,7 @@ from haos.model.reports import (
     RecoveryLevel,
 )
 from haos.model.states import AdminState, AvailabilityState
+from haos.services.crimbrain import Brain
 from haos.sim import invariants as inv
 from haos.sim.world import Proc, Timings, World
 
@@ -75,12 +76,13 @@ class Simulation:
         self.config = config
         self.s = settings
         self.topo = Topology(config)
-        self.state: CrimState = initial_state(self.topo)
+        self.brain = Brain.initial(self.topo, config.correlation, 0.0)
+        # The CRIM's state as of the decision last checked and carried out in the world: the
+        # brain's, except while the decisions on one report are carried out one by one.
+        self.state: CrimState = self.brain.crim
         self.rng = random.Random(settings.seed)
         self.world = World(self.topo, self.rng, settings.timings)
-        self.cec = Correlator(config.correlation)
         self.hm = AuditMonitor()
-        self.asr = AvailabilityRecorder(self.topo.instances, start=0.0)
         self.result = SimResult()
         self.now = 0.0
         self._queue: list[tuple[float, int, str, Callable[[], object]]] = []
@@ -123,7 +125,7 @@ class Simulation:
             if self.s.stop_at_first_violation and self.result.violations:
                 break
         self.result.sim_time = self.now
-        self.result.report = self.asr.report(self.now)
+        self.result.report = self.brain.asr.report(self.now)
         return self.result
 
     def _wake(self, name: str, when: float | None, fn: Callable[[], object]) -> None:
@@ -158,35 +160,37 @@ class Simulation:
 
     def deliver(self, event: ev.Event) -> Decision:
         """One CRIM step: decide, check invariants, carry out the actions."""
-        decision = decide(self.topo, self.state, event, self.now)
-        self.state = decision.state
-        self.result.steps += 1
-        self.trace.append(f"{self.now:10.3f} {self._last_event}: {decision.reason}")
-        if decision.refused:
-            self.result.refused += 1
-        self._check(decision, f"{type(event).__name__} ({self._last_event})")
-        if isinstance(event, ev.ErrorReported):
-            self._check_reboots(event.report, decision)
-        for action in decision.actions:
-            self._execute(action)
-        self._wake(
-            "crim-tick", next_deadline(self.state, self.topo), lambda: self.deliver(ev.Tick())
-        )
+        decision = self.brain.decide(event, WallTime(self.now))
+        self._carry_out([(event, decision)])
         return decision
 
     def report_error(self, report: ErrorReport) -> None:
-        correlation = self.cec.report(report, self.now)
+        correlation, decisions = self.brain.report(report, WallTime(self.now))
         self.trace.append(f"{self.now:10.3f} cec: {correlation.reason}")
-        for r in correlation.reports:
-            self.deliver(ev.ErrorReported(r))
-        self._wake("cec-tick", self.cec.next_deadline(), self._cec_tick)
+        events = [ev.ErrorReported(r) for r in correlation.reports]
+        self._carry_out(list(zip(events, decisions, strict=True)))
 
-    def _cec_tick(self) -> None:
-        for correlation in self.cec.tick(self.now):
-            self.trace.append(f"{self.now:10.3f} cec: {correlation.reason}")
-            for r in correlation.reports:
-                self.deliver(ev.ErrorReported(r))
-        self._wake("cec-tick", self.cec.next_deadline(), self._cec_tick)
+    def _tick(self) -> None:
+        """What is due now, as the daemon's ticker decides it: released CEC holds, a Tick."""
+        now = WallTime(self.now)
+        self._carry_out([(e, self.brain.decide(e, now)) for e in self.brain.due(now)])
+
+    def _carry_out(self, decided: list[tuple[ev.Event, Decision]]) -> None:
+        """Each decision in turn: check the invariants on its state, carry its actions out in
+        the world; then book the brain's next deadline."""
+        for event, decision in decided:
+            self.state = decision.state
+            self.result.steps += 1
+            self.trace.append(f"{self.now:10.3f} {self._last_event}: {decision.reason}")
+            if decision.refused:
+                self.result.refused += 1
+            self._check(decision, f"{type(event).__name__} ({self._last_event})")
+            if isinstance(event, ev.ErrorReported):
+                self._check_reboots(event.report, decision)
+            for action in decision.actions:
+                self._execute(action)
+        self.brain.take_news()  # the cluster's event records: no nodes here to post them to
+        self._wake("tick", self.brain.next_deadline(), self._tick)
 
     def _hm_cycle(self) -> None:
         for spec in self.hm.due(self.now):
@@ -326,15 +330,12 @@ class Simulation:
         elif isinstance(action, RebootNode):
             self.result.recoveries["reboot-node"] += 1
             self.node_down(action.node, reboot=True)
-        elif isinstance(action, Publish):
+        elif isinstance(action, Publish):  # the brain gave it to the ASR and the CEC
             note = action.notification
-            self.asr.record(note)
             if isinstance(note, ComponentOutOfService):
                 self.operator_clears(note.component)
-            if isinstance(note, RecoveryInitiated):
-                self.cec.recovery_started(note)
-                if note.level is RecoveryLevel.FAILOVER:
-                    self.result.recoveries["failover"] += 1
+            if isinstance(note, RecoveryInitiated) and note.level is RecoveryLevel.FAILOVER:
+                self.result.recoveries["failover"] += 1
 
     def _recover(self, comp: str, level: RecoveryLevel) -> None:
         w = self.world

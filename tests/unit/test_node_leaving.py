@@ -115,6 +115,10 @@ class ActiveService:
     async def submit(self, event: ev.Event) -> Decision:
         return await submit_to(self._d, event)
 
+    async def wait_role(self, role: ServiceRole, *, left: bool = False) -> None:
+        if (self.role is role) is left:
+            await asyncio.Event().wait()  # never: this service stays active
+
 
 def test_the_leave_intent_goes_through_the_repository_like_any_other() -> None:
     d = two_n()
@@ -123,7 +127,7 @@ def test_the_leave_intent_goes_through_the_repository_like_any_other() -> None:
         ccr = CcrService(LocalBus().join(1), MemoryStore(), ManualQuorum(True), CcrConfig(1))
         await ccr.load()
         service = ActiveService(d)
-        follower = IntentFollower(ccr, lambda: service)  # type: ignore[arg-type,return-value]
+        follower = IntentFollower(ccr, service)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(ccr.run())]
             await ccr.wait_ready(timeout=5.0)

@@ -28,6 +28,7 @@ from haos.services.orders import (
     report_from_json,
     report_to_json,
 )
+from haoslab.testing.clock import FakeClock
 
 EXAMPLES = __import__("haos.examples", fromlist=["x"]).__path__[0]
 TOPO = Topology(load_config(f"{EXAMPLES}/small-2n.toml"))
@@ -244,8 +245,8 @@ def test_a_held_switchover_blocks_no_other_decision_and_keeps_each_nodes_order()
     first = TOPO.host_of[primary]
 
     async def go(confirm: bool) -> list[tuple[str, int]]:
-        channel = Channel(down=set())
-        dispatcher = Dispatcher(TOPO, channel, quiesce_wait=0.3)
+        channel, clock = Channel(down=set()), FakeClock()
+        dispatcher = Dispatcher(TOPO, channel, clock, quiesce_wait=0.3)
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(dispatcher.run())
             await asyncio.wait_for(dispatcher.carry_out(9, switch), 0.05)  # returns at once
@@ -255,9 +256,9 @@ def test_a_held_switchover_blocks_no_other_decision_and_keeps_each_nodes_order()
             assert [p["seq"] for _, p in channel.got] == [9]
             if confirm:
                 dispatcher.applied(RoleOrder(primary, SP, True, 9))
-                await asyncio.sleep(0.05)
             else:
-                await asyncio.sleep(0.4)
+                clock.advance(0.3)
+            await asyncio.sleep(0.05)
             task.cancel()
         return [(node, p["seq"]) for node, p in channel.got]
 
@@ -274,12 +275,14 @@ def test_a_confirmation_after_its_hold_gave_up_does_not_release_the_next_switcho
     first = TOPO.host_of[primary]
 
     async def go() -> set[str]:
-        channel = Channel(down=set())
-        dispatcher = Dispatcher(TOPO, channel, quiesce_wait=0.2)
+        channel, clock = Channel(down=set()), FakeClock()
+        dispatcher = Dispatcher(TOPO, channel, clock, quiesce_wait=0.2)
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(dispatcher.run())
             await dispatcher.carry_out(9, switch)
-            await asyncio.sleep(0.3)  # the hold gave up: every node got decision 9
+            await asyncio.sleep(0.05)
+            clock.advance(0.2)
+            await asyncio.sleep(0.05)  # the hold gave up: every node got decision 9
             dispatcher.applied(RoleOrder(primary, SP, True, 9))  # the old primary, too late
             channel.got.clear()
             await dispatcher.carry_out(10, switch)  # the same switchover gate again

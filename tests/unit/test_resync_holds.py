@@ -16,6 +16,7 @@ from haos.cluster.crim.topology import Topology
 from haos.services.executor import Dispatcher, resync_plan
 from haos.services.orderbook import batch_from_json
 from haos.services.orders import RoleOrder
+from haoslab.testing.clock import FakeClock
 
 EPOCH = 7  # of the mastership that took over
 
@@ -70,19 +71,20 @@ def test_an_unreachable_old_primary_node_delays_the_promotion_by_at_most_the_bou
     bound = 0.3
 
     async def go() -> None:
-        nodes = Nodes(down={"n1"})
-        async with running(Dispatcher(TOPO, nodes, quiesce_wait=bound)) as dispatcher:
-            start = asyncio.get_running_loop().time()
+        nodes, clock = Nodes(down={"n1"}), FakeClock(40.0)
+        async with running(Dispatcher(TOPO, nodes, clock, quiesce_wait=bound)) as dispatcher:
             dispatcher.resync(10, state, EPOCH)
             await settle()
             dispatcher.applied(gate(state, C), EPOCH)
-            await asyncio.sleep(bound / 2)
+            clock.advance(bound / 2)
+            await settle()
             assert nodes.promoted_at("n2", B) == [], (
                 "promoted before A's node answered or the bound"
             )
-            await asyncio.sleep(bound)
-            (at,) = nodes.promoted_at("n2", B)
-            assert at - start < bound + 0.1
+            assert clock.waiting_until == 40.0 + bound  # from when A's order was tried
+            clock.advance(bound / 2)
+            await settle()
+            assert len(nodes.promoted_at("n2", B)) == 1 and dispatcher.holding == 0
 
     asyncio.run(go())
 

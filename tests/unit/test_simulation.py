@@ -11,6 +11,7 @@ from haos.cluster.crim import policy as crim_policy
 from haos.cluster.crim.actions import Decision, RebootNode
 from haos.config.loader import builtin_examples, load_builtin_example
 from haos.model.reports import ErrorKind
+from haos.services import crimbrain
 from haos.sim import engine, faults
 from haos.sim.engine import SimSettings, Simulation
 
@@ -65,7 +66,7 @@ def test_simulator_catches_a_crim_that_ignores_returning_nodes(
             return Decision(state, (), "join ignored")
         return real(topo, state, event, now)
 
-    monkeypatch.setattr(engine, "decide", deaf)
+    monkeypatch.setattr(crimbrain, "decide", deaf)
     result = Simulation(load_builtin_example("small-2n"), SimSettings(faults=60, seed=1)).run()
     assert "converged" in {v.invariant for v in result.violations}
     details = [v.detail for v in result.violations]
@@ -80,7 +81,7 @@ def test_simulator_catches_recoveries_left_hanging(monkeypatch: pytest.MonkeyPat
             return Decision(state, (), "tick ignored")
         return real(topo, state, event, now)
 
-    monkeypatch.setattr(engine, "decide", no_ticks)
+    monkeypatch.setattr(crimbrain, "decide", no_ticks)
     settings = SimSettings(faults=200, seed=4, stop_at_first_violation=True)
     result = Simulation(load_builtin_example("small-2n"), settings).run()
     assert "bounded-recovery" in {v.invariant for v in result.violations}
@@ -139,8 +140,24 @@ def test_simulator_catches_a_crim_that_reboots_nodes_for_a_component_fault(
             return dataclasses.replace(d, actions=(*d.actions, RebootNode(node, "bad")))
         return d
 
-    monkeypatch.setattr(engine, "decide", rebooting)
+    monkeypatch.setattr(crimbrain, "decide", rebooting)
     monkeypatch.setattr(faults, "FAULT_MIX", {"broken-everywhere": 1})
     settings = SimSettings(faults=5, seed=1, stop_at_first_violation=True)
     result = Simulation(load_builtin_example("small-2n"), settings).run()
     assert "one-node-per-component-fault" in {v.invariant for v in result.violations}
+
+
+def test_every_simulated_decision_is_made_by_the_daemons_availability_core() -> None:
+    """The simulator drives the daemon's Brain: it numbers every decision the run checked,
+    its availability records are the run's figures, and its state is one a daemon's
+    availability service restores from its checkpoint."""
+    cfg = load_builtin_example("mixed-models")
+    sim = Simulation(cfg, SimSettings(faults=80, seed=3))
+    result = sim.run()
+    assert result.violations == [] and result.steps > 80
+    assert sim.brain.seq == result.steps
+    assert result.report == sim.brain.asr.report(sim.now)
+    assert sim.state == sim.brain.crim and sim.brain.news == []
+    restored = crimbrain.Brain.decode(sim.topo, cfg.correlation, sim.brain.encode())
+    assert restored.seq == sim.brain.seq and restored.crim == sim.brain.crim
+    assert restored.asr.report(sim.now) == result.report
