@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from haos.cli import boot, events, ops, provision, simulate
+from haos.cli import boot, events, oplocks, ops, provision, simulate
 from haos.errors import HaosError, UsageError
 from haos.services.control import ControlError
 
@@ -49,8 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     provision.add_parser(sub)
     ops.add_parsers(sub)
     events.add_parsers(sub)
+    oplocks.add_parsers(sub)
     for command in entry_points(group=COMMANDS):
-        command.load()(sub)
+        try:
+            add = command.load()
+        except (ImportError, AttributeError) as e:  # a broken package costs its commands only
+            print(f"haosctl: command {command.name} not available: {e}", file=sys.stderr)
+            continue
+        add(sub)
     return parser
 
 

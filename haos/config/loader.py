@@ -73,6 +73,7 @@ The format (every table and key below; ``?`` marks optional keys, defaults in br
     #     (haos.client's register_audit(name, ...)); it is run on this audit's schedule
     [fencing]                        # fence devices and self-fencing: see haos.config.fencing
     [boot]                           # how a release on trial is committed: see haos.config.boot
+    [management]                     # the management daemon's endpoint: see haos.config.management
 
 Per redundancy model (active, standby): 2N is exactly (1, 1), the defaults, and may have
 fewer or more than two members (a degraded or spared configuration is legal); N+M needs both
@@ -103,6 +104,7 @@ from haos.config.declared import Declared as _Declared
 from haos.config.declared import unique as _unique
 from haos.config.declared import unique_field as _unique_field
 from haos.config.fencing import read_fencing
+from haos.config.management import read_management
 from haos.config.model import ClusterConfig, CorrelationPolicy, ManagerSpec, NodeSpec
 from haos.config.schema import (
     CLASS,
@@ -237,6 +239,7 @@ def build_config(data: Mapping[str, object], source: str) -> ClusterConfig:
     audits = read_audits(data.get("audits"), tree, problems)
     fencing = read_fencing(data.get("fencing"), nodes, problems)
     boot = read_boot(data.get("boot"), problems)
+    management = read_management(data.get("management"), problems)
     problems.raise_if_any()
     return ClusterConfig(
         name=cluster.values["name"],
@@ -252,6 +255,7 @@ def build_config(data: Mapping[str, object], source: str) -> ClusterConfig:
         managers=managers,
         fencing=fencing,
         boot=boot,
+        management=management,
     )
 
 

@@ -152,6 +152,17 @@ class BootSpec:
 
 
 @dataclass(frozen=True)
+class ManagementSpec:
+    """``[management]``: the management daemon's endpoint (:mod:`haos.config.management`)."""
+
+    listen: str = "127.0.0.1"
+    port: int = 7080
+    token_files: tuple[str, ...] = ()  # each holds one bearer token; read by haos-mgmtd
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     name: str
     classes: tuple[ComponentClass, ...]
@@ -168,6 +179,7 @@ class ClusterConfig:
     managers: Mapping[str, ManagerSpec] = field(default_factory=dict)
     fencing: FencingSpec = field(default_factory=FencingSpec)
     boot: BootSpec = field(default_factory=lambda: BootSpec())
+    management: ManagementSpec = field(default_factory=ManagementSpec)
 
     def group(self, name: str) -> ServiceGroup:
         for g in self.groups:

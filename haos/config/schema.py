@@ -457,6 +457,7 @@ SECTIONS = (
     "audits",
     "fencing",  # haos.config.fencing
     "boot",  # haos.config.boot
+    "management",  # haos.config.management
 )
 _MODELS = tuple(m.value for m in RedundancyModel)
 _AUDIT_KINDS = ("command", "http", "callback")

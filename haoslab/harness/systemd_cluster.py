@@ -67,6 +67,7 @@ REPO = Path(__file__).resolve().parents[2]
 NODEROOT_CACHE = Path("/var/cache/haos/noderoot")
 CLUSTERD = "haos-clusterd.service"
 AGENTD = "haos-agentd.service"
+MGMTD = "haos-mgmtd.service"  # the management daemon (REST, events, /metrics)
 AGENT_MODULE = "haos/services/agent/daemon.py"
 CONTROL_SOCKET = "/run/haos/control.sock"
 _POLL = 0.05  # how often wait_for and the fence bridge re-check their conditions
@@ -107,6 +108,7 @@ class SystemdCluster(Closing):
         cache: Path = NODEROOT_CACHE,
         repo: Path = REPO,
         agent: bool = False,
+        mgmt: bool | None = None,
         config_toml: str | None = None,
         fence: bool = False,
         fence_action: str = "reboot",
@@ -116,8 +118,10 @@ class SystemdCluster(Closing):
     ) -> None:
         """Describe the cluster; entering it builds and boots it. Does no I/O.
 
-        ``agent``: enable ``haos-agentd.service`` too. ``config_toml``: the cluster
-        configuration (default :func:`cluster_toml`). ``fence``: the daemons fence through a
+        ``agent``: enable ``haos-agentd.service`` too; ``mgmt``: ``haos-mgmtd.service`` too
+        (default: with the agent).
+        ``config_toml``: the cluster configuration (default :func:`cluster_toml`).
+        ``fence``: the daemons fence through a
         :class:`FenceBridge` (off = power cut, reboot = power cut then boot; ``fence_action``
         says which), configured as ``[fencing]`` in it unless it has its own; else none (a
         departed node stays "to be fenced"). ``files``: more files (absolute path in the
@@ -131,7 +135,8 @@ class SystemdCluster(Closing):
         self.spec = spec
         self.cache = cache
         self.repo = repo
-        self.units = (CLUSTERD, AGENTD) if agent else (CLUSTERD,)
+        full = agent if mgmt is None else mgmt  # a node with its agent has its manager too
+        self.units = ((CLUSTERD, AGENTD) if agent else (CLUSTERD,)) + ((MGMTD,) if full else ())
         self.config_toml = config_toml
         self.fence = fence
         self.fence_action = fence_action
@@ -204,7 +209,7 @@ class SystemdCluster(Closing):
         if self.trace_dir is not None:
             env += f"HAOS_TRACE={self.trace_dir / (name + '.trace')}\n"
         files = {**self.files, "/etc/haos/cluster.toml": toml, "/etc/haos/node.env": env}
-        for unit in (CLUSTERD, AGENTD):
+        for unit in (CLUSTERD, AGENTD, MGMTD):
             files[f"/etc/systemd/system/{unit}"] = (self.repo / "units" / unit).read_text()
             # haos comes from the bind-mounted copy, not from an installed package
             files[f"/etc/systemd/system/{unit}.d/harness.conf"] = (
