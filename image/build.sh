@@ -33,6 +33,10 @@ cache=${HAOS_IMAGE_CACHE:-/var/cache/haos/image}
 venv_python="$repo/.venv/bin/python"
 [ -x "$venv_python" ] || { echo "$0: no .venv; run scripts/setup.sh" >&2; exit 1; }
 dbus_fast=$("$venv_python" -c 'import importlib.metadata as m; print(m.version("dbus-fast"))')
+# The management daemon's web stack, at the versions the tests ran: bookworm's fastapi (0.92,
+# pydantic 1) and uvicorn (0.17) are too old for it, so these come as wheels, with their
+# dependencies, like dbus-fast.
+mgmt=$("$venv_python" -c 'import importlib.metadata as m; print(" ".join(f"{p}=={m.version(p)}" for p in ("fastapi", "uvicorn", "prometheus_client")))')
 
 inputs() {
     find mkosi.conf mkosi.conf.d mkosi.repart mkosi.extra mkosi.postinst mkosi.finalize \
@@ -41,7 +45,7 @@ inputs() {
 }
 key=$( {
     inputs | while read -r f; do printf '%s\n' "$f"; sha256sum < "$f"; done
-    echo "dbus-fast $dbus_fast"
+    echo "dbus-fast $dbus_fast $mgmt"
     dpkg-query -W -f='${Version}\n' mkosi systemd
 } | sha256sum | cut -c1-16)
 image="$cache/$key/haos.raw"
@@ -60,14 +64,18 @@ mkdir -p "$staging/usr/lib/haos/python" "$staging/usr/lib/systemd/system" \
 # This machine's own Debian sources, as the only ones apt sees while building.
 cp /etc/apt/sources.list.d/debian.sources "$pkgmngr/etc/apt/sources.list.d/mkosi.sources"
 
-# haos itself (the source tree, without caches) and dbus-fast, which bookworm has only in an
-# older major version; the other dependencies are Debian packages (mkosi.conf).
+# haos itself (the source tree, without caches), dbus-fast, which bookworm has only in an
+# older major version, and the management daemon's web stack; the other dependencies are
+# Debian packages (mkosi.conf).
 tar -C "$repo" --exclude=__pycache__ --exclude='*.pyc' -cf - haos \
     | tar -C "$staging/usr/lib/haos/python" -xf -
 "$venv_python" -m pip download -q --only-binary=:all: --no-deps \
     --dest "$work/wheels" "dbus-fast==$dbus_fast" >&2
 "$venv_python" -m pip install -q --no-deps --no-index --no-compile \
     --target "$staging/usr/lib/haos/python" "$work/wheels"/dbus_fast-"$dbus_fast"-*.whl >&2
+# shellcheck disable=SC2086 # one argument per requirement
+"$venv_python" -m pip install -q --only-binary=:all: --no-compile \
+    --target "$staging/usr/lib/haos/python" $mgmt >&2
 rm -rf "$staging/usr/lib/haos/python/bin"
 
 # The haos units that exist now; the boot check waits for every one of them.
