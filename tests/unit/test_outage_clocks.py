@@ -176,7 +176,12 @@ async def _node_loss() -> None:
                 "at": WALL0 + 103.0,
                 "notice": {
                     "type": "Publish",
-                    "event": {"type": "NodeLeft", "node": lost, "at": WALL0 + 100.0},
+                    "event": {
+                        "type": "NodeLeft",
+                        "node": lost,
+                        "at": WALL0 + 100.0,
+                        "how": "fenced (reboot)",
+                    },
                     "at": WALL0 + 103.0,
                 },
             }
