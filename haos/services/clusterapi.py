@@ -7,16 +7,20 @@ On every node (whether or not it is the master):
   availability service only; elsewhere they fail with UnavailableError, and callers go to the
   current CMM master (:meth:`ClusterApi.to_master`, retried while the master is changing).
 
-Control ops (from the node's agent and from ``haosctl``), answered by :meth:`ClusterApi.control`:
-``report`` (an ErrorReport), ``event`` (component ``available`` / ``offline-requested``),
-``crim`` (the CRIM's state for ``haosctl status``), ``history`` (the node's record of the
-CRIM's decisions and notifications, for ``haosctl history``); ``orders`` is a stream (see the
-daemon). Operator commands go through the repository instead (:mod:`haos.services.intents`).
+Control ops (from the node's agent and from ``haosctl``), each a row of the daemon's table
+(:data:`haos.services.clusterctl.OPERATIONS`) bound to a method here: ``report`` (an
+ErrorReport), ``event`` (component ``available`` / ``offline-requested``), ``applied`` (a
+graceful role order carried out), ``crim`` (the CRIM's state for ``haosctl status``),
+``running`` (what a local component runs as), ``history`` (the node's record of the CRIM's
+decisions and notifications, for ``haosctl history``), ``desired`` (this node's roles);
+``orders`` is a stream (see the daemon). Operator commands go through the repository instead
+(:mod:`haos.services.intents`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -29,6 +33,7 @@ from haos.cluster.crim.topology import Topology
 from haos.cluster.dss.messaging.rrpc import Call, RemoteError, RpcService
 from haos.config.model import NodeSpec
 from haos.errors import HaosError, NotActiveError, UnavailableError, UsageError
+from haos.services import controlops as ops
 from haos.services.crimd import AvailabilityService, ServiceRole
 from haos.services.orderbook import (
     Batch,
@@ -258,34 +263,40 @@ class ClusterApi:
                 log.debug("desired state not yet known: %s", e)
                 await asyncio.sleep(0.2)
 
-    # -- control ops ------------------------------------------------------------------------
+    # -- control ops (the rows of haos.services.clusterctl.OPERATIONS that come here) -------
 
-    async def control(self, op: str, req: dict[str, Any]) -> dict[str, Any] | None:
-        """Answer a control op, or None if it is not one of ours."""
-        if op == "report":
-            return dict(await self.to_master("report", req.get("report", {})))
-        if op == "event":
-            return dict(await self.to_master("event", req))
-        if op == "applied":
-            return dict(await self.to_master("applied", req))
-        if op == "crim":
-            return dict(await self.to_master("crim", {}))
-        if op == "running":
-            component, state = running_from_json(req)
-            self._orders.ran(component, state)
-            if self._on_stopped is not None and state.state in STOPPED:
-                await self._on_stopped(component)
-            return {}
-        if op == "history":
-            limit = int(req.get("limit", 50))
-            return {"history": list(self._orders.history)[-limit:]}
-        if op == "desired":
-            return {
-                "synced": self._orders.synced,
-                "seq": self._orders.seq,
-                "roles": {c: s.value for c, s in self._orders.roles.items()},
-            }
-        return None
+    async def report(self, req: ops.Report) -> dict[str, Any]:
+        return dict(await self.to_master("report", dict(req.report)))
+
+    async def event(self, req: ops.Event) -> dict[str, Any]:
+        return dict(await self.to_master("event", {"kind": req.kind, "component": req.component}))
+
+    async def applied(self, req: ops.Applied) -> dict[str, Any]:
+        payload = {"order": dict(req.order), "epoch": req.epoch}
+        return dict(await self.to_master("applied", payload))
+
+    async def crim(self, req: ops.Crim) -> dict[str, Any]:
+        del req
+        return dict(await self.to_master("crim", {}))
+
+    async def running(self, req: ops.Running) -> dict[str, Any]:
+        """What a local component runs as, from its agent; its names go once it stopped."""
+        component, state = running_from_json(dataclasses.asdict(req))  # the state's name
+        self._orders.ran(component, state)
+        if self._on_stopped is not None and state.state in STOPPED:
+            await self._on_stopped(component)
+        return {}
+
+    async def history(self, req: ops.History) -> dict[str, Any]:
+        return {"history": list(self._orders.history)[-req.limit :]}
+
+    async def desired(self, req: ops.Desired) -> dict[str, Any]:
+        del req
+        return {
+            "synced": self._orders.synced,
+            "seq": self._orders.seq,
+            "roles": {c: s.value for c, s in self._orders.roles.items()},
+        }
 
 
 def serving(

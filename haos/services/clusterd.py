@@ -17,7 +17,9 @@ Serves the control channel of :mod:`haos.services.control`; its operations are t
 * ``watch`` (stream) — committed CCR changes under a prefix, in revision order;
 * ``events`` (stream) — the CMM's notices (joins, leaves, master changes, quorum, demote);
   with ``cluster``, the availability service's events over CES (:mod:`.newsroom`);
-* ``availability`` — the ASR's availability report, from the active availability service.
+* ``availability`` — the ASR's availability report, from the active availability service;
+* ``locks``, ``lock_take``, ``lock_release``, ``lock_break`` — the operation locks
+  (:mod:`haos.services.oplocks`); this node drops the locks of every node that leaves.
 
 READY=1 is sent to systemd (when run by it) once the CCR has received the cluster's state.
 """
@@ -72,6 +74,7 @@ from haos.services.leaving import LEAVE, Departure, Stopped, stop_cleanly
 from haos.services.names import NameDirectory
 from haos.services.newsroom import ClusterNews
 from haos.services.notify import Notifier, in_words
+from haos.services.oplocks import OpLocks
 from haos.services.orderbook import NodeOrders
 from haos.services.settings import SUBTREE, LiveSettings, parse_settings
 
@@ -134,6 +137,8 @@ class NodeDaemon:
         self.availability: AvailabilityService | None = None
         self.news: ClusterNews | None = None  # the availability service's events, CES
         self.names: NameDirectory | None = None  # the names applications bind, CNS
+        self.oplocks: OpLocks | None = None  # operation locks (COpCo), in the CCR
+        self.left: asyncio.Queue[str] = asyncio.Queue()  # nodes gone: their locks go
         self.demoted = False
         fencing = config.fencing
         self.started_with = LiveSettings(fencing.delay, fencing.base_delay, settings.demote_within)
@@ -193,6 +198,7 @@ class NodeDaemon:
                     time.monotonic,
                 )
                 self.crc = CheckpointService(crc_group, durable=RepositoryCheckpoints(ccr))
+                self.oplocks = OpLocks(ccr, self.me.name, clock=self.clock)
                 rpc = RpcService(rpc_group)
                 self.news = ClusterNews(ces_group, rpc, lambda: self.availability, wall_now)
                 cns = NamingService(cns_group)
@@ -226,6 +232,7 @@ class NodeDaemon:
                     tasks.create_task(self.cmm.run())
                     tasks.create_task(self._record_notices())
                     tasks.create_task(self._follow_settings(ccr))
+                    tasks.create_task(self.oplocks.tend(self.left))
                     server = await ControlServer(self).serve(str(self.s.control))
                     tasks.create_task(self._ready(ccr))
                     tasks.create_task(self.notifier.run())
@@ -287,7 +294,7 @@ class NodeDaemon:
             )
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.availability.run())
-                follower = IntentFollower(self.ccr, self.availability, self.clock)
+                follower = IntentFollower(self.ccr, self.availability, self.clock, self.oplocks)
                 tasks.create_task(follower.run())  # the operator's intents, while active
 
     async def _follow_settings(self, ccr: CcrService) -> None:
@@ -325,6 +332,7 @@ class NodeDaemon:
                     self.demoted = False  # the agent gets the desired state again (pull_desired)
                 elif isinstance(notice, Publish) and isinstance(notice.event, NodeLeft):
                     await self._peer_fenced(notice.event.node)
+                    self.left.put_nowait(notice.event.node)  # its operation locks are released
                 m, v = self.cmm.master, self.cmm.vice_master
                 self.notifier.status(f"master {m}, vice-master {v}; last: {in_words(notice)}")
                 item = notice_record(notice, wall_now(), mono_now())

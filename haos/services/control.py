@@ -1,10 +1,11 @@
 """The node daemon's control channel: JSON lines over a unix socket.
 
 A request is one JSON object with an ``op``; the answer is one JSON object with ``ok``
-(and ``error``/``message`` when false). Streaming ops (``watch``, ``events``) answer with one
-object per line until the client closes (``events`` with ``follow`` false: until the records
-kept are sent). Requests are checked against :data:`OPS` (a bad
-field is a ``usage`` error naming it); lines travel through :mod:`haos.jsonlines`, at most
+(and ``error``/``message`` when false). Streaming ops (``watch``, ``events``, ``orders``)
+answer with one object per line until the client closes (``events`` with ``follow`` false:
+until the records kept are sent). The ops and their typed requests are declared once, in
+:mod:`haos.services.controlops` (:data:`OPS` is their field checks): a bad, missing or unknown
+field is a ``usage`` error naming it. Lines travel through :mod:`haos.jsonlines`, at most
 :data:`haos.limits.MAX_SOCKET_LINE` bytes each. :class:`ControlClient` is the blocking client that
 tests, benchmarks and tools use; it is safe to use one client per thread.
 """
@@ -19,89 +20,15 @@ from typing import Any
 
 from haos import jsonlines
 from haos.errors import HaosError, UnavailableError
-from haos.fields import Op, Table, flag, integer, mapping, number, text
 from haos.limits import MAX_SOCKET_LINE
+from haos.services.controlops import FIELDS
 
 MAX_LINE = MAX_SOCKET_LINE
-_REVISION = 2**63 - 1
 
-# Every operation of the control socket and its fields: the daemon checks each request
-# against this table before any handler sees it.
-OPS = Table.of(
-    [
-        Op("status", doc="this node's view: members, quorum, master, repository"),
-        Op("crim", doc="the availability service's state (from the master)"),
-        Op("notices", doc="the membership notices seen so far"),
-        Op("desired", doc="the roles this node's components should have"),
-        Op("boot_gates", doc="has this node rejoined the cluster and proven its release"),
-        Op(
-            "name_bind",
-            (text("component"), text("name"), text("handle", empty=True)),
-            doc="bind an application's name (CNS), taking it over",
-        ),
-        Op("name_lookup", (text("name"),), doc="the handle and node a name is bound to"),
-        Op("name_drop", (text("component"),), doc="unbind the names a component bound"),
-        Op(
-            "events",
-            (
-                flag("cluster", default=False),
-                number("since", default=None),
-                flag("follow", default=True),
-            ),
-            doc="stream: membership notices as they come; with cluster, the availability"
-            " service's events instead (those kept, from 'since' on, then, with follow, each"
-            " as it comes)",
-        ),
-        Op(
-            "availability",
-            (number("since", default=None),),
-            doc="the availability report per service instance (from the master)",
-        ),
-        Op("orders", doc="stream: the agent's feed of role orders"),
-        Op(
-            "put",
-            (text("key"), text("value", empty=True), integer("expect", 0, _REVISION, default=None)),
-        ),
-        Op("delete", (text("key"), integer("expect", 0, _REVISION, default=None))),
-        Op("get", (text("key"),)),
-        Op("range", (text("prefix", default="/"),)),
-        Op("watch", (text("prefix", default="/"), integer("after", 0, _REVISION, default=None))),
-        Op(
-            "ckpt_open",
-            (
-                text("name"),
-                text("role", choices=("active", "standby"), default="standby"),
-                flag("persistent", default=False),
-            ),
-        ),
-        Op(
-            "ckpt_write",
-            (text("name"), text("section"), text("data", empty=True), flag("sync", default=True)),
-        ),
-        Op("ckpt_read", (text("name"), text("section"))),
-        Op(
-            "operator",
-            (
-                text("action"),  # the intents module names the known actions
-                text("target"),
-                number("timeout", 0.0, 3600.0, default=10.0),
-            ),
-        ),
-        Op("report", (mapping("report", default={}),)),
-        Op("event", (text("kind"), text("component"))),
-        Op("applied", (mapping("order"), integer("epoch", 0, _REVISION, default=None))),
-        Op(
-            "running",
-            (
-                text("component"),
-                text("state"),
-                number("at"),
-                text("detail", empty=True, default=""),
-            ),
-        ),
-        Op("history", (integer("limit", 1, 1_000_000, default=50),)),
-    ]
-)
+# Every operation of the control socket and its fields (declared once, in
+# haos.services.controlops): the daemon checks each request against them before any handler
+# sees it.
+OPS = FIELDS
 
 
 class BadAnswer(UnavailableError):

@@ -30,6 +30,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol, TypeVar
 
 from haos.clock import Clock, MonotonicClock, within
+from haos.cluster.copco.leases import LockedError
+from haos.cluster.copco.scope import changed_by
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.actions import Decision
 from haos.cluster.crim.topology import Topology
@@ -39,6 +41,7 @@ from haos.errors import ConflictError, HaosError, UnavailableError, UsageError
 from haos.services.crimbrain import Brain
 from haos.services.crimd import ServiceRole
 from haos.services.leaving import LEAVE, NodeLeaving, carry_out_leave
+from haos.services.oplocks import OpLocks
 
 log = logging.getLogger(__name__)
 Result = TypeVar("Result")
@@ -99,7 +102,8 @@ async def submit_intent(
     UsageError for a bad action or target (nothing is written); UnavailableError when the
     repository cannot take the write or no outcome arrived within ``timeout`` on ``clock``
     (this node's monotonic clock by default); the intent stays and is carried out when a
-    master can.
+    master can. LockedError when an operation lock (:mod:`haos.services.oplocks`) covers
+    what the command changes: nothing was applied, the message names the lock's holder.
     """
     clock = clock or MonotonicClock()
     body = json.dumps({"action": action, "target": target, "by": by, "at": time.time()})
@@ -114,6 +118,8 @@ async def submit_intent(
                 if event.value is None:
                     continue
                 outcome: dict[str, Any] = json.loads(event.value)
+                if outcome.get("error") == LockedError.code:  # nothing was applied
+                    raise LockedError(str(outcome.get("reason")))
                 if outcome.get("state") != "taking":
                     return outcome
     except TimeoutError:
@@ -154,9 +160,14 @@ class IntentFollower:
     ``clock``."""
 
     def __init__(
-        self, ccr: Repository, availability: Availability, clock: Clock | None = None
+        self,
+        ccr: Repository,
+        availability: Availability,
+        clock: Clock | None = None,
+        locks: OpLocks | None = None,
     ) -> None:
         self._ccr = ccr
+        self._locks = locks  # each command holds the locks of what it changes (COpCo)
         self._service = availability
         self._clock = clock or MonotonicClock()
         self._never = asyncio.Event()  # nothing cuts the wait before a retry short
@@ -215,12 +226,30 @@ class IntentFollower:
                     intent,
                 )
             else:
-                decision = await service.submit(intent)
-                outcome = {"state": "done", "refused": decision.refused, "reason": decision.reason}
+                outcome = await self._operate(outcome_key.rsplit("/", 1)[1], intent, value)
         except UsageError as e:
             outcome = {"state": "done", "refused": True, "reason": str(e)}
         await self._finish(key, outcome_key, outcome)
         self.done += 1
+
+    async def _operate(self, ident: str, intent: ev.Event, value: bytes) -> dict[str, Any]:
+        """Carry an operator command out holding the locks of the sub-trees it changes; if
+        another operation holds one, nothing is applied and the outcome says who holds it."""
+        service = self._service
+        if self._locks is None:
+            decision = await service.submit(intent)
+        else:
+            body = json.loads(value)
+            action, target = str(body["action"]), str(body["target"])
+            crim = None if service.brain is None else service.brain.crim
+            subtrees = changed_by(service.topology, crim, action, target)
+            reason = f"{action} {target} asked on {body.get('by', '?')}"
+            try:
+                async with self._locks.hold(subtrees, action, reason, operation=f"intent-{ident}"):
+                    decision = await service.submit(intent)
+            except LockedError as e:
+                return {"state": "done", "refused": True, "error": e.code, "reason": str(e)}
+        return {"state": "done", "refused": decision.refused, "reason": decision.reason}
 
     async def _finish(self, key: str, outcome_key: str, outcome: dict[str, Any]) -> None:
         await self._ccr.txn((), (Put(outcome_key, json.dumps(outcome).encode()), Delete(key)))

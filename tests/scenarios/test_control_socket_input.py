@@ -137,7 +137,7 @@ def test_a_line_over_the_limit_is_answered_naming_the_limit_and_the_daemon_serve
 
 
 def _sample(check: Callable[[object], object]) -> object:
-    for value in ("/x", "active", 1, 0.5, True, {}):
+    for value in ("/x", "active", 1, 0.5, 60, True, {}):
         try:
             check(value)
         except ValueError:
