@@ -65,7 +65,9 @@ WRITES: dict[str, tuple[str, ...]] = {
     "instances": ("switchover",),
 }
 IF_MATCH = "the revision (ETag) the object must still have"
-_UNAVAILABLE = {"unavailable", "not-active"}
+# The cluster daemon's error codes as HTTP statuses: not serving now, or held by another
+# operation (an operation lock, a compare-on-revision that lost); anything else is its fault.
+_CONTROL_STATUS = {"unavailable": 503, "not-active": 503, "locked": 409, "conflict": 409}
 
 
 class OperatorBody(BaseModel):
@@ -187,13 +189,13 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(HaosError)
     async def haos_error(request: Request, e: HaosError) -> JSONResponse:
-        status = 503 if isinstance(e, UnavailableError) else 502
+        status, code = (503 if isinstance(e, UnavailableError) else 502), e.code
         if isinstance(e, BadAnswer):
             status = 502
-        elif isinstance(e, ControlError):
-            status = 503 if e.error in _UNAVAILABLE else 502
+        elif isinstance(e, ControlError):  # the cluster daemon's own code goes on
+            status, code = _CONTROL_STATUS.get(e.error, 502), e.error
         log.warning("%s %s: %s", request.method, request.url.path, e)
-        return JSONResponse(asdict(Problem(e.code, str(e))), status)
+        return JSONResponse(asdict(Problem(code, str(e))), status)
 
 
 def _problem(err: Any) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from haos.errors import UnavailableError
 from haos.mgmt.source import Answers
+from haos.services.control import ControlError
 
 
 class FakeSource:
@@ -35,6 +36,7 @@ class FakeSource:
         self.events = list(events or [])
         self.commands: list[tuple[str, str, float]] = []
         self.refuse: dict[str, str] = {}
+        self.fail: dict[str, ControlError] = {}  # target -> what the cluster daemon answers
         self.down = False  # the cluster daemon cannot be reached
 
     def _up(self) -> None:
@@ -64,6 +66,8 @@ class FakeSource:
     async def operator(self, action: str, target: str, timeout: float) -> dict[str, Any]:
         self._up()
         self.commands.append((action, target, timeout))
+        if target in self.fail:
+            raise self.fail[target]
         if target in self.refuse:
             return {"ok": True, "refused": True, "reason": self.refuse[target]}
         if action == "switchover" and target in self.crim["instances"]:

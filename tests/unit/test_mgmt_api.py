@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from haos.mgmt.api import ApiSettings, create_app
 from haos.mgmt.daemon import openapi_document
+from haos.services.control import ControlError
 from haoslab.testing.mgmt import FakeSource
 
 LOOPBACK = ("127.0.0.1", 40000)
@@ -138,6 +139,19 @@ def test_a_refusal_is_409_with_the_availability_services_reason() -> None:
     r = call(source, "POST", "/nodes/n3/lock")
     assert r.status_code == 409
     assert r.json()["refused"] is True and r.json()["reason"] == "n3 hosts the last standby"
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("locked", 409), ("conflict", 409), ("not-active", 503), ("bug", 502)]
+)
+def test_the_cluster_daemons_error_code_goes_on_with_its_http_status(
+    code: str, status: int
+) -> None:
+    source = fake()
+    source.fail["n3"] = ControlError(code, "n3 is locked by n1 (maintenance): new fans")
+    r = call(source, "POST", "/nodes/n3/lock")
+    assert r.status_code == status
+    assert r.json()["error"] == code and "n1 (maintenance)" in r.json()["message"]
 
 
 @pytest.mark.parametrize(
