@@ -56,17 +56,13 @@ def cleanup(
         if not force and owner.alive(workdir):
             report.skipped.append(cluster_id)
             continue
-        names = [n for n in netns.present() if n.startswith(f"haos-{cluster_id}-")]
         report.removed.append(cluster_id)
-        report.namespaces += names
         if dry_run:
+            report.namespaces += _namespaces(cluster_id)
             continue
-        idents = [netns.ident(n) for n in names]
-        report.killed += netns.kill_processes(idents)
-        remove_shm_leftovers(_recorded_pids(workdir))
-        for name in sorted(names, key=lambda n: n.endswith("-sw")):  # nodes, then the switch
-            netns.delete_netns(name)
-        shutil.rmtree(workdir, ignore_errors=True)
+        namespaces, killed = remove_cluster(workdir)
+        report.namespaces += namespaces
+        report.killed += killed
     for staging in base.glob(f"{owner.CLAIMING}*") if base.is_dir() else []:
         if not owner.alive(staging) and not dry_run:
             shutil.rmtree(staging, ignore_errors=True)
@@ -74,6 +70,22 @@ def cleanup(
         with contextlib.suppress(OSError):  # the shared base, if no cluster uses it any more
             base.rmdir()
     return report
+
+
+def remove_cluster(workdir: Path) -> tuple[list[str], list[int]]:
+    """Kill every process in the namespaces of the cluster of ``workdir`` (``<base>/<id>``),
+    delete them and the directory: (the namespaces deleted, the pids killed)."""
+    names = _namespaces(workdir.name)
+    killed = netns.kill_processes([netns.ident(n) for n in names])
+    remove_shm_leftovers(_recorded_pids(workdir))
+    for name in sorted(names, key=lambda n: n.endswith("-sw")):  # nodes, then the switch
+        netns.delete_netns(name)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return names, killed
+
+
+def _namespaces(cluster_id: str) -> list[str]:
+    return [n for n in netns.present() if n.startswith(f"haos-{cluster_id}-")]
 
 
 def _recorded_pids(workdir: Path) -> list[int]:

@@ -62,3 +62,12 @@ def alive(workdir: Path) -> bool:
     except (OSError, ValueError):
         return False
     return str(start_time(pid)) == started
+
+
+def owned_by(workdir: Path, pid: int, started: int) -> bool:
+    """Whether ``workdir`` was claimed by the process ``pid`` that started at ``started``
+    (clock ticks since boot, :func:`start_time`), whether or not that process still runs."""
+    try:
+        return (workdir / _FILE).read_text().split() == [str(pid), str(started)]
+    except OSError:
+        return False
