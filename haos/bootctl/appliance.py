@@ -7,7 +7,10 @@
 * ``check``: ``haos-boot-check.service``, ordered before ``boot-complete.target`` with
   ``FailureAction=reboot``. Exit 1 only while the running release is on trial and a haos unit
   is not active: the boot fails and systemd-boot counts the try. A committed release is never
-  rebooted for it (that would loop); the check reports instead.
+  rebooted for it (that would loop); the check reports instead. On a trial it waits at most
+  the proving time (cluster.toml ``[boot] proving_timeout``): a release whose cluster daemon
+  never gets ready (it cannot rejoin) never reaches multi-user.target, so the commit, which
+  counts the proving time, would never run.
 * ``commit``: ``haos-boot-commit.service``, after ``boot-complete.target``: the policy's
   ``Booted`` and ``UnitsHealthy`` events, carried out (bless, move the default, or record the
   fallback after a failed trial).
@@ -175,22 +178,30 @@ def _healthy(states: dict[str, str]) -> bool:
     return all(s.startswith("active/") for s in states.values())
 
 
-def check(paths: Paths, timeout: float) -> int:
+def check_timeout(policy: BootPolicy, snap: BootSnapshot, timeout: float) -> float:
+    """How long the check waits for the units: ``timeout``, and on a trial at most the
+    proving time (a trial is not proven later than that, whatever it waits for)."""
+    trying = snap.booted is not None and snap.slot(snap.booted).state is SlotState.TRYING
+    return min(timeout, policy.proving_timeout) if trying else timeout
+
+
+def check(paths: Paths, timeout: float, policy: BootPolicy | None = None) -> int:
     """Exit status for haos-boot-check: 1 only for an unhealthy release on trial.
 
     A boot state that cannot be read is reported, not failed: failing would reboot a
-    committed release too, over and over.
+    committed release too, over and over. ``policy`` bounds the wait (:func:`check_timeout`).
     """
     try:
         snap = _loader(paths).read()
     except HaosError as e:
         report("check", {"boot_id": _text(paths.boot_id), "error": str(e)}, paths.report_port)
         return 0
-    units = wait_healthy(health_units(paths), timeout)
+    waited = check_timeout(policy or BootPolicy(), snap, timeout)
+    units = wait_healthy(health_units(paths), waited)
     healthy = _healthy(units)
     trying = snap.booted is not None and snap.slot(snap.booted).state is SlotState.TRYING
     verdict = "healthy" if healthy else ("fail-boot" if trying else "unhealthy-committed")
-    fields = {"units": units, "verdict": verdict, "boot": snapshot_json(snap)}
+    fields = {"units": units, "verdict": verdict, "timeout": waited, "boot": snapshot_json(snap)}
     report("check", {**_common(paths, snap), **fields}, paths.report_port)
     return 0 if healthy or not trying else 1
 
@@ -404,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             esp_init(args.esp, args.release)
             return 0
         if args.command == "check":
-            return check(paths, args.timeout)
+            return check(paths, args.timeout, boot_policy(paths))
         if args.command == "commit":
             gates = DaemonGates(ControlClient(paths.control).request)
             return commit(paths, time.time(), policy=boot_policy(paths), gates=gates)

@@ -1,18 +1,20 @@
 """``python -m haoslab.vm``: start a cluster of appliance guests by hand, or poke one over QMP.
 
-    python -m haoslab.vm up N [--image RAW] [--workdir DIR] [--no-provision]
+    python -m haoslab.vm up N [--image RAW] [--workdir DIR] [--no-provision] [--no-fw-cfg NODE]
     python -m haoslab.vm qmp DIR NODE COMMAND [JSON-ARGUMENTS]
     python -m haoslab.vm sh DIR NODE SCRIPT
     python -m haoslab.vm bench-boot N [--image RAW] [--workdir DIR]
 
 ``up`` boots N guests (each with its own overlay, two links on two hubs), prints where their
 sockets and logs are (and the directory of their fencing monitors, for ``fence_haos_qmp``),
-reports each node's commit verdict as it arrives and keeps them running
-until interrupted. ``qmp`` runs one QMP command on a running guest (e.g. ``set_link
-'{"name": "link0", "up": false}'``, ``system_reset``, ``quit``); ``sh`` runs a shell script in
-the guest through its agent. ``bench-boot`` starts N guests at once and prints, per guest,
-the seconds from QEMU's start to its commit report (which comes after multi-user.target
-and the haos units) and the guest's own ``systemd-analyze`` figures; then stops them.
+reports each node's commit verdict as it arrives and keeps them running until interrupted; a
+node given with ``--no-fw-cfg`` boots its own copy of the image, provisioned with ``haosctl
+provision``, as a flashed board. ``qmp`` runs one QMP command on a running guest (e.g.
+``set_link '{"name": "link0", "up": false}'``, ``system_reset``, ``quit``); ``sh`` runs a
+shell script in the guest through its agent. ``bench-boot`` starts N guests at once and
+prints, per guest, the seconds from QEMU's start to its commit report (which comes after
+multi-user.target and the haos units) and the guest's own ``systemd-analyze`` figures; then
+stops them.
 """
 
 from __future__ import annotations
@@ -56,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=Path("/run/haos-vm"))
     p.add_argument("--memory", type=int, default=1024, help="MiB per guest")
     p.add_argument("--no-provision", action="store_true", help="no corosync/haos config")
+    p.add_argument(
+        "--no-fw-cfg",
+        type=_node,
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="boot NODE without fw_cfg, from its own image provisioned by haosctl provision",
+    )
     p = sub.add_parser("bench-boot", help="time N guests booting at once, then stop them")
     p.add_argument("n", type=_node, help="number of guests (1..8)")
     p.add_argument("--image", type=Path, help="the disk image (default: image/build.sh's)")
@@ -103,7 +113,12 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with Cluster(
-        image, args.workdir, args.n, memory_mb=args.memory, provision=not args.no_provision
+        image,
+        args.workdir,
+        args.n,
+        memory_mb=args.memory,
+        provision=not args.no_provision,
+        no_fw_cfg=frozenset(args.no_fw_cfg),
     ) as cluster:
         cluster.start()
         for m in cluster.machines:

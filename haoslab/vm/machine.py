@@ -5,7 +5,9 @@ own variable store, so systemd-boot's boot counting and ``LoaderEntryDefault`` a
 qcow2 copy-on-write overlay over the shared image; an ``i6300esb`` watchdog whose expiry
 resets the guest; two NICs on two :class:`~haoslab.vm.hub.Hub` segments (MAC
 ``52:54:00:4a:NN:0L``, which the guest's haos-node-setup matches); the node number through
-``-fw_cfg opt/haos/node`` (and, for a provisioned cluster, its /etc files); ttyS0 logged to a
+``-fw_cfg opt/haos/node`` (and, for a provisioned cluster, its /etc files) -- or, without
+fw_cfg, from its own raw copy of the image that ``haosctl provision`` wrote them into, as a
+board is flashed; ttyS0 logged to a
 file, ttyS1 the report port; a QMP socket and the guest agent's socket; a free PCIe root port
 ``hp0`` for hot-plug; the image's root partition as a read-only disk
 ``/dev/disk/by-id/virtio-haos-release``, a release the guest can install into its free slot.
@@ -34,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from haos.cli.provision import write_image
 from haos.errors import HaosError, UnavailableError, UsageError
 from haos.proc import ENV, run
 from haoslab.lifecycle import Closing
@@ -69,6 +72,13 @@ class MachineSpec:
     memory_mb: int = 1024
     cpus: int = 2
     watchdog: bool = True
+    # What QEMU does when the i6300esb expires: "reset" (a board's watchdog) or "none" (the
+    # expiry is only reported: systemd holds the device, and a guest whose vCPUs starve on a
+    # loaded host is no hang).
+    watchdog_action: str = "reset"
+    # False: no -fw_cfg at all; the guest boots its own raw copy of the image (``raw``) into
+    # whose data partition ``haosctl provision`` wrote the node's identity and etc_files.
+    fw_cfg: bool = True
     # (path under /etc, host file): installed in the guest by haos-node-setup at every boot.
     etc_files: tuple[tuple[str, Path], ...] = ()
     # A read-only disk /dev/disk/by-id/virtio-haos-release: (file, offset, size) in bytes,
@@ -82,6 +92,8 @@ class MachineSpec:
             raise UsageError(f"node number must be 1..254, not {self.node}")
         if self.memory_mb < 256 or self.cpus < 1:
             raise UsageError("a guest needs at least 256 MiB and one CPU")
+        if self.watchdog_action not in ("reset", "none"):
+            raise UsageError(f"watchdog action must be reset or none, not {self.watchdog_action}")
 
     def file(self, suffix: str) -> Path:
         return self.workdir / f"node{self.node}.{suffix}"
@@ -131,6 +143,7 @@ def hub_path(workdir: Path, link: int) -> Path:
 def qemu_argv(spec: MachineSpec) -> list[str]:
     """The QEMU command line of ``spec``'s guest."""
     f = spec.file
+    disk = f"format=qcow2,file={f('qcow2')}" if spec.fw_cfg else f"format=raw,file={f('raw')}"
     argv = [
         "qemu-system-x86_64",
         "-name", f"node{spec.node}",
@@ -141,7 +154,7 @@ def qemu_argv(spec: MachineSpec) -> list[str]:
         "-nodefaults", "-display", "none", "-vga", "none",
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
         "-drive", f"if=pflash,format=raw,unit=1,file={f('vars.fd')}",
-        "-drive", f"if=none,id=disk,format=qcow2,cache=unsafe,discard=unmap,file={f('qcow2')}",
+        "-drive", f"if=none,id=disk,cache=unsafe,discard=unmap,{disk}",
         "-device", "virtio-blk-pci,drive=disk,bootindex=1",
         "-serial", f"file:{f('console.log')}",
         "-chardev", f"socket,id=report,path={f('report.sock')},server=off,reconnect=1",
@@ -151,7 +164,6 @@ def qemu_argv(spec: MachineSpec) -> list[str]:
         "-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
         "-qmp", f"unix:{f('qmp.sock')},server=on,wait=off",
         "-qmp", f"unix:{spec.fence_socket()},server=on,wait=off",
-        "-fw_cfg", f"name=opt/haos/node,string={spec.node}",
         "-device", "pcie-root-port,id=hp0,bus=pcie.0,chassis=1,slot=1",
         "-object", "rng-random,id=rng,filename=/dev/urandom",
         "-device", "virtio-rng-pci,rng=rng",
@@ -180,10 +192,12 @@ def qemu_argv(spec: MachineSpec) -> list[str]:
         }
         argv += ["-blockdev", json.dumps(blockdev)]
         argv += ["-device", "virtio-blk-pci,drive=release,serial=haos-release"]
-    for rel, host_file in spec.etc_files:
-        argv += ["-fw_cfg", f"name=opt/haos/etc/{rel},file={host_file}"]
+    if spec.fw_cfg:
+        argv += ["-fw_cfg", f"name=opt/haos/node,string={spec.node}"]
+        for rel, host_file in spec.etc_files:
+            argv += ["-fw_cfg", f"name=opt/haos/etc/{rel},file={host_file}"]
     if spec.watchdog:
-        argv += ["-device", "i6300esb", "-action", "watchdog=reset"]
+        argv += ["-device", "i6300esb", "-action", f"watchdog={spec.watchdog_action}"]
     return argv
 
 
@@ -200,15 +214,20 @@ class Machine:
     _reset_at: float = field(default=0.0, repr=False)  # wall time of the last rescue reset
 
     def create_disk(self) -> None:
-        """A fresh overlay over the image and fresh firmware variables (a new board)."""
+        """A fresh overlay over the image (or, without fw_cfg, a provisioned raw copy of it)
+        and fresh firmware variables (a new board)."""
         f = self.spec.file
-        for suffix in ("qcow2", "vars.fd"):
+        for suffix in ("qcow2", "raw", "vars.fd"):
             with contextlib.suppress(FileNotFoundError):
                 f(suffix).unlink()
-        run([
-            "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
-            "-b", str(self.spec.image), str(f("qcow2")),
-        ])  # fmt: skip
+        if self.spec.fw_cfg:
+            run([
+                "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+                "-b", str(self.spec.image), str(f("qcow2")),
+            ])  # fmt: skip
+        else:
+            run(["cp", "--sparse=always", str(self.spec.image), str(f("raw"))], timeout=600)
+            provision(f("raw"), self.spec)
         shutil.copyfile(OVMF_VARS, f("vars.fd"))
 
     def start(self) -> None:
@@ -312,6 +331,38 @@ class Machine:
         return "\n".join(text.splitlines()[-lines:])
 
 
+# What ``haosctl provision`` takes as options; the other etc_files are written beside them.
+PROVISION_OPTIONS = {
+    "haos/cluster.toml": "--config",
+    "corosync/corosync.conf": "--corosync",
+    "corosync/authkey": "--authkey",
+}
+
+
+def provision(raw: Path, spec: MachineSpec) -> None:
+    """Write ``spec``'s node identity, links and etc_files onto ``raw``'s data partition
+    with ``haosctl provision``, as onto a board's image before it is flashed."""
+    files = dict(spec.etc_files)
+    missing = [rel for rel in PROVISION_OPTIONS if rel not in files]
+    if missing:
+        raise UsageError(f"node{spec.node}: no fw_cfg and no {', '.join(missing)} to provision")
+    argv = [str(Path(sys.executable).with_name("haosctl")), "provision", str(raw)]
+    argv += ["--node", f"n{spec.node}"]
+    for rel, option in PROVISION_OPTIONS.items():
+        argv += [option, str(files[rel])]
+    for link in range(LINKS):
+        argv += [f"--link{link}", f"10.1{link}.0.{spec.node}/24@{spec.mac(link)}"]
+    run(argv, timeout=120)
+    # The node's own /etc files that haosctl provision has no option for (the lab's fencing
+    # NIC): beside them, where haos-node-setup installs every provision/etc file from.
+    # (node.env is haosctl provision's own.)
+    extra = {f"etc/{rel}": path.read_bytes() for rel, path in files.items()}
+    for rel in (*PROVISION_OPTIONS, "haos/node.env"):
+        extra.pop(f"etc/{rel}", None)
+    if extra:
+        write_image(raw, extra)
+
+
 def stuck_in_firmware(tail: str, silent: float, stall: float) -> bool:
     """Whether a console whose last lines are ``tail``, silent for ``silent`` seconds, shows a
     guest that its kernel restarted and that has printed nothing since for ``stall`` seconds."""
@@ -354,11 +405,14 @@ GUEST_TIMING = {
 }
 
 
-def provision_files(workdir: Path, n: int, name: str) -> dict[int, tuple[tuple[str, Path], ...]]:
+def provision_files(
+    workdir: Path, n: int, name: str, config_toml: str | None = None
+) -> dict[int, tuple[tuple[str, Path], ...]]:
     """Each node's /etc files for a corosync + haos cluster of ``n`` (written to ``workdir``).
 
     The same corosync.conf (two knet links; :data:`GUEST_TIMING`), one fresh authkey, haos'
-    cluster.toml for nodes n1..nN and each node's node.env.
+    cluster.toml for nodes n1..nN (``config_toml``, default :func:`guest_cluster_toml`) and
+    each node's node.env.
     """
     # Imported here: the harness is needed only by clusters that run haos' daemons.
     from haoslab.harness.config import ClusterSpec, render_corosync_conf
@@ -369,7 +423,7 @@ def provision_files(workdir: Path, n: int, name: str) -> dict[int, tuple[tuple[s
     shared = {
         "corosync/corosync.conf": render_corosync_conf(spec, Names(name)).encode(),
         "corosync/authkey": secrets.token_bytes(256),
-        "haos/cluster.toml": guest_cluster_toml(spec, name).encode(),
+        "haos/cluster.toml": (config_toml or guest_cluster_toml(spec, name)).encode(),
     }
     out: dict[int, tuple[tuple[str, Path], ...]] = {}
     for node in range(1, n + 1):
@@ -393,8 +447,12 @@ class Cluster(Closing):
     """``n`` guests of ``image`` on two hub segments, in ``workdir``.
 
     With ``provision`` every guest gets corosync's and haos' configuration for the cluster
-    (see :func:`provision_files`), so haos' daemons run as on a provisioned board. Without
-    ``watchdog`` the guests have no i6300esb (see the cluster test for why).
+    (see :func:`provision_files`; ``config_toml`` is their cluster.toml), so haos' daemons
+    run as on a provisioned board. Without ``watchdog`` the guests have no i6300esb (see the
+    cluster test for why; a set: only those nodes have one); ``watchdog_action`` is what its
+    expiry does. The nodes in
+    ``no_fw_cfg`` get no fw_cfg: each boots its own copy of the image, provisioned with
+    ``haosctl provision`` (see :func:`provision`).
     """
 
     def __init__(
@@ -404,7 +462,10 @@ class Cluster(Closing):
         n: int,
         memory_mb: int = 1024,
         provision: bool = True,
-        watchdog: bool = True,
+        watchdog: bool | frozenset[int] = True,
+        config_toml: str | None = None,
+        watchdog_action: str = "reset",
+        no_fw_cfg: frozenset[int] = frozenset(),
     ) -> None:
         if not 1 <= n <= 8:
             raise UsageError(f"a cluster has 1..8 guests, not {n}")
@@ -412,7 +473,10 @@ class Cluster(Closing):
             raise UsageError(f"image {image} does not exist (build it with image/build.sh)")
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
-        files = provision_files(workdir, n, f"vm{secrets.token_hex(3)}") if provision else {}
+        name = f"vm{secrets.token_hex(3)}"
+        files = provision_files(workdir, n, name, config_toml) if provision else {}
+        if no_fw_cfg and not provision:
+            raise UsageError("a guest without fw_cfg needs a provisioned cluster")
         offset, size = partition(image, RELEASE_PARTITION)
         self.machines = [
             Machine(
@@ -423,7 +487,9 @@ class Cluster(Closing):
                     memory_mb=memory_mb,
                     etc_files=files.get(node, ()),
                     release=(image, offset, size),
-                    watchdog=watchdog,
+                    watchdog=watchdog if isinstance(watchdog, bool) else node in watchdog,
+                    watchdog_action=watchdog_action,
+                    fw_cfg=node not in no_fw_cfg,
                     fence_peers=tuple(range(1, n + 1)) if provision else (),
                 )
             )
