@@ -33,9 +33,9 @@ from pathlib import Path
 
 import pytest
 
+from haos.apps import counter
 from haos.cluster.dss.checkpoint.service import DROP_AFTER, DURABLE_WAIT
 from haos.errors import HaosError
-from haoslab.demo import counter
 from haoslab.demo.cluster import member
 from haoslab.demo.run import Answer, DemoCluster
 from haoslab.harness.systemd_cluster import CLUSTERD, REPO
