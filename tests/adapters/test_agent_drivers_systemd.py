@@ -61,7 +61,7 @@ def _install(root: Path) -> None:
         "jsonlines.py",
         "limits.py",
         "client",
-        "demo",
+        "apps",
     ):
         source, target = REPO / "haos" / part, root / "opt" / "haos" / "haos" / part
         target.parent.mkdir(parents=True, exist_ok=True)
