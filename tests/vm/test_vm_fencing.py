@@ -11,6 +11,7 @@ from the last answer of the stopped guest to the first answer of another (the gu
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 import pytest
 
 from haos.errors import UnavailableError
+from haoslab.demo import probe as probe_module
 from haoslab.demo.cluster import PORT, member
 from haoslab.vm.machine import Cluster, Machine
 
@@ -30,6 +32,7 @@ BOOT_ALL = 600.0  # three TCG guests at once on two cores
 PLACED = 300.0  # after the boot: the counter has a primary, a secondary and a spare
 FAILOVER = 180.0  # from the power-off until another guest serves
 PROBE_LOG = "/run/haos-probe.log"
+PROBE_PY = "/run/haos-probe.py"
 T = TypeVar("T")
 
 
@@ -97,9 +100,12 @@ def address(node: int) -> str:
 
 
 def start_probe(m: Machine) -> None:
+    """The demo's client (a lab tool, not in the image), copied into the guest and run there."""
+    source = base64.b64encode(Path(probe_module.__file__).read_bytes()).decode()
+    m.sh(f"echo {source} | base64 -d > {PROBE_PY}")
     targets = ",".join(address(n) for n in range(1, N + 1))
     probe = (
-        f"sleep infinity | python3 -m haoslab.demo.probe --targets {targets}"
+        f"sleep infinity | python3 {PROBE_PY} --targets {targets}"
         f" --interval 0.05 --timeout 3 --duration 3600 > {PROBE_LOG}"
     )
     m.sh(f"systemd-run --unit=haos-probe --collect sh -c '{probe}'")
