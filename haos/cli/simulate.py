@@ -10,7 +10,8 @@ from typing import Any
 
 from haos.cli import args as argtypes
 from haos.cluster.asr.report import format_nines, nines, render_table
-from haos.config.loader import builtin_examples, load_builtin_example, load_config
+from haos.config.examples import builtin_examples, load_builtin_example
+from haos.config.loader import load_config
 from haos.config.model import ClusterConfig
 from haos.errors import UsageError
 from haos.sim.engine import SimResult, SimSettings, Simulation

@@ -94,7 +94,6 @@ import re
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
-from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
@@ -125,7 +124,6 @@ from haos.config.schema import (
     read_manager,
     read_table,
     short_repr,
-    suggest,
 )
 from haos.config.schema import join as _key
 from haos.errors import ConfigError, ConfigProblem
@@ -141,8 +139,6 @@ from haos.model.tree import Component
 
 __all__ = [
     "build_config",
-    "builtin_examples",
-    "load_builtin_example",
     "load_config",
     "parse_config",
 ]
@@ -191,29 +187,6 @@ def _too_many_digits(text: str) -> str:
     key = text[text.rfind("\n", 0, found.start()) + 1 : found.start()].strip(" \t=")
     where = f"line {line}" + (f" (key {short_repr(key)})" if key else "")
     return f"{where}: {reason}"
-
-
-def builtin_examples() -> list[str]:
-    """Names of the example configurations shipped in ``haos/examples``, sorted."""
-    folder = resources.files("haos").joinpath("examples")
-    return sorted(
-        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
-    )
-
-
-def load_builtin_example(name: str) -> ClusterConfig:
-    """Load the shipped example ``name`` (see :func:`builtin_examples`)."""
-    source = f"builtin:{name}.toml"
-    if name not in builtin_examples():
-        source = f"builtin:{short_repr(name)[1:-1]}.toml"
-        known = ", ".join(builtin_examples())
-        reason = (
-            f"no built-in example {short_repr(name)}{suggest(name, builtin_examples())}; "
-            f"have: {known}"
-        )
-        raise ConfigError([ConfigProblem(source, "", reason)])
-    resource = resources.files("haos").joinpath("examples", f"{name}.toml")
-    return parse_config(resource.read_text(encoding="utf-8"), source)
 
 
 def build_config(data: Mapping[str, object], source: str) -> ClusterConfig:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from haos.cli.main import main
-from haos.config.loader import builtin_examples, load_builtin_example
+from haos.config.examples import builtin_examples, load_builtin_example
 
 EXAMPLES = builtin_examples()
 QUICK = ["simulate", "--faults", "200", "--seed", "3"]

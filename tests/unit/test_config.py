@@ -15,13 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from haos.config import loader, schema
-from haos.config.loader import (
-    build_config,
-    builtin_examples,
-    load_builtin_example,
-    load_config,
-    parse_config,
-)
+from haos.config.examples import builtin_examples, load_builtin_example
+from haos.config.loader import build_config, load_config, parse_config
 from haos.config.model import AuditSpec, ClusterConfig, CorrelationPolicy, NodeSpec
 from haos.errors import ConfigError, ConfigProblem
 from haos.model.classes import ClassRegistry, ComponentClass, Method

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from haos.config import audits, schema
-from haos.config.loader import load_builtin_example, load_config, parse_config
+from haos.config.examples import load_builtin_example
+from haos.config.loader import load_config, parse_config
 from haos.config.model import AuditSpec, CorrelationPolicy, ManagerSpec
 from haos.errors import ConfigError, ConfigProblem, ModelError
 from haos.model.redundancy import RecoveryPolicy

@@ -9,7 +9,7 @@ import pytest
 from haos.cluster.crim import events as ev
 from haos.cluster.crim.policy import decide
 from haos.cluster.crim.snapshot import from_data, to_data
-from haos.config.loader import load_builtin_example
+from haos.config.examples import load_builtin_example
 from haos.errors import ModelError
 from haos.model.reports import ErrorKind, ErrorReport
 from haoslab.testing.crimdriver import CrimDriver

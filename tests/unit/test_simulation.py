@@ -9,7 +9,7 @@ import pytest
 from haos.cluster.crim import events as ev
 from haos.cluster.crim import policy as crim_policy
 from haos.cluster.crim.actions import Decision, RebootNode
-from haos.config.loader import builtin_examples, load_builtin_example
+from haos.config.examples import builtin_examples, load_builtin_example
 from haos.model.reports import ErrorKind
 from haos.services import crimbrain
 from haos.sim import engine, faults
